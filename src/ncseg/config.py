@@ -1,0 +1,197 @@
+"""params.yaml -> one frozen, validated settings object.
+
+This module is the only place the shape of the configuration is defined: the CLI, the DVC stages and the
+tests all load `params.yaml` through `load_params`, so a default can never differ between them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Paths(_Frozen):
+    raw: Path
+    augmented: Path
+    models: Path
+    metrics: Path
+    plots: Path
+
+
+class SynthParams(_Frozen):
+    n_images: int = Field(ge=1)
+    size_px: int = Field(ge=64)
+    pixel_size_nm: float = Field(gt=0)
+    edge_nm: float = Field(gt=0)
+    edge_rel_std: float = Field(ge=0, lt=0.5)
+    coverage: float = Field(gt=0, lt=0.6)
+    patch_fraction: float = Field(ge=0, le=1)
+    gap_nm: tuple[float, float]
+    overlap_fraction: float = Field(ge=0, le=0.5)
+    carbon_thickness_nm: float = Field(gt=0)
+    carbon_variation: float = Field(ge=0, lt=1)
+    probe_fwhm_nm: float = Field(ge=0)
+    dose_e_per_nm2: float = Field(gt=0)
+    line_jitter_px: float = Field(ge=0)
+    line_gain_std: float = Field(ge=0, lt=0.5)
+
+
+class DataParams(_Frozen):
+    synth: SynthParams
+
+
+class AugmentParams(_Frozen):
+    n_rotated: int = Field(ge=0)
+    angles: tuple[Literal[90, 180, 270], ...] = Field(min_length=1)
+
+
+class CVParams(_Frozen):
+    n_folds: int = Field(ge=2)
+    inner_val_fraction: float = Field(gt=0, lt=1)
+
+
+class TrainParams(_Frozen):
+    epochs: int = Field(ge=1)
+    steps_per_epoch: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    crop_px: int = Field(ge=32)
+    lr: float = Field(gt=0)
+    patience: int = Field(ge=1)
+    device: Literal["auto", "cpu", "cuda"]
+    tile_px: int = Field(ge=64)
+
+
+class UNet4Params(_Frozen):
+    kind: Literal["unet4"]
+    base_channels: int = Field(ge=4)
+    dropout: float = Field(ge=0, lt=1)
+    padding: Literal["same", "valid"]
+    l2: float = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+
+
+class SmpParams(_Frozen):
+    kind: Literal["smp"]
+    arch: str
+    encoder: str
+    weight_decay: float = Field(ge=0)
+
+
+class ClassicalParams(_Frozen):
+    kind: Literal["classical"]
+    sigma_nm: float = Field(ge=0)
+    min_area_nm2: float = Field(ge=0)
+
+
+ModelParams = Annotated[UNet4Params | SmpParams | ClassicalParams, Field(discriminator="kind")]
+NeuralParams = UNet4Params | SmpParams
+
+
+class ThresholdParams(_Frozen):
+    sweep: tuple[float, float, float]
+    study: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sweep_inside_unit_interval(self) -> ThresholdParams:
+        start, stop, step = self.sweep
+        if not (0 < start <= stop < 1 and step > 0):
+            raise ValueError("threshold.sweep must be [start, stop, step] with 0 < start <= stop < 1, step > 0")
+        return self
+
+    def grid(self) -> list[float]:
+        start, stop, step = self.sweep
+        n = round((stop - start) / step) + 1
+        return [round(start + i * step, 6) for i in range(n)]
+
+
+class RegisterParams(_Frozen):
+    model_name: str = Field(min_length=1)
+    margin: float = Field(ge=0)
+    max_pixels: int = Field(ge=64 * 64)
+
+
+class ParticleParams(_Frozen):
+    min_area_nm2: float = Field(ge=0)
+    min_distance_nm: float = Field(gt=0)
+
+
+class TrackingParams(_Frozen):
+    uri: str
+    experiment: str = Field(min_length=1)
+
+
+class Params(_Frozen):
+    seed: int
+    paths: Paths
+    data: DataParams
+    augment: AugmentParams
+    cv: CVParams
+    train: TrainParams
+    models: dict[str, ModelParams] = Field(min_length=1)
+    threshold: ThresholdParams
+    registry: RegisterParams = Field(alias="register")  # `register` would shadow a BaseModel method
+    particles: ParticleParams
+    tracking: TrackingParams
+
+    def model(self, name: str) -> ModelParams:
+        if name not in self.models:
+            raise KeyError(f"unknown model {name!r}; params.yaml defines: {', '.join(self.models)}")
+        return self.models[name]
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) does not describe a valid study."""
+
+
+def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """`train.epochs=2` -> tree['train']['epochs'] = 2, the value parsed as YAML (like `dvc exp run -S`)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {assignment!r} is not of the form section.key=value")
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section of params.yaml")
+        node = node[part]
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read parameters ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
+    for assignment in overrides or []:
+        _apply_override(tree, assignment)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def flatten(params: Params) -> dict[str, str]:
+    """Dotted keys for MLflow's flat param store (`train.epochs` -> '30')."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            out[prefix] = str(node)
+
+    walk("", params.model_dump(mode="json", by_alias=True))
+    return out

@@ -1,0 +1,87 @@
+"""The study's 12 -> 22 images: lossless quarter-turn rotations of some raw images, with a manifest of sources.
+
+The manifest's `group` column is what cross-validation splits on: a rotated copy shares the group of its raw
+image (and raw images imported with a group manifest share their slice's group), so no copy of one specimen
+region can sit on both sides of a fold.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ncseg.config import AugmentParams
+from ncseg.io.images import atomic_path, list_images, read_image, read_mask, write_mask, write_tiff
+
+MANIFEST = "manifest.csv"
+GROUPS = "groups.csv"  # optional in a raw folder: name,group (written by `ncseg data import --groups`)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    source: str
+    group: str
+    rotation_deg: int
+
+
+def read_groups(raw: Path) -> dict[str, str]:
+    path = raw / GROUPS
+    if not path.exists():
+        return {}
+    with path.open(newline="") as fh:
+        return {row["name"]: row["group"] for row in csv.DictReader(fh)}
+
+
+def plan(names: list[str], groups: dict[str, str], p: AugmentParams, seed: int) -> list[Entry]:
+    """Every raw image once, then `n_rotated` of them (chosen by the seed) turned by one of `angles`."""
+    if p.n_rotated > len(names):
+        raise ValueError(f"augment.n_rotated={p.n_rotated} but only {len(names)} raw images exist")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(names), size=p.n_rotated, replace=False).tolist())
+    entries = [Entry(n, n, groups.get(n, n), 0) for n in names]
+    for index in chosen:
+        angle = int(rng.choice(p.angles))
+        source = names[index]
+        entries.append(Entry(f"{source}_rot{angle}", source, groups.get(source, source), angle))
+    return entries
+
+
+def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
+    """Write out/images, out/masks and out/manifest.csv from raw/images + raw/masks (pairs by name)."""
+    images = {path.stem: path for path in list_images(raw / "images")}
+    masks = {path.stem: path for path in list_images(raw / "masks")}
+    if not images:
+        raise FileNotFoundError(f"{raw / 'images'}: no images to augment")
+    unpaired = sorted(set(images) ^ set(masks))
+    if unpaired:
+        raise ValueError(f"{raw}: images and masks do not pair up: {', '.join(unpaired)}")
+    entries = plan(sorted(images), read_groups(raw), p, seed)
+    staging = out.with_name(f".{out.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    for entry in entries:
+        image = read_image(images[entry.source])
+        mask = read_mask(masks[entry.source])
+        k = entry.rotation_deg // 90
+        write_tiff(staging / "images" / f"{entry.name}.tif", np.rot90(image.data, k), image.pixel_size_nm)
+        write_mask(staging / "masks" / f"{entry.name}.tif", np.rot90(mask, k), image.pixel_size_nm)
+    write_manifest(staging / MANIFEST, entries)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return entries
+
+
+def write_manifest(path: Path, entries: list[Entry]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(Entry.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(e) for e in entries)
+
+
+def read_manifest(folder: Path) -> list[Entry]:
+    with (folder / MANIFEST).open(newline="") as fh:
+        return [Entry(r["name"], r["source"], r["group"], int(r["rotation_deg"])) for r in csv.DictReader(fh)]

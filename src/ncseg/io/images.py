@@ -1,0 +1,213 @@
+"""Read and write microscope images and ImageJ masks, keeping the pixel size in nm.
+
+Every reader validates what a microscope image must be (one 2-D greyscale plane, non-empty, finite) and raises
+`ImageError` naming the file; every writer goes through a temp file and an atomic rename, so an interrupted run
+never leaves a half-written TIFF behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+EMD_SUFFIXES = {".dm3", ".dm4", ".emd"}
+IMAGE_SUFFIXES = TIFF_SUFFIXES | RASTER_SUFFIXES | EMD_SUFFIXES
+
+# Length units found in ImageJ and OME metadata, in nm.
+_UNIT_NM = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometers": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "μm": 1e3,
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "a": 0.1,
+    "å": 0.1,
+    "angstrom": 0.1,
+    "pm": 1e-3,
+    "mm": 1e6,
+}
+_SUPPORTED_DTYPES = (np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32, np.float32, np.float64)
+
+
+class ImageError(ValueError):
+    """A file that is not a usable microscope image or mask; the message starts with its path."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    data: np.ndarray  # 2-D, the file's own dtype
+    pixel_size_nm: float | None
+    path: Path
+
+
+def _unit_to_nm(unit: str | None) -> float | None:
+    if not unit:
+        return None
+    return _UNIT_NM.get(unit.strip().lower().replace("\\u00b5", "µ"))
+
+
+def _tiff_pixel_size_nm(tif: tifffile.TiffFile) -> float | None:
+    """ImageJ (unit + XResolution), then OME PhysicalSizeX, then a centimetre ResolutionUnit."""
+    page = tif.pages[0]
+    xres = page.tags.get("XResolution")
+    px_per_unit = None
+    if xres is not None:
+        num, den = xres.value
+        px_per_unit = num / den if den and num else None
+    if tif.imagej_metadata and px_per_unit:
+        scale = _unit_to_nm(tif.imagej_metadata.get("unit"))
+        if scale:
+            return scale / px_per_unit
+    if tif.is_ome and tif.ome_metadata:
+        import xml.etree.ElementTree as ET
+
+        for node in ET.fromstring(tif.ome_metadata).iter():
+            if node.tag.endswith("Pixels") and "PhysicalSizeX" in node.attrib:
+                scale = _unit_to_nm(node.attrib.get("PhysicalSizeXUnit", "µm"))
+                return float(node.attrib["PhysicalSizeX"]) * scale if scale else None
+    unit_tag = page.tags.get("ResolutionUnit")
+    if px_per_unit and unit_tag is not None and int(unit_tag.value) == 3:  # centimetre; inches mean "uncalibrated"
+        return 1e7 / px_per_unit
+    return None
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages:
+                raise ImageError(path, "unreadable TIFF (no image directory)")
+            if len(tif.series) != 1 or len(tif.pages) != 1:
+                raise ImageError(path, f"multi-page TIFF ({len(tif.pages)} pages); save one plane per file")
+            return tif.asarray(), _tiff_pixel_size_nm(tif)
+    except ImageError:
+        raise
+    except Exception as err:  # tifffile raises many types for corrupt files
+        raise ImageError(path, f"unreadable TIFF ({err})") from err
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        return np.asarray(iio.imread(path))
+    except Exception as err:
+        raise ImageError(path, f"unreadable image ({err})") from err
+
+
+def _read_emd(path: Path) -> tuple[np.ndarray, float | None]:
+    """Gatan/Velox formats through the optional rosettasciio extra (`pip install ncseg[formats]`)."""
+    try:
+        from rsciio import digitalmicrograph, emd
+    except ImportError as err:
+        raise ImageError(path, "reading .dm3/.dm4/.emd needs the optional extra: pip install 'ncseg[formats]'") from err
+    reader = emd.file_reader if path.suffix.lower() == ".emd" else digitalmicrograph.file_reader
+    try:
+        signal = next(s for s in reader(str(path)) if np.asarray(s["data"]).ndim == 2)
+    except StopIteration as err:
+        raise ImageError(path, "holds no 2-D image") from err
+    except Exception as err:
+        raise ImageError(path, f"unreadable ({err})") from err
+    axis = signal["axes"][-1]
+    scale = _unit_to_nm(str(axis.get("units", "")))
+    return np.asarray(signal["data"]), axis["scale"] * scale if scale else None
+
+
+def _check_plane(path: Path, data: np.ndarray) -> np.ndarray:
+    if data.size == 0:
+        raise ImageError(path, "empty image (no pixels)")
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        channels = data[..., :3]
+        if np.array_equal(channels[..., 0], channels[..., 1]) and np.array_equal(channels[..., 0], channels[..., 2]):
+            return channels[..., 0]  # greyscale saved as RGB(A): lossless to take one channel
+        raise ImageError(path, f"colour (RGB) image of shape {data.shape}; HAADF images are greyscale")
+    if data.ndim != 2:
+        raise ImageError(path, f"expected one 2-D greyscale plane, got an array of shape {data.shape}")
+    if data.dtype.type not in _SUPPORTED_DTYPES:
+        raise ImageError(path, f"unsupported pixel type {data.dtype}")
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise ImageError(path, "contains NaN or infinite pixels")
+    return data
+
+
+def read_image(path: Path | str) -> Micrograph:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        data, pixel_size = _read_tiff(path)
+    elif suffix in EMD_SUFFIXES:
+        data, pixel_size = _read_emd(path)
+    elif suffix in RASTER_SUFFIXES:
+        data, pixel_size = _read_raster(path), None
+    else:
+        raise ImageError(path, f"unsupported file type {suffix!r}; use one of {sorted(IMAGE_SUFFIXES)}")
+    return Micrograph(_check_plane(path, data), pixel_size, path)
+
+
+def read_mask(path: Path | str, foreground: frozenset[int] | None = None) -> np.ndarray:
+    """A boolean NC mask from an ImageJ 0/255 (or 0/1) mask, or from a label map with `foreground` labels."""
+    image = read_image(path)
+    values = np.unique(image.data)
+    if foreground is not None:
+        missing = set(values.tolist()) - {0, *foreground}
+        if not np.issubdtype(values.dtype, np.integer) or any(v < 0 for v in missing):
+            raise ImageError(path, f"label map must hold non-negative integer labels, found {values[:8].tolist()}")
+        return np.isin(image.data, sorted(foreground))
+    if not set(values.tolist()) <= {0, 255} and not set(values.tolist()) <= {0, 1}:
+        shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")
+        raise ImageError(path, f"mask is not binary (values {shown}); expected 0/255 or 0/1, or pass --foreground")
+    return image.data > 0
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside `target`; rename it over `target` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        Path(tmp).replace(target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None) -> None:
+    """An ImageJ-hyperstack TIFF whose calibration ImageJ, Fiji and tifffile all read back in nm."""
+    if data.dtype.type not in (np.uint8, np.uint16, np.float32):
+        data = data.astype(np.float32)  # ImageJ's 32-bit type; holds every value of a 16/24-bit detector exactly
+    kwargs: dict = {"imagej": True, "metadata": {"unit": "nm"} if pixel_size_nm else {}}
+    if pixel_size_nm:
+        kwargs["resolution"] = (1.0 / pixel_size_nm, 1.0 / pixel_size_nm)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, **kwargs)
+
+
+def write_mask(path: Path, mask: np.ndarray, pixel_size_nm: float | None) -> None:
+    """ImageJ's binary-mask convention: 8-bit, 0 background, 255 foreground."""
+    write_tiff(path, np.where(mask, 255, 0).astype(np.uint8), pixel_size_nm)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from ncseg.config import ConfigError, flatten, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_load_with_every_model_kind(params):
+    kinds = {m.kind for m in params.models.values()}
+    assert {"unet4", "smp", "classical"} <= kinds
+    assert params.threshold.study == 0.75
+    assert params.cv.n_folds == 5
+
+
+def test_override_parses_yaml_values():
+    p = load_params(ROOT / "params.yaml", ["train.epochs=2", "augment.angles=[90]", "models.unet4.padding=valid"])
+    assert p.train.epochs == 2
+    assert p.augment.angles == (90,)
+    assert p.model("unet4").padding == "valid"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.epochs=0", "epochs"),
+        ("nosuch.key=1", "nosuch"),
+        ("train.epochs", "section.key=value"),
+        ("models.unet4.padding=full", "padding"),
+        ("threshold.sweep=[0.9, 0.1, 0.05]", "sweep"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_key_named(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_params(ROOT / "params.yaml", [override])
+
+
+def test_missing_params_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_threshold_grid_spans_the_sweep(params):
+    grid = params.threshold.grid()
+    assert grid[0] == 0.05 and grid[-1] == 0.95 and len(grid) == 19
+    assert 0.75 in grid
+
+
+def test_flatten_uses_dotted_keys_and_params_yaml_names(params):
+    flat = flatten(params)
+    assert flat["train.epochs"] == str(params.train.epochs)
+    assert flat["register.model_name"] == params.registry.model_name
+    assert flat["models.unet4.l2"] == "0.01"

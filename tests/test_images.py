@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import tifffile
+
+from ncseg.io.images import ImageError, read_image, read_mask, write_mask, write_tiff
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.uint32])
+def test_tiff_round_trip_keeps_pixels_and_pixel_size(tmp_path, dtype):
+    data = (np.arange(48 * 64).reshape(48, 64) % 251).astype(dtype)
+    write_tiff(tmp_path / "a.tif", data, pixel_size_nm=0.25)
+    image = read_image(tmp_path / "a.tif")
+    np.testing.assert_array_equal(image.data, data)
+    assert image.pixel_size_nm == pytest.approx(0.25)
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.tif"], "no temp file may be left behind"
+
+
+def test_pixel_size_from_imagej_micron_unit(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "um.tif",
+        np.zeros((8, 8), np.uint16),
+        imagej=True,
+        resolution=(500.0, 500.0),
+        metadata={"unit": "micron"},
+    )
+    assert read_image(tmp_path / "um.tif").pixel_size_nm == pytest.approx(2.0)
+
+
+def test_pixel_size_from_centimetre_resolution_tag(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "cm.tif", np.zeros((8, 8), np.uint8), resolution=(2e7, 2e7), resolutionunit="CENTIMETER"
+    )
+    assert read_image(tmp_path / "cm.tif").pixel_size_nm == pytest.approx(0.5)
+
+
+def test_uncalibrated_inch_tiff_has_no_pixel_size(tmp_path):
+    tifffile.imwrite(tmp_path / "dpi.tif", np.zeros((8, 8), np.uint8), resolution=(72, 72), resolutionunit="INCH")
+    assert read_image(tmp_path / "dpi.tif").pixel_size_nm is None
+
+
+def test_png_greyscale_is_read(tmp_path):
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "a.png", np.full((10, 12), 7, np.uint8))
+    assert read_image(tmp_path / "a.png").data.shape == (10, 12)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 8, 8), np.uint8), photometric="minisblack"), "multi-page"),
+        (lambda p: tifffile.imwrite(p, np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)), "RGB"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"II*\x00garbage"), "unreadable"),
+        (lambda p: tifffile.imwrite(p, np.full((8, 8), np.nan, np.float32)), "NaN"),
+    ],
+)
+def test_bad_images_are_refused_naming_the_file(tmp_path, make, problem):
+    path = tmp_path / "bad.tif"
+    make(path)
+    with pytest.raises(ImageError, match=problem) as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+def test_masks_accept_imagej_and_01_conventions(tmp_path):
+    mask = np.zeros((6, 6), bool)
+    mask[1:3, 2:5] = True
+    write_mask(tmp_path / "m.tif", mask, None)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.tif"), mask)
+    assert set(np.unique(tifffile.imread(tmp_path / "m.tif")).tolist()) == {0, 255}
+    tifffile.imwrite(tmp_path / "m01.tif", mask.astype(np.uint8))
+    np.testing.assert_array_equal(read_mask(tmp_path / "m01.tif"), mask)
+
+
+def test_non_binary_mask_is_refused_unless_labels_are_named(tmp_path):
+    labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    tifffile.imwrite(tmp_path / "l.tif", labels)
+    with pytest.raises(ImageError, match="not binary"):
+        read_mask(tmp_path / "l.tif")
+    np.testing.assert_array_equal(read_mask(tmp_path / "l.tif", frozenset({2})), labels == 2)
