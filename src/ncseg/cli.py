@@ -113,3 +113,36 @@ def data_augment(params: ParamsOption = Path("params.yaml"), set_: SetOption = N
         _fail(str(err))
     rotated = sum(e.rotation_deg > 0 for e in entries)
     console.print(f"wrote {len(entries)} images ({rotated} rotated copies) to {p.paths.augmented}")
+
+
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Argument(help="A model name from params.yaml `models:` (e.g. unet4).")],
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Grouped k-fold cross-validation of one model, logged to MLflow (parent run + one child per fold)."""
+    from ncseg.tracking import project_root
+    from ncseg.training.cv import cross_validate
+
+    p = _params(params, set_)
+    if model not in p.models:
+        _fail(f"unknown model {model!r}; params.yaml defines: {', '.join(p.models)}")
+    summary = cross_validate(model, p, project_root())
+    threshold = f", threshold {summary['threshold']:.2f}" if summary["threshold"] is not None else ""
+    console.print(f"{model}: CV Jaccard {summary['jaccard_mean']:.3f} ± {summary['jaccard_std']:.3f}{threshold}")
+
+
+@app.command("evaluate")
+def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
+    """Compare all models' CV results: metrics/summary.{json,md} and an MLflow `comparison` run."""
+    from ncseg.tracking import project_root
+    from ncseg.training.report import evaluate as run_evaluate
+
+    p = _params(params, set_)
+    try:
+        summary = run_evaluate(p, project_root())
+    except FileNotFoundError as err:
+        _fail(str(err))
+    console.print((p.paths.metrics / "summary.md").read_text(), highlight=False, soft_wrap=True)
+    console.print(f"best model: {summary['best']}")

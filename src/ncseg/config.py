@@ -65,7 +65,14 @@ class TrainParams(_Frozen):
     lr: float = Field(gt=0)
     patience: int = Field(ge=1)
     device: Literal["auto", "cpu", "cuda"]
-    tile_px: int = Field(ge=64)
+
+
+class InferenceParams(_Frozen):
+    """How whole images go through a network: the same in validation, CV, the served model and `predict`."""
+
+    tile: int = Field(ge=64)
+    context: int = Field(ge=0)
+    batch_tiles: int = Field(ge=1)
 
 
 class UNet4Params(_Frozen):
@@ -134,6 +141,7 @@ class Params(_Frozen):
     augment: AugmentParams
     cv: CVParams
     train: TrainParams
+    inference: InferenceParams
     models: dict[str, ModelParams] = Field(min_length=1)
     threshold: ThresholdParams
     registry: RegisterParams = Field(alias="register")  # `register` would shadow a BaseModel method

@@ -1,0 +1,82 @@
+"""Training samples: the augmented images, normalised once, and seeded random crops with albumentations."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ncseg.data.augment import read_manifest
+from ncseg.inference import normalize
+from ncseg.io.images import read_image, read_mask
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations 2.x asks PyPI for updates at import
+import albumentations as A
+import cv2
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    group: str
+    raw: np.ndarray  # the file's pixels, for the classical baseline
+    image: np.ndarray  # normalised float32, what the networks see
+    mask: np.ndarray  # bool
+    pixel_size_nm: float | None
+
+
+def load_samples(folder: Path) -> list[Sample]:
+    """Every image of an augmented folder, in manifest order."""
+    samples = []
+    for entry in read_manifest(folder):
+        image = read_image(folder / "images" / f"{entry.name}.tif")
+        mask = read_mask(folder / "masks" / f"{entry.name}.tif")
+        samples.append(Sample(entry.name, entry.group, image.data, normalize(image.data), mask, image.pixel_size_nm))
+    return samples
+
+
+def augmentations(crop: int, seed: int) -> A.Compose:
+    """Geometry a microscope does not fix (orientation, mild distortion) and the detector's intensity quirks."""
+    reflect = cv2.BORDER_REFLECT_101
+    return A.Compose(
+        [
+            A.PadIfNeeded(crop, crop, border_mode=reflect),
+            A.RandomCrop(crop, crop),
+            A.HorizontalFlip(),
+            A.VerticalFlip(),
+            A.RandomRotate90(),
+            A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), shear=(-4, 4), border_mode=reflect, p=0.3),
+            A.ElasticTransform(alpha=8, sigma=6, border_mode=reflect, p=0.1),
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.15, p=0.5),
+            A.RandomGamma(gamma_limit=(80, 125), p=0.3),
+            A.GaussNoise(std_range=(0.01, 0.05), p=0.3),
+            A.ShotNoise(scale_range=(0.01, 0.05), p=0.2),
+        ],
+        seed=seed,
+    )
+
+
+class CropSampler:
+    """Batches of random augmented crops; the same seed gives the same batches."""
+
+    def __init__(self, samples: list[Sample], crop: int, out: int, seed: int) -> None:
+        if not samples:
+            raise ValueError("no training images in this fold")
+        self.samples, self.crop, self.out = samples, crop, out
+        self.rng = np.random.default_rng(seed)
+        self.transform = augmentations(crop, seed)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, masks = [], []
+        for index in self.rng.integers(0, len(self.samples), size):
+            s = self.samples[index]
+            t = self.transform(image=s.image[..., None], mask=s.mask.astype(np.uint8))  # HWC, as albumentations wants
+            cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
+            images.append(np.clip(t["image"][..., 0], 0.0, 1.0))
+            masks.append(t["mask"][cut : cut + self.out, cut : cut + self.out])
+        x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+        y = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
+        return x, y

@@ -1,0 +1,91 @@
+"""Pixel and object scores of a predicted NC mask against the reference mask.
+
+Jaccard (intersection over union) is the study's score. Counting users also need object-level scores: NCs
+matched one-to-one at IoU >= 0.5 give object precision, recall and F1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from skimage.measure import label
+
+OBJECT_IOU = 0.5
+
+
+def _ratio(num: float, den: float, empty: float = 1.0) -> float:
+    """num/den, with `empty` where the denominator is 0 (e.g. both masks empty: perfect agreement)."""
+    return float(num / den) if den else empty
+
+
+def jaccard(pred: np.ndarray, truth: np.ndarray) -> float:
+    inter = np.count_nonzero(pred & truth)
+    return _ratio(inter, np.count_nonzero(pred | truth))
+
+
+@dataclass(frozen=True)
+class Scores:
+    jaccard: float
+    dice: float
+    precision: float
+    recall: float
+    object_precision: float
+    object_recall: float
+    object_f1: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def match_objects(pred: np.ndarray, truth: np.ndarray, iou: float = OBJECT_IOU) -> tuple[int, int, int]:
+    """(matched, predicted, true) object counts; greedy one-to-one matching by descending IoU."""
+    pred_labels, n_pred = label(pred, return_num=True, connectivity=1)
+    true_labels, n_true = label(truth, return_num=True, connectivity=1)
+    both = (pred_labels > 0) & (true_labels > 0)
+    pairs, overlap = np.unique(np.stack([pred_labels[both], true_labels[both]]), axis=1, return_counts=True)
+    pred_area = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)
+    true_area = np.bincount(true_labels.ravel(), minlength=n_true + 1)
+    ious = overlap / (pred_area[pairs[0]] + true_area[pairs[1]] - overlap) if overlap.size else overlap
+    used_pred, used_true = set(), set()
+    for k in np.argsort(-ious, kind="stable"):
+        p, t = int(pairs[0, k]), int(pairs[1, k])
+        if ious[k] >= iou and p not in used_pred and t not in used_true:
+            used_pred.add(p)
+            used_true.add(t)
+    return len(used_pred), n_pred, n_true
+
+
+def score(pred: np.ndarray, truth: np.ndarray) -> Scores:
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    tp = np.count_nonzero(pred & truth)
+    fp = np.count_nonzero(pred & ~truth)
+    fn = np.count_nonzero(~pred & truth)
+    matched, n_pred, n_true = match_objects(pred, truth)
+    obj_p, obj_r = _ratio(matched, n_pred), _ratio(matched, n_true)
+    return Scores(
+        jaccard=_ratio(tp, tp + fp + fn),
+        dice=_ratio(2 * tp, 2 * tp + fp + fn),
+        precision=_ratio(tp, tp + fp, empty=1.0 if fn == 0 else 0.0),
+        recall=_ratio(tp, tp + fn),
+        object_precision=obj_p,
+        object_recall=obj_r,
+        object_f1=_ratio(2 * obj_p * obj_r, obj_p + obj_r, empty=0.0),
+    )
+
+
+def mean_scores(scores: list[Scores]) -> dict[str, float]:
+    return {key: float(np.mean([s.as_dict()[key] for s in scores])) for key in Scores.__dataclass_fields__}
+
+
+def jaccard_sweep(probs: list[np.ndarray], truths: list[np.ndarray], grid: list[float]) -> np.ndarray:
+    """Mean per-image Jaccard at each threshold of `grid` (probability > threshold is NC)."""
+    return np.array([np.mean([jaccard(p > t, m) for p, m in zip(probs, truths, strict=True)]) for t in grid])
+
+
+def best_threshold(probs: list[np.ndarray], truths: list[np.ndarray], grid: list[float]) -> float:
+    """The grid threshold with the highest mean Jaccard; ties go to the one nearest the grid's middle."""
+    curve = jaccard_sweep(probs, truths, grid)
+    best = np.flatnonzero(np.isclose(curve, curve.max(), rtol=0, atol=1e-12))
+    middle = (len(grid) - 1) / 2
+    return grid[int(best[np.argmin(np.abs(best - middle))])]

@@ -1,0 +1,113 @@
+"""The study's four-block U-Net (Ronneberger et al. 2015, scaled down), in `same` or `valid` padding.
+
+`valid` is the original: every output pixel sees its full receptive field, so the output is smaller than the
+input by a fixed margin and whole images are segmented by overlap-tiling (see ncseg.inference). `same` keeps
+the size, which makes training on small crops cheaper. The study's regulariser (L2 0.01 on the kernels, Keras'
+`kernel_regularizer=l2(0.01)`) is `l2_penalty`, added to the loss by the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+DEPTH = 4
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Which input sizes a network takes and how much smaller its output is.
+
+    Valid inputs are n ≡ offset (mod divisor); the output is n - 2 * margin.
+    """
+
+    divisor: int
+    offset: int
+    margin: int
+
+    def fit(self, n: int) -> int:
+        """The smallest valid input size >= n."""
+        return n + (self.offset - n) % self.divisor
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, padding: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=padding),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=padding),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    dy, dx = (x.shape[-2] - size[0]) // 2, (x.shape[-1] - size[1]) // 2
+    return x[..., dy : dy + size[0], dx : dx + size[1]]
+
+
+class UNet4(nn.Module):
+    """Four encoder blocks (2 x conv3x3+ReLU, max-pool), dropout, bottleneck, four mirrored decoder blocks."""
+
+    def __init__(
+        self,
+        base_channels: int = 16,
+        dropout: float = 0.2,
+        padding: Literal["same", "valid"] = "same",
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        pad = 1 if padding == "same" else 0
+        widths = [base_channels * 2**i for i in range(DEPTH + 1)]
+        self.padding = padding
+        self.encoder = nn.ModuleList(
+            DoubleConv(c_in, c_out, pad) for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout2d(dropout)  # at the end of the contracting path, as in the original U-Net
+        self.bottleneck = DoubleConv(widths[-2], widths[-1], pad)
+        self.upsample = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
+        self.decoder = nn.ModuleList(DoubleConv(w * 2, w, pad) for w in reversed(widths[:-1]))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.geometry = self._geometry()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(self.dropout(x))
+        for up, block, skip in zip(self.upsample, self.decoder, reversed(skips), strict=True):
+            x = up(x)
+            x = block(torch.cat([_center_crop(skip, x.shape[-2:]), x], dim=1))
+        return self.head(x)
+
+    def output_size(self, n: int) -> int | None:
+        """Output side for an input side n, or None where the poolings would not divide evenly."""
+        shrink = 0 if self.padding == "same" else 4
+        for _ in range(DEPTH):
+            n -= shrink
+            if n <= 0 or n % 2:
+                return None
+            n //= 2
+        n -= shrink
+        for _ in range(DEPTH):
+            n = 2 * n - shrink
+        return n if n > 0 else None
+
+    def _geometry(self) -> Geometry:
+        divisor = 2**DEPTH
+        offset = next(n for n in range(divisor, 16 * divisor) if self.output_size(n) is not None)
+        return Geometry(divisor, offset % divisor, (offset - self.output_size(offset)) // 2)
+
+    def kernels(self) -> list[torch.Tensor]:
+        """The convolution kernels the study regularises (biases are not)."""
+        return [m.weight for m in self.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+
+
+def l2_penalty(kernels: list[torch.Tensor], factor: float) -> torch.Tensor:
+    """Keras' l2(factor): factor * sum of squared kernel weights, added to the loss."""
+    return factor * sum(k.pow(2).sum() for k in kernels)

@@ -1,0 +1,110 @@
+"""One network, one fold: BCE + Dice, AdamW, early stopping on inner-validation Jaccard, best-epoch weights.
+
+The inner-validation images are training-side groups held out of the fold's fit, never the fold's test
+images: the checkpoint is chosen without looking at the data it is reported on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import nn
+
+from ncseg.config import NeuralParams, Params, UNet4Params
+from ncseg.data.dataset import CropSampler, Sample
+from ncseg.inference import predict_proba
+from ncseg.metrics import jaccard
+from ncseg.models.unet import l2_penalty
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_jaccard: float
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    return 1 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE keeps per-pixel probabilities calibrated; Dice keeps the small NC class from being ignored."""
+    return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+
+
+def regulariser(net: nn.Module, p: NeuralParams) -> Callable[[], torch.Tensor]:
+    """The study's L2 on the U-Net's kernels, in the loss (Keras semantics); nothing extra for smp nets."""
+    if isinstance(p, UNet4Params) and p.l2 > 0:
+        kernels = net.kernels()
+        return lambda: l2_penalty(kernels, p.l2)
+    return lambda: torch.zeros(())
+
+
+def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[float, float]:
+    """(mean BCE, mean Jaccard at the study threshold) over whole inner-validation images."""
+    net.eval()
+    losses, scores = [], []
+    for s in samples:
+        prob = predict_proba([net], net.geometry, s.image, **params.inference.model_dump())
+        target = s.mask.astype(np.float32)
+        clipped = np.clip(prob, 1e-6, 1 - 1e-6)
+        losses.append(float(-np.mean(target * np.log(clipped) + (1 - target) * np.log(1 - clipped))))
+        scores.append(jaccard(prob > params.threshold.study, s.mask))
+    net.train()
+    return float(np.mean(losses)), float(np.mean(scores))
+
+
+def train_net(
+    net: nn.Module,
+    p: NeuralParams,
+    fit: list[Sample],
+    val: list[Sample],
+    params: Params,
+    seed: int,
+    on_epoch: Callable[[EpochLog], None],
+    progress: Progress | None = None,
+) -> list[EpochLog]:
+    """Train in place; on return `net` holds the weights of its best inner-validation epoch."""
+    t = params.train
+    device = next(net.parameters()).device
+    crop = net.geometry.fit(t.crop_px)
+    sampler = CropSampler(fit, crop, crop - 2 * net.geometry.margin, seed)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
+    penalty = regulariser(net, p)
+    history: list[EpochLog] = []
+    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(net.state_dict())
+    task = progress.add_task("epochs", total=t.epochs) if progress else None
+    net.train()
+    for epoch in range(t.epochs):
+        losses = []
+        for _ in range(t.steps_per_epoch):
+            x, y = sampler.batch(t.batch_size)
+            loss = segmentation_loss(net(x.to(device)), y.to(device))
+            optimiser.zero_grad(set_to_none=True)
+            (loss + penalty()).backward()
+            optimiser.step()
+            losses.append(loss.item())
+        log = EpochLog(epoch, float(np.mean(losses)), *validate(net, val, params))
+        history.append(log)
+        on_epoch(log)
+        if progress:
+            progress.update(task, advance=1, description=f"epoch {epoch + 1} val J={log.val_jaccard:.3f}")
+        if log.val_jaccard > best_score:
+            best_score, best_epoch, best_state = log.val_jaccard, epoch, copy.deepcopy(net.state_dict())
+        elif epoch - best_epoch >= t.patience:
+            break
+    if progress:
+        progress.remove_task(task)
+    net.load_state_dict(best_state)
+    net.eval()
+    return history
