@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create or refresh the virtual environment
 
 repro: install  ## fetch the demo data from the bundled DVC store and run the whole study
-	dvc pull -q
+	dvc pull -q data.dvc
 	dvc repro
 
 test: install  ## the whole test suite (unit + end-to-end on a tiny profile)

@@ -55,6 +55,28 @@ def data_synth(
     console.print(f"wrote {len(images)} images with {n} NCs to {target}")
 
 
+@data_app.command("preview")
+def data_preview(
+    folder: Annotated[Path, typer.Argument(help="A raw-data folder (images/ + masks/).")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("docs/demo_data.png"),
+    count: Annotated[int, typer.Option(help="How many images, spread over the folder.")] = 3,
+) -> None:
+    """A picture of some images with their mask outlines (the README's figure)."""
+    import numpy as np
+
+    from ncseg import figures
+    from ncseg.inference import normalize
+    from ncseg.io.images import list_images, read_image, read_mask
+
+    images = list_images(folder / "images")
+    if not images:
+        _fail(f"{folder / 'images'}: no images")
+    picked = [images[i] for i in np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)]
+    tiles = [figures.outline(normalize(read_image(p).data), read_mask(folder / "masks" / p.name)) for p in picked]
+    figures.save_png(out, figures.montage(tiles))
+    console.print(f"wrote {out} ({', '.join(p.stem for p in picked)})")
+
+
 @data_app.command("import")
 def data_import(
     images: Annotated[Path, typer.Argument(help="Folder of microscope images (TIFF 8/16/32-bit, PNG, …).")],
@@ -146,3 +168,87 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
         _fail(str(err))
     console.print((p.paths.metrics / "summary.md").read_text(), highlight=False, soft_wrap=True)
     console.print(f"best model: {summary['best']}")
+
+
+@app.command("register")
+def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
+    """Register the best CV model's ensemble in the MLflow registry; alias it champion only on improvement."""
+    from ncseg.registry.promote import register_best
+    from ncseg.tracking import project_root
+
+    p = _params(params, set_)
+    try:
+        d = register_best(p, project_root())
+    except FileNotFoundError as err:
+        _fail(f"{err.filename}: missing; run `dvc repro evaluate` (or `ncseg evaluate`) first")
+    verb = "registered" if d.created else "kept"
+    console.print(f"{verb} {d.model_name} v{d.version} ({d.architecture}) -> @{d.alias}: {d.reason}")
+
+
+def serve_command(model_uri: str, host: str, port: int) -> list[str]:
+    return ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port)]
+
+
+@app.command("serve")
+def serve(
+    model_uri: Annotated[str, typer.Option("--model-uri", "-m", help="Model to serve.")] = "",
+    host: Annotated[str, typer.Option("--host", "-h", help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 5001,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Print, then run, the exact `mlflow models serve` command for the registered champion."""
+    import os
+    import sys
+
+    from ncseg.tracking import project_root, tracking_uri
+
+    p = _params(params, set_)
+    uri = model_uri or f"models:/{p.registry.model_name}@champion"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(p, project_root())}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn comes from PATH
+    command = serve_command(uri, host, port)
+    console.print(f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} {' '.join(command)}", highlight=False)
+    os.execvpe(command[0], command, env)
+
+
+@app.command("predict")
+def predict(
+    model_uri: Annotated[str, typer.Argument(help="e.g. models:/ncseg-nc-segmenter@champion, runs:/…, a folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Images (TIFF, PNG, DM3/DM4/EMD) or folders of them.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
+    pixel_size: Annotated[float | None, typer.Option(help="Pixel size in nm (overrides the files').")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Probability threshold (default: the model's).")] = None,
+    save_probability: Annotated[bool, typer.Option(help="Also write the probability map (float32 TIFF).")] = False,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Segment micrographs: masks (0/255 TIFF), overlays, per-particle CSVs in nm, a summary and a histogram."""
+    from rich.progress import Progress
+
+    from ncseg import predict as prediction
+    from ncseg import tracking
+
+    p = _params(params, set_)
+    tracking.setup(p, tracking.project_root())
+    try:
+        files = prediction.collect_inputs(inputs)
+    except ValueError as err:
+        _fail(str(err))
+    segmenter = prediction.Segmenter(model_uri)
+    with Progress(console=console) as progress:
+        task = progress.add_task("segmenting", total=len(files))
+        report = prediction.run(
+            segmenter,
+            files,
+            out,
+            p.particles,
+            threshold=threshold,
+            pixel_size_nm=pixel_size,
+            save_probability=save_probability,
+            on_image=lambda _: progress.advance(task),
+        )
+    n = sum(row["n_particles"] for row in report.done)
+    console.print(f"{len(report.done)} images, {n} particles -> {out}")
+    if report.failed:
+        _fail(f"{len(report.failed)} of {len(files)} images failed:\n  " + "\n  ".join(report.failed))

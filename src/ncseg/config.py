@@ -158,7 +158,7 @@ class ConfigError(ValueError):
     """params.yaml (or an override) does not describe a valid study."""
 
 
-def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
     """`train.epochs=2` -> tree['train']['epochs'] = 2, the value parsed as YAML (like `dvc exp run -S`)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
@@ -183,7 +183,7 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = 
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
     for assignment in overrides or []:
-        _apply_override(tree, assignment)
+        apply_override(tree, assignment)
     try:
         return Params.model_validate(tree)
     except ValidationError as err:

@@ -57,3 +57,10 @@ def threshold_curve(path: Path, grid: list[float], curve: np.ndarray, chosen: fl
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def montage(tiles: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    """RGB tiles of equal height side by side, white gaps between."""
+    spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
+    row = [part for tile in tiles for part in (tile, spacer)][:-1]
+    return np.concatenate(row, axis=1)

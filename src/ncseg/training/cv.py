@@ -75,7 +75,7 @@ def _train_fold(
         {
             "fit_images": len(fit),
             "inner_val_groups": ",".join(sorted(inner)),
-            "best_epoch": max(fold.history, key=lambda h: h.val_jaccard).epoch,
+            "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_best).epoch,
         }
     )
     probs = [predict_proba([net], net.geometry, samples[i].image, **params.inference.model_dump()) for i in fold.test]
@@ -220,7 +220,7 @@ def _write_outputs(
     by_epoch = [{"epoch": e} for e in range(max(len(r.history) for r in results))]
     for r in results:  # one column per fold (early stopping ends folds at different epochs)
         for row in by_epoch:
-            row[f"fold-{r.fold}"] = r.history[row["epoch"]].val_jaccard if row["epoch"] < len(r.history) else ""
+            row[f"fold-{r.fold}"] = r.history[row["epoch"]].val_jaccard_best if row["epoch"] < len(r.history) else ""
     _write_csv(plot_dir / "val_jaccard.csv", by_epoch)
 
 

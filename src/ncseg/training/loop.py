@@ -19,7 +19,7 @@ from torch import nn
 from ncseg.config import NeuralParams, Params, UNet4Params
 from ncseg.data.dataset import CropSampler, Sample
 from ncseg.inference import predict_proba
-from ncseg.metrics import jaccard
+from ncseg.metrics import jaccard, jaccard_sweep
 from ncseg.models.unet import l2_penalty
 
 
@@ -28,7 +28,8 @@ class EpochLog:
     epoch: int
     train_loss: float
     val_loss: float
-    val_jaccard: float
+    val_jaccard: float  # at the study threshold
+    val_jaccard_best: float  # at the inner-validation set's best threshold: what early stopping watches
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -50,18 +51,24 @@ def regulariser(net: nn.Module, p: NeuralParams) -> Callable[[], torch.Tensor]:
     return lambda: torch.zeros(())
 
 
-def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[float, float]:
-    """(mean BCE, mean Jaccard at the study threshold) over whole inner-validation images."""
+def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[float, float, float]:
+    """(mean BCE, mean Jaccard at the study threshold, best mean Jaccard over the threshold grid).
+
+    Early stopping watches the last: a fixed threshold reads 0 while a young network's probabilities are
+    still below it, and would stop training before it has started to learn.
+    """
     net.eval()
-    losses, scores = [], []
+    losses, probs = [], []
     for s in samples:
         prob = predict_proba([net], net.geometry, s.image, **params.inference.model_dump())
         target = s.mask.astype(np.float32)
         clipped = np.clip(prob, 1e-6, 1 - 1e-6)
         losses.append(float(-np.mean(target * np.log(clipped) + (1 - target) * np.log(1 - clipped))))
-        scores.append(jaccard(prob > params.threshold.study, s.mask))
+        probs.append(prob)
     net.train()
-    return float(np.mean(losses)), float(np.mean(scores))
+    masks = [s.mask for s in samples]
+    study = float(np.mean([jaccard(p > params.threshold.study, m) for p, m in zip(probs, masks, strict=True)]))
+    return float(np.mean(losses)), study, float(jaccard_sweep(probs, masks, params.threshold.grid()).max())
 
 
 def train_net(
@@ -98,9 +105,9 @@ def train_net(
         history.append(log)
         on_epoch(log)
         if progress:
-            progress.update(task, advance=1, description=f"epoch {epoch + 1} val J={log.val_jaccard:.3f}")
-        if log.val_jaccard > best_score:
-            best_score, best_epoch, best_state = log.val_jaccard, epoch, copy.deepcopy(net.state_dict())
+            progress.update(task, advance=1, description=f"epoch {epoch + 1} val J={log.val_jaccard_best:.3f}")
+        if log.val_jaccard_best > best_score:
+            best_score, best_epoch, best_state = log.val_jaccard_best, epoch, copy.deepcopy(net.state_dict())
         elif epoch - best_epoch >= t.patience:
             break
     if progress:

@@ -1,0 +1,157 @@
+"""`ncseg predict`: a registered model over a folder of micrographs -> masks, overlays, particle tables in nm.
+
+Each image's outputs are written (atomically) as soon as it is done; an unreadable image is reported and
+skipped, so one bad file never costs the results of the others.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from ncseg import figures
+from ncseg.config import ParticleParams
+from ncseg.inference import normalize
+from ncseg.io.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    Micrograph,
+    atomic_path,
+    list_images,
+    read_image,
+    write_mask,
+    write_tiff,
+)
+from ncseg.particles import Particle, measure, split
+
+
+@dataclass
+class Report:
+    done: list[dict] = field(default_factory=list)  # one summary row per image
+    failed: list[str] = field(default_factory=list)  # "path: problem"
+    particles: list[Particle] = field(default_factory=list)
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            files += list_images(path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES or not path.exists():
+            files.append(path)  # missing files are reported per image, with the rest still processed
+        else:
+            raise ValueError(f"{path}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}) or folder")
+    return files
+
+
+class Segmenter:
+    """A loaded pyfunc model: raw pixels in, probability map out; its default threshold from the signature."""
+
+    def __init__(self, model_uri: str) -> None:
+        import mlflow
+
+        self.model = mlflow.pyfunc.load_model(model_uri)
+        schema = self.model.metadata.get_params_schema()
+        self.threshold = float(next(p.default for p in schema.params if p.name == "threshold"))
+
+    def probability(self, image: np.ndarray) -> np.ndarray:
+        batch = image[None].astype(np.float32)
+        return self.model.predict(batch, params={"output": "probability"})[0]
+
+
+def _write_image_outputs(
+    out: Path,
+    image: Micrograph,
+    prob: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+    particles: list[Particle],
+    save_probability: bool,
+) -> None:
+    stem = image.path.stem
+    write_mask(out / "masks" / f"{stem}.tif", mask, image.pixel_size_nm)
+    if save_probability:
+        write_tiff(out / "probability" / f"{stem}.tif", prob.astype(np.float32), image.pixel_size_nm)
+    figures.save_png(out / "overlays" / f"{stem}.png", figures.outline(normalize(image.data), labels > 0))
+    _write_csv(out / "particles" / f"{stem}.csv", [p.row() for p in particles], list(Particle.__dataclass_fields__))
+
+
+def summary_row(image: Micrograph, mask: np.ndarray, particles: list[Particle]) -> dict:
+    edges = [p.edge_length_nm for p in particles if p.edge_length_nm is not None and not p.touches_border]
+    return {
+        "image": image.path.name,
+        "pixel_size_nm": image.pixel_size_nm if image.pixel_size_nm else "",
+        "n_particles": len(particles),
+        "n_inside": sum(not p.touches_border for p in particles),
+        "nc_area_fraction": round(float(mask.mean()), 4),
+        "edge_nm_mean": round(float(np.mean(edges)), 3) if edges else "",
+        "edge_nm_std": round(float(np.std(edges)), 3) if len(edges) > 1 else "",
+    }
+
+
+def run(
+    segmenter: Segmenter,
+    files: list[Path],
+    out: Path,
+    particle_params: ParticleParams,
+    *,
+    threshold: float | None = None,
+    pixel_size_nm: float | None = None,
+    save_probability: bool = False,
+    on_image: Callable[[Path], None] | None = None,
+) -> Report:
+    report = Report()
+    cut = threshold if threshold is not None else segmenter.threshold
+    for path in files:
+        try:
+            image = read_image(path)
+            if pixel_size_nm is not None:
+                image = Micrograph(image.data, pixel_size_nm, image.path)
+            prob = segmenter.probability(image.data)
+        except (ImageError, ValueError, MlflowException) as err:
+            report.failed.append(str(err) if str(path) in str(err) else f"{path}: {err}")
+        else:
+            mask = prob > cut
+            labels = split(mask, image.pixel_size_nm, particle_params)
+            particles = measure(labels, image.pixel_size_nm)
+            _write_image_outputs(out, image, prob, mask, labels, particles, save_probability)
+            report.done.append(summary_row(image, mask, particles))
+            report.particles += particles
+        if on_image:
+            on_image(path)
+    if report.done:
+        _write_csv(out / "summary.csv", report.done, list(report.done[0]))
+        _size_histogram(out / "size_distribution.png", report.particles)
+    return report
+
+
+def _size_histogram(path: Path, particles: list[Particle]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = [p.edge_length_nm for p in particles if p.edge_length_nm is not None and not p.touches_border]
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    if edges:
+        ax.hist(edges, bins=min(30, max(5, len(edges) // 4)), color="tab:blue", alpha=0.8)
+        ax.set_title(f"n = {len(edges)}, edge {np.mean(edges):.2f} ± {np.std(edges):.2f} nm")
+    else:
+        ax.set_title("no calibrated particles away from the border")
+    ax.set(xlabel="edge length sqrt(area) (nm)", ylabel="NCs")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,179 @@
+"""Register the best architecture's ensemble in the MLflow model registry and move aliases on merit.
+
+- The candidate is the trainable model with the best mean CV Jaccard (metrics/summary.json).
+- A version is identified by a fingerprint of its weights, threshold and serving settings: registering the
+  same inputs again finds that version instead of creating a new one.
+- Alias `champion` moves only when the candidate's CV Jaccard beats the champion's by `register.margin`;
+  otherwise the candidate becomes `challenger`. (Aliases replace the deprecated registry stages.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ncseg.config import Params
+from ncseg.io.images import atomic_path
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class Decision:
+    model_name: str
+    version: str
+    alias: str
+    created: bool
+    architecture: str
+    cv_jaccard: float
+    champion_cv_jaccard: float | None
+    reason: str
+
+
+def serving_config(card: dict, params: Params) -> dict:
+    return {
+        "architecture": card["name"],
+        "threshold": card["threshold"],
+        "inference": params.inference.model_dump(),
+        "max_pixels": params.registry.max_pixels,
+    }
+
+
+def fingerprint(model_dir: Path, config: dict) -> str:
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    card = json.loads((model_dir / "model.json").read_text())
+    for name in card["folds"]:
+        digest.update((model_dir / name).read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def _log_pyfunc(model_dir: Path, config: dict) -> str:
+    """Log the ensemble as a pyfunc model in the active run; returns its model URI."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from ncseg.registry.pyfunc import NcSegmenter, signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        serving = Path(tmp) / "serving.json"
+        serving.write_text(json.dumps(config, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=NcSegmenter(),
+            artifacts={"weights": str(model_dir), "serving": str(serving)},
+            code_paths=[str(Path(__file__).resolve().parents[1])],  # the ncseg package travels with the model
+            signature=signature(config["threshold"]),
+            input_example=np.zeros((1, 64, 64), np.float32),
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                "segmentation-models-pytorch",
+                "numpy",
+                "scikit-image",
+                "pydantic",
+                "pyyaml",
+            ],
+        )
+    return info.model_uri
+
+
+def _find_version(client: MlflowClient, name: str, fp: str) -> ModelVersion | None:
+    versions = client.search_model_versions(f"name='{name}'")
+    return next((v for v in versions if v.tags.get("fingerprint") == fp), None)
+
+
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register_best(params: Params, root: Path) -> Decision:
+    import mlflow
+
+    from ncseg import tracking
+
+    summary = json.loads((params.paths.metrics / "summary.json").read_text())
+    best = summary["best"]
+    result = summary["models"][best]
+    model_dir = params.paths.models / best
+    card = json.loads((model_dir / "model.json").read_text())
+    config = serving_config(card, params)
+    fp = fingerprint(model_dir, config)
+    name = params.registry.model_name
+    tracking.setup(params, root)
+    client = mlflow.MlflowClient()
+    existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
+    if existing is not None:
+        alias = next(iter(existing.aliases), "none")
+        return _record(
+            params,
+            Decision(
+                name,
+                existing.version,
+                alias,
+                False,
+                best,
+                result["jaccard_mean"],
+                None,
+                f"unchanged inputs: version {existing.version} already registered",
+            ),
+        )
+    with tracking.parent_run("register", params, root, kind="register"):
+        uri = _log_pyfunc(model_dir, config)
+        tags = {
+            **tracking.run_tags(best, root),
+            "architecture": best,
+            "fingerprint": fp,
+            "cv_jaccard_mean": f"{result['jaccard_mean']:.5f}",
+            "cv_jaccard_std": f"{result['jaccard_std']:.5f}",
+            "threshold": f"{card['threshold']}",
+        }
+        version = mlflow.register_model(uri, name, tags=tags)
+        client.update_model_version(name, version.version, description=_description(best, result, card))
+        decision = _promote(client, name, version.version, best, result["jaccard_mean"], params.registry.margin)
+        mlflow.set_tags({"decision": decision.alias, "decision_reason": decision.reason})
+    return _record(params, decision)
+
+
+def _promote(client: MlflowClient, name: str, version: str, arch: str, cv_jaccard: float, margin: float) -> Decision:
+    champion = _champion(client, name)
+    best_so_far = float(champion.tags["cv_jaccard_mean"]) if champion is not None else None
+    if champion is None:
+        alias, reason = CHAMPION, "first version: no champion yet"
+    elif cv_jaccard > best_so_far + margin:
+        alias, reason = CHAMPION, f"CV Jaccard {cv_jaccard:.4f} beats champion v{champion.version} ({best_so_far:.4f})"
+    else:
+        alias = CHALLENGER
+        reason = (
+            f"CV Jaccard {cv_jaccard:.4f} does not beat champion v{champion.version} ({best_so_far:.4f}) "
+            f"by the margin {margin}"
+        )
+    client.set_registered_model_alias(name, alias, version)
+    return Decision(name, version, alias, True, arch, cv_jaccard, best_so_far, reason)
+
+
+def _description(arch: str, result: dict, card: dict) -> str:
+    return (
+        f"{arch}: ensemble of {len(card['folds'])} CV fold models, mean probability thresholded at "
+        f"{card['threshold']:.2f} (chosen on out-of-fold predictions). CV Jaccard "
+        f"{result['jaccard_mean']:.4f} ± {result['jaccard_std']:.4f}. Input: float32 (batch, H, W) raw pixel "
+        "values; params: threshold, output=mask|probability."
+    )
+
+
+def _record(params: Params, decision: Decision) -> Decision:
+    with atomic_path(params.paths.metrics / "registry.json") as tmp:
+        tmp.write_text(json.dumps(asdict(decision), indent=2) + "\n")
+    return decision

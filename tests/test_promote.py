@@ -1,0 +1,36 @@
+"""Aliases move only on improvement: checked against a real (SQLite) MLflow registry."""
+
+import mlflow
+import pytest
+
+from ncseg.registry.promote import CHALLENGER, CHAMPION, _promote
+
+
+@pytest.fixture
+def client(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("nc")
+    return client
+
+
+def _version(client, tmp_path, jaccard):
+    source = tmp_path / f"model-{jaccard}"
+    source.mkdir()
+    return client.create_model_version("nc", str(source), tags={"cv_jaccard_mean": str(jaccard)}).version
+
+
+def test_first_version_becomes_champion_and_only_improvements_take_the_alias(client, tmp_path):
+    v1 = _version(client, tmp_path, 0.90)
+    assert _promote(client, "nc", v1, "unet4", 0.90, margin=0.0).alias == CHAMPION
+    v2 = _version(client, tmp_path, 0.85)
+    worse = _promote(client, "nc", v2, "smp", 0.85, margin=0.0)
+    assert worse.alias == CHALLENGER and "does not beat" in worse.reason
+    assert client.get_model_version_by_alias("nc", CHAMPION).version == v1
+    v3 = _version(client, tmp_path, 0.905)
+    small = _promote(client, "nc", v3, "unet4", 0.905, margin=0.01)
+    assert small.alias == CHALLENGER, "a gain inside the margin is not enough"
+    v4 = _version(client, tmp_path, 0.93)
+    better = _promote(client, "nc", v4, "unet4", 0.93, margin=0.01)
+    assert better.alias == CHAMPION and better.champion_cv_jaccard == pytest.approx(0.90)
+    assert client.get_model_version_by_alias("nc", CHAMPION).version == v4
+    assert client.get_model_version_by_alias("nc", CHALLENGER).version == v3
