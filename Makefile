@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # pip's mirror set-up here warns once per package; keep real errors visible.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install repro test lint bench clean-env
+.PHONY: install repro test lint bench real-data clean-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,19 @@ repro: install  ## fetch the demo data from the bundled DVC store and run the wh
 
 test: install  ## the whole test suite (unit + end-to-end on a tiny profile)
 	pytest -q
+
+REAL := ../shared/datasets/haadf-pt-alumina
+STUDY := studies/pt-alumina/params.yaml
+real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (read from ../shared)
+	ncseg data import $(REAL)/images $(REAL)/masks --groups $(REAL)/manifest.csv --group-column source_slice \
+		--out studies/pt-alumina/data/raw --force
+	ncseg data augment -p $(STUDY)
+	ncseg train -p $(STUDY)
+	ncseg evaluate -p $(STUDY)
+	ncseg register -p $(STUDY)
+
+bench: install  ## speed and memory figures -> benchmarks/results.md
+	python benchmarks/run.py
 
 lint: install
 	ruff check src tests benchmarks

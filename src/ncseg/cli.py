@@ -139,20 +139,24 @@ def data_augment(params: ParamsOption = Path("params.yaml"), set_: SetOption = N
 
 @app.command("train")
 def train(
-    model: Annotated[str, typer.Argument(help="A model name from params.yaml `models:` (e.g. unet4).")],
+    models: Annotated[
+        list[str] | None, typer.Argument(help="Model names from params.yaml `models:` (default: all of them).")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
 ) -> None:
-    """Grouped k-fold cross-validation of one model, logged to MLflow (parent run + one child per fold)."""
+    """Grouped k-fold cross-validation, logged to MLflow (a parent run per model, a child run per fold)."""
     from ncseg.tracking import project_root
     from ncseg.training.cv import cross_validate
 
     p = _params(params, set_)
-    if model not in p.models:
-        _fail(f"unknown model {model!r}; params.yaml defines: {', '.join(p.models)}")
-    summary = cross_validate(model, p, project_root())
-    threshold = f", threshold {summary['threshold']:.2f}" if summary["threshold"] is not None else ""
-    console.print(f"{model}: CV Jaccard {summary['jaccard_mean']:.3f} ± {summary['jaccard_std']:.3f}{threshold}")
+    unknown = [m for m in models or [] if m not in p.models]
+    if unknown:
+        _fail(f"unknown model {', '.join(unknown)}; params.yaml defines: {', '.join(p.models)}")
+    for model in models or list(p.models):
+        summary = cross_validate(model, p, project_root())
+        threshold = f", threshold {summary['threshold']:.2f}" if summary["threshold"] is not None else ""
+        console.print(f"{model}: CV Jaccard {summary['jaccard_mean']:.3f} ± {summary['jaccard_std']:.3f}{threshold}")
 
 
 @app.command("evaluate")

@@ -122,6 +122,7 @@ class RegisterParams(_Frozen):
     model_name: str = Field(min_length=1)
     margin: float = Field(ge=0)
     max_pixels: int = Field(ge=64 * 64)
+    precision: Literal["fp32", "bf16"]
 
 
 class ParticleParams(_Frozen):

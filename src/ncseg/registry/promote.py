@@ -44,6 +44,7 @@ def serving_config(card: dict, params: Params) -> dict:
         "threshold": card["threshold"],
         "inference": params.inference.model_dump(),
         "max_pixels": params.registry.max_pixels,
+        "precision": params.registry.precision,
     }
 
 

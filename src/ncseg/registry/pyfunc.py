@@ -13,6 +13,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -28,6 +29,11 @@ def signature(threshold: float) -> ModelSignature:
         outputs=batch,
         params=ParamSchema([ParamSpec("threshold", "double", threshold), ParamSpec("output", "string", "mask")]),
     )
+
+
+def precision(kind: str) -> torch.autocast:
+    """bf16 autocast on the CPU (oneDNN, AVX-512 BF16/AMX where present), or plain fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16")
 
 
 def _refuse(message: str) -> MlflowException:
@@ -75,7 +81,11 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         if output not in OUTPUTS:
             raise _refuse(f"output must be one of {OUTPUTS}, got {output!r}")
         batch = check_batch(model_input, self.config["max_pixels"])
-        out = np.stack(
-            [predict_proba(self.nets, self.geometry, normalize(image), **self.config["inference"]) for image in batch]
-        )
+        with precision(self.config["precision"]):
+            out = np.stack(
+                [
+                    predict_proba(self.nets, self.geometry, normalize(image), **self.config["inference"])
+                    for image in batch
+                ]
+            )
         return out if output == "probability" else (out > threshold).astype(np.float32)

@@ -1,0 +1,355 @@
+"""Speed and memory of ncseg on this machine, measured side by side in one run -> benchmarks/results.md.
+
+    python benchmarks/run.py            # everything (about 10 minutes on 2 cores)
+    python benchmarks/run.py --no-serve # skip the served-model latency
+
+Needs a trained project (`make repro`): the registered champion for the ensemble and serving figures.
+Every figure is a median of repeated runs; ratios are against fp32 eager in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.md"
+NEURAL = ("unet4", "smp-unet-resnet18", "smp-unet-resnet34")
+
+
+def median_s(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- training throughput and memory: one fresh process per model, so peak RSS is that model's alone -------------
+def child_train(name: str) -> dict:
+    from ncseg.config import load_params
+    from ncseg.models.zoo import build_net
+    from ncseg.training.loop import segmentation_loss
+
+    p = load_params(ROOT / "params.yaml")
+    torch.manual_seed(0)
+    net = build_net(p.model(name))
+    crop = net.geometry.fit(p.train.crop_px)
+    x = torch.rand(p.train.batch_size, 1, crop, crop)
+    y = torch.rand(p.train.batch_size, 1, crop - 2 * net.geometry.margin, crop - 2 * net.geometry.margin) > 0.8
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    before = peak_rss_mb()
+
+    def step() -> None:
+        loss = segmentation_loss(net(x), y.float())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    seconds = median_s(step, repeat=6, warmup=2)
+    return {
+        "model": name,
+        "crop": crop,
+        "batch": p.train.batch_size,
+        "crops_per_s": p.train.batch_size / seconds,
+        "peak_mb": peak_rss_mb(),
+        "train_extra_mb": peak_rss_mb() - before,
+        "params_m": sum(q.numel() for q in net.parameters()) / 1e6,
+    }
+
+
+def training_table() -> list[dict]:
+    rows = []
+    for name in NEURAL:
+        out = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+# --- inference paths ------------------------------------------------------------------------------------------
+def forward_flops(net: torch.nn.Module, size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, 1, size, size))
+    return float(counter.get_total_flops())
+
+
+def run_path(nets: list[torch.nn.Module], image: np.ndarray, path: str, tile: int, context: int) -> np.ndarray:
+    from ncseg.inference import predict_proba
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path.startswith("bf16")):
+        return predict_proba(nets, nets[0].geometry, image, tile=tile, context=context)
+
+
+def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dict]]:
+    """ms per image for each model and path; FLOPs and achieved GFLOP/s for fp32 and bf16."""
+    from ncseg.config import load_params
+    from ncseg.models.zoo import build_net
+
+    p = load_params(ROOT / "params.yaml")
+    rows, flops_rows = [], []
+    for name in ("unet4", "smp-unet-resnet18"):
+        torch.manual_seed(0)
+        net = build_net(p.model(name)).eval()
+        flops = forward_flops(net, 512)
+        reference = {}
+        for path in ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last"):
+            memory = torch.channels_last if path.endswith("channels_last") else torch.contiguous_format
+            net = net.to(memory_format=memory)
+            for size, image in images.items():
+                seconds = median_s(lambda: run_path([net], image, path, p.inference.tile, p.inference.context))  # noqa: B023
+                prob = run_path([net], image, path, p.inference.tile, p.inference.context)
+                reference.setdefault(size, prob)
+                agree = float(((prob > 0.5) == (reference[size] > 0.5)).mean())
+                rows.append(
+                    {
+                        "model": name,
+                        "path": path,
+                        "size": size,
+                        "ms": seconds * 1e3,
+                        "max_abs_diff": float(np.abs(prob - reference[size]).max()),
+                        "mask_agreement": agree,
+                    }
+                )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path.startswith("bf16")), torch.no_grad():
+                one_tile = median_s(lambda: net(torch.zeros(1, 1, 512, 512).to(memory_format=memory)))  # noqa: B023
+            flops_rows.append(
+                {"model": name, "path": path, "gflop_512": flops / 1e9, "gflop_per_s": flops / one_tile / 1e9}
+            )
+        net.to(memory_format=torch.contiguous_format)
+    return rows, flops_rows
+
+
+def achievable_gflops() -> dict[str, float]:
+    """What this CPU sustains on a large matrix product: the ceiling conv layers can approach."""
+    out = {}
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
+        out[label] = 2 * 2048**3 / median_s(lambda: a @ b, repeat=7) / 1e9  # noqa: B023
+    return out
+
+
+def scaling_rows(crops_per_s: float) -> list[dict]:
+    """How one model's CV time grows with image count and size, from measured parts:
+    per fold, epochs x (steps x batch / crops_per_s + inner-val inference) + test inference."""
+    from ncseg.config import load_params
+    from ncseg.models.zoo import build_net
+
+    p = load_params(ROOT / "params.yaml")
+    net = build_net(p.model("unet4")).eval()
+    rng = np.random.default_rng(1)
+    rows = []
+    for size in (256, 512, 1024):
+        image = rng.random((size, size), dtype=np.float32)
+        infer_s = median_s(lambda: run_path([net], image, "fp32", p.inference.tile, p.inference.context), repeat=3)  # noqa: B023
+        for n_images in (22, 44, 88):
+            k = p.cv.n_folds
+            n_test = n_images / k
+            n_val = (n_images - n_test) * p.cv.inner_val_fraction
+            epoch_s = p.train.steps_per_epoch * p.train.batch_size / crops_per_s + n_val * infer_s
+            fold_s = p.train.epochs * epoch_s + n_test * infer_s
+            rows.append({"images": n_images, "size": size, "cv_min": k * fold_s / 60, "infer_s": infer_s})
+    return rows
+
+
+# --- the registered model, in process and served --------------------------------------------------------------
+def ensemble_rows(model_uri: str, images: dict[int, np.ndarray]) -> tuple[list[dict], object]:
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    rows = []
+    for size, image in images.items():
+        batch = (image * 4000 + 1000)[None].astype(np.float32)
+        rows.append({"size": size, "ms": median_s(lambda: model.predict(batch)) * 1e3})  # noqa: B023
+    return rows, model
+
+
+def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[dict]) -> list[dict]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        rows = []
+        for (size, image), local in zip(images.items(), in_process, strict=True):
+            body = json.dumps({"inputs": (image * 4000 + 1000)[None].astype(np.float32).tolist()}).encode()
+            request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+            seconds = median_s(lambda: urllib.request.urlopen(request, timeout=600).read())  # noqa: B023
+            rows.append(
+                {
+                    "size": size,
+                    "served_ms": seconds * 1e3,
+                    "in_process_ms": local["ms"],
+                    "overhead": seconds * 1e3 / local["ms"] - 1,
+                    "payload_mb": len(body) / 1e6,
+                }
+            )
+        return rows
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+def table(rows: list[dict], columns: dict[str, str]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child")
+    parser.add_argument("--no-serve", action="store_true")
+    parser.add_argument("--model-uri", default="models:/ncseg-nc-segmenter@champion")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child_train(args.child)))
+        return
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
+    rng = np.random.default_rng(0)
+    images = {size: rng.random((size, size), dtype=np.float32) for size in (512, 2048)}
+    sections = [
+        f"# Benchmarks\n\nMachine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads. Command: `python benchmarks/run.py`.\n"
+    ]
+    train = training_table()
+    sections.append(
+        "## Training throughput (forward + backward, default crop and batch)\n\n"
+        + table(
+            train,
+            {
+                "model": "model",
+                "params_m": "params (M)",
+                "crop": "crop px",
+                "batch": "batch",
+                "crops_per_s": "crops/s",
+                "peak_mb": "peak RSS (MB)",
+                "train_extra_mb": "training extra (MB)",
+            },
+        )
+    )
+    scaling = scaling_rows(next(r["crops_per_s"] for r in train if r["model"] == "unet4"))
+    sections.append(
+        "## How CV time grows (unet4, default params; computed from measured step and inference times)\n\n"
+        "Training cost per epoch is fixed by `steps_per_epoch x batch_size` crops; what grows with the "
+        "data is inference on inner-validation images every epoch and on test images once.\n\n"
+        + table(
+            scaling,
+            {
+                "images": "images",
+                "size": "image px",
+                "infer_s": "s / image (inference)",
+                "cv_min": "5-fold CV (min, upper bound: no early stop)",
+            },
+        )
+    )
+    ceiling = achievable_gflops()
+    inference, flops = inference_table(images)
+    for r in flops:
+        r["of_ceiling"] = (
+            f"{100 * r['gflop_per_s'] / ceiling['bf16' if r['path'].startswith('bf16') else 'fp32']:.0f} %"
+        )
+    sections.append(
+        "## Inference, one network (tiled as in production; median of 5)\n\n"
+        + table(
+            inference,
+            {
+                "model": "model",
+                "path": "path",
+                "size": "image px",
+                "ms": "ms",
+                "max_abs_diff": "max |Δp| vs fp32",
+                "mask_agreement": "mask agreement",
+            },
+        )
+    )
+    sections.append(
+        f"## FLOPs and achieved throughput (one 512 x 512 forward)\n\nAchievable on this CPU (2048^3 "
+        f"matmul): fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s.\n\n"
+        + table(
+            flops,
+            {
+                "model": "model",
+                "path": "path",
+                "gflop_512": "GFLOP / 512² image",
+                "gflop_per_s": "GFLOP/s",
+                "of_ceiling": "of achievable",
+            },
+        )
+    )
+    ensemble, _ = ensemble_rows(args.model_uri, images)
+    sections.append(
+        f"## The registered model ({args.model_uri}: 5-fold ensemble, in process)\n\n"
+        + table(ensemble, {"size": "image px", "ms": "ms per image"})
+    )
+    if not args.no_serve:
+        served = served_rows(args.model_uri, images, ensemble)
+        sections.append(
+            "## Served (`mlflow models serve`, JSON over loopback) vs in process\n\n"
+            + table(
+                served,
+                {
+                    "size": "image px",
+                    "payload_mb": "request (MB)",
+                    "served_ms": "served ms",
+                    "in_process_ms": "in-process ms",
+                    "overhead": "overhead",
+                },
+            )
+        )
+    report = "\n\n".join(sections) + "\n"
+    print(report)
+    RESULTS.write_text(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from ncseg.config import load_params
+from ncseg.tracking import data_hash, project_root, tracking_uri
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dvc_experiment_copies_log_to_the_projects_store(tmp_path):
+    temp_copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpk3x9"
+    temp_copy.mkdir(parents=True)
+    assert project_root(temp_copy) == tmp_path / "proj"
+    assert project_root(tmp_path / "proj") == tmp_path / "proj"
+
+
+def test_local_store_is_sqlite_under_mlruns_unless_the_environment_says_otherwise(params, monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(params, tmp_path) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    team = load_params(ROOT / "params.yaml", ["tracking.uri=http://127.0.0.1:5000"])
+    assert tracking_uri(team, tmp_path) == "http://127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    assert tracking_uri(team, tmp_path) == "sqlite:////elsewhere/mlflow.db"
+
+
+def test_runs_are_tagged_with_the_dvc_hash_of_the_raw_data():
+    assert data_hash(ROOT).endswith(".dir") and len(data_hash(ROOT)) == 36
+    assert data_hash(ROOT / "no-such-dir") == "unknown"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["data", "--help"],
+        ["train", "--help"],
+        ["predict", "--help"],
+        ["register", "--help"],
+        ["serve", "--help"],
+        ["evaluate", "--help"],
+    ],
+)
+def test_every_command_has_help(command):
+    from typer.testing import CliRunner
+
+    from ncseg.cli import app
+
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0 and "Usage" in result.output
