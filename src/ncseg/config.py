@@ -70,9 +70,13 @@ class TrainParams(_Frozen):
 class InferenceParams(_Frozen):
     """How whole images go through a network: the same in validation, CV, the served model and `predict`."""
 
+    normalization: Literal["image", "dataset"]
     tile: int = Field(ge=64)
     context: int = Field(ge=0)
     batch_tiles: int = Field(ge=1)
+
+    def tiling(self) -> dict[str, int]:
+        return {"tile": self.tile, "context": self.context, "batch_tiles": self.batch_tiles}
 
 
 class UNet4Params(_Frozen):

@@ -22,13 +22,26 @@ from ncseg.models.unet import Geometry
 PERCENTILES = (0.5, 99.5)
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-    """Robust per-image scaling to [0, 1] (percentiles), whatever the detector's bit depth or offset."""
+def normalize(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Scale to [0, 1] by an intensity window: the image's own percentiles, or a dataset-wide window.
+
+    Per image is robust to any detector's bit depth, gain and offset, but makes a pixel's value depend on how
+    much of the field is material. A dataset-wide window (`intensity_window`) keeps HAADF's quantitative
+    Z-contrast comparable across images recorded with the same settings.
+    """
     image = image.astype(np.float32, copy=False)
-    lo, hi = (float(v) for v in np.percentile(image, PERCENTILES))  # Python floats keep the result float32
+    lo, hi = window or (float(v) for v in np.percentile(image, PERCENTILES))  # floats keep the result float32
     if hi <= lo:
         return np.zeros_like(image)
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+
+
+def intensity_window(images: Sequence[np.ndarray], max_values: int = 4_000_000) -> tuple[float, float]:
+    """The percentile window of all images' pixels together (label-free), subsampled evenly per image."""
+    per_image = max(1, max_values // len(images))
+    values = np.concatenate([im.ravel()[:: max(1, im.size // per_image)].astype(np.float32) for im in images])
+    lo, hi = np.percentile(values, PERCENTILES)
+    return float(lo), float(hi)
 
 
 def pick_device(choice: str) -> torch.device:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ncseg.data.augment import read_manifest
-from ncseg.inference import normalize
+from ncseg.inference import intensity_window, normalize
 from ncseg.io.images import read_image, read_mask
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations 2.x asks PyPI for updates at import
@@ -28,14 +28,23 @@ class Sample:
     pixel_size_nm: float | None
 
 
-def load_samples(folder: Path) -> list[Sample]:
-    """Every image of an augmented folder, in manifest order."""
-    samples = []
-    for entry in read_manifest(folder):
-        image = read_image(folder / "images" / f"{entry.name}.tif")
-        mask = read_mask(folder / "masks" / f"{entry.name}.tif")
-        samples.append(Sample(entry.name, entry.group, image.data, normalize(image.data), mask, image.pixel_size_nm))
-    return samples
+def load_samples(folder: Path, normalization: str) -> tuple[list[Sample], tuple[float, float] | None]:
+    """Every image of an augmented folder, in manifest order, and the dataset-wide intensity window if used."""
+    entries = read_manifest(folder)
+    images = [read_image(folder / "images" / f"{e.name}.tif") for e in entries]
+    window = intensity_window([im.data for im in images]) if normalization == "dataset" else None
+    samples = [
+        Sample(
+            e.name,
+            e.group,
+            im.data,
+            normalize(im.data, window),
+            read_mask(folder / "masks" / f"{e.name}.tif"),
+            im.pixel_size_nm,
+        )
+        for e, im in zip(entries, images, strict=True)
+    ]
+    return samples, window
 
 
 def augmentations(crop: int, seed: int) -> A.Compose:

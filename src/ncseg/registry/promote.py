@@ -42,7 +42,8 @@ def serving_config(card: dict, params: Params) -> dict:
     return {
         "architecture": card["name"],
         "threshold": card["threshold"],
-        "inference": params.inference.model_dump(),
+        "inference": params.inference.tiling(),
+        "intensity_window": card.get("intensity_window"),
         "max_pixels": params.registry.max_pixels,
         "precision": params.registry.precision,
     }

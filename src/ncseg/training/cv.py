@@ -78,7 +78,7 @@ def _train_fold(
             "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_best).epoch,
         }
     )
-    probs = [predict_proba([net], net.geometry, samples[i].image, **params.inference.model_dump()) for i in fold.test]
+    probs = [predict_proba([net], net.geometry, samples[i].image, **params.inference.tiling()) for i in fold.test]
     return net, probs
 
 
@@ -103,7 +103,7 @@ def cross_validate(name: str, params: Params, root: Path) -> dict:
     from ncseg import tracking
 
     spec = params.model(name)
-    samples = load_samples(params.paths.augmented)
+    samples, window = load_samples(params.paths.augmented, params.inference.normalization)
     folds = assign_folds([s.group for s in samples], params.cv.n_folds, params.seed)
     model_dir, plot_dir = params.paths.models / name, params.paths.plots / name
     probs: dict[int, np.ndarray] = {}
@@ -124,6 +124,7 @@ def cross_validate(name: str, params: Params, root: Path) -> dict:
                     mlflow.log_artifact(str(model_dir / f"fold{k}.pt"), "weights")
             results.append(fold)
         summary = _score(name, spec, results, samples, probs, preds, params)
+        summary["intensity_window"] = list(window) if window else None
         _write_outputs(name, spec, summary, results, samples, probs, preds, params, model_dir, plot_dir)
         _log_outcome(summary, results, plot_dir)
         mlflow.log_artifact(str(model_dir / MODEL_CARD), "weights")
@@ -191,6 +192,7 @@ def _write_outputs(
         "folds": [f"fold{r.fold}.pt" for r in results] if probs else [],
         "cv_jaccard_mean": summary["jaccard_mean"],
         "cv_jaccard_std": summary["jaccard_std"],
+        "intensity_window": summary["intensity_window"],  # None: each image by its own percentiles
     }
     _write_json(model_dir / MODEL_CARD, card)
     _write_csv(

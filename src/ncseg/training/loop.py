@@ -60,7 +60,7 @@ def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[flo
     net.eval()
     losses, probs = [], []
     for s in samples:
-        prob = predict_proba([net], net.geometry, s.image, **params.inference.model_dump())
+        prob = predict_proba([net], net.geometry, s.image, **params.inference.tiling())
         target = s.mask.astype(np.float32)
         clipped = np.clip(prob, 1e-6, 1 - 1e-6)
         losses.append(float(-np.mean(target * np.log(clipped) + (1 - target) * np.log(1 - clipped))))

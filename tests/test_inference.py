@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from ncseg.inference import intensity_window, normalize
+
+
+def _field(hot_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background ~10 and material ~60 counts (8 bit) as in the shared HAADF data, plus a share of very bright
+    Pt-like pixels (240) that moves the image's own upper percentile."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((100, 100), bool)
+    mask[:20] = True
+    image = np.where(mask, 60, 10) + rng.normal(0, 3, mask.shape)
+    image[20 : 20 + int(100 * hot_fraction)] = 240
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def test_dataset_window_keeps_material_at_one_level_whatever_else_is_in_the_field():
+    fields = [_field(f, i) for i, f in enumerate((0.0, 0.01))]
+    window = intensity_window([im for im, _ in fields])
+    levels = [normalize(im, window)[mask].mean() for im, mask in fields]
+    assert levels[0] == pytest.approx(levels[1], abs=0.02)
+    per_image = [normalize(im)[mask].mean() for im, mask in fields]
+    assert abs(per_image[0] - per_image[1]) > 0.3, "per-image percentiles depend on the field's content"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_per_image_normalisation_is_float32_in_the_unit_interval(dtype):
+    image = (np.random.default_rng(0).random((64, 64)) * 200 + 50).astype(dtype)
+    out = normalize(image)
+    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
+
+
+def test_flat_image_normalises_to_zeros_not_nan():
+    assert not normalize(np.full((8, 8), 7, np.uint16)).any()
+    assert not normalize(np.full((8, 8), 7.0, np.float32), (7.0, 7.0)).any()
