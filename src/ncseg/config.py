@@ -64,6 +64,7 @@ class TrainParams(_Frozen):
     crop_px: int = Field(ge=32)
     lr: float = Field(gt=0)
     patience: int = Field(ge=1)
+    intensity_jitter: float = Field(ge=0, lt=0.4)
     device: Literal["auto", "cpu", "cuda"]
 
 

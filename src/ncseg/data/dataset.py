@@ -47,36 +47,38 @@ def load_samples(folder: Path, normalization: str) -> tuple[list[Sample], tuple[
     return samples, window
 
 
-def augmentations(crop: int, seed: int) -> A.Compose:
-    """Geometry a microscope does not fix (orientation, mild distortion) and the detector's intensity quirks."""
+def augmentations(crop: int, seed: int, intensity_jitter: float) -> A.Compose:
+    """Geometry a microscope does not fix (orientation, mild distortion), detector noise, and — scaled by
+    `intensity_jitter` — brightness/contrast/gamma changes. Set the jitter to 0 where the absolute intensity
+    is the cue (one dataset-wide normalisation window): jitter would teach the network to ignore it."""
     reflect = cv2.BORDER_REFLECT_101
-    return A.Compose(
-        [
-            A.PadIfNeeded(crop, crop, border_mode=reflect),
-            A.RandomCrop(crop, crop),
-            A.HorizontalFlip(),
-            A.VerticalFlip(),
-            A.RandomRotate90(),
-            A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), shear=(-4, 4), border_mode=reflect, p=0.3),
-            A.ElasticTransform(alpha=8, sigma=6, border_mode=reflect, p=0.1),
-            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.15, p=0.5),
-            A.RandomGamma(gamma_limit=(80, 125), p=0.3),
-            A.GaussNoise(std_range=(0.01, 0.05), p=0.3),
-            A.ShotNoise(scale_range=(0.01, 0.05), p=0.2),
-        ],
-        seed=seed,
-    )
+    geometry = [
+        A.PadIfNeeded(crop, crop, border_mode=reflect),
+        A.RandomCrop(crop, crop),
+        A.HorizontalFlip(),
+        A.VerticalFlip(),
+        A.RandomRotate90(),
+        A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), shear=(-4, 4), border_mode=reflect, p=0.3),
+        A.ElasticTransform(alpha=8, sigma=6, border_mode=reflect, p=0.1),
+    ]
+    j = intensity_jitter
+    intensity = [
+        A.RandomBrightnessContrast(brightness_limit=j, contrast_limit=1.5 * j, p=0.5),
+        A.RandomGamma(gamma_limit=(100 / (1 + 2.5 * j), 100 * (1 + 2.5 * j)), p=0.3),
+    ]
+    noise = [A.GaussNoise(std_range=(0.01, 0.05), p=0.3), A.ShotNoise(scale_range=(0.01, 0.05), p=0.2)]
+    return A.Compose(geometry + (intensity if j > 0 else []) + noise, seed=seed)
 
 
 class CropSampler:
     """Batches of random augmented crops; the same seed gives the same batches."""
 
-    def __init__(self, samples: list[Sample], crop: int, out: int, seed: int) -> None:
+    def __init__(self, samples: list[Sample], crop: int, out: int, seed: int, intensity_jitter: float) -> None:
         if not samples:
             raise ValueError("no training images in this fold")
         self.samples, self.crop, self.out = samples, crop, out
         self.rng = np.random.default_rng(seed)
-        self.transform = augmentations(crop, seed)
+        self.transform = augmentations(crop, seed, intensity_jitter)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = [], []

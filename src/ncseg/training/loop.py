@@ -85,7 +85,7 @@ def train_net(
     t = params.train
     device = next(net.parameters()).device
     crop = net.geometry.fit(t.crop_px)
-    sampler = CropSampler(fit, crop, crop - 2 * net.geometry.margin, seed)
+    sampler = CropSampler(fit, crop, crop - 2 * net.geometry.margin, seed, t.intensity_jitter)
     optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
     penalty = regulariser(net, p)
     history: list[EpochLog] = []
