@@ -115,7 +115,7 @@ def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dic
         net = build_net(p.model(name)).eval()
         flops = forward_flops(net, 512)
         reference = {}
-        for path in ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last"):
+        for path in ("fp32", "bf16", "bf16+channels_last"):
             memory = torch.channels_last if path.endswith("channels_last") else torch.contiguous_format
             net = net.to(memory_format=memory)
             for size, image in images.items():

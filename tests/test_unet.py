@@ -41,7 +41,7 @@ def test_l2_penalty_is_keras_l2_on_every_kernel_not_bias():
         for m in net.modules()
         if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
     )
-    assert float(l2_penalty(net.kernels(), 0.01)) == pytest.approx(expected, rel=1e-5)
+    assert float(l2_penalty(net.kernels(), 0.01).detach()) == pytest.approx(expected, rel=1e-5)
     assert all(k.dim() == 4 for k in net.kernels())
 
 
