@@ -54,7 +54,7 @@ def child_train(name: str) -> dict:
 
     p = load_params(ROOT / "params.yaml")
     torch.manual_seed(0)
-    net = build_net(p.model(name))
+    net = build_net(p.model(name), 1)
     crop = net.geometry.fit(p.train.crop_px)
     x = torch.rand(p.train.batch_size, 1, crop, crop)
     y = torch.rand(p.train.batch_size, 1, crop - 2 * net.geometry.margin, crop - 2 * net.geometry.margin) > 0.8
@@ -99,8 +99,8 @@ def forward_flops(net: torch.nn.Module, size: int) -> float:
 def run_path(nets: list[torch.nn.Module], image: np.ndarray, path: str, tile: int, context: int) -> np.ndarray:
     from ncseg.inference import predict_proba
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path.startswith("bf16")):
-        return predict_proba(nets, nets[0].geometry, image, tile=tile, context=context)
+    precision = "bf16" if path.startswith("bf16") else "fp32"
+    return predict_proba(nets, nets[0].geometry, image, tile=tile, context=context, precision=precision)
 
 
 def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dict]]:
@@ -112,7 +112,7 @@ def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dic
     rows, flops_rows = [], []
     for name in ("unet4", "smp-unet-resnet18"):
         torch.manual_seed(0)
-        net = build_net(p.model(name)).eval()
+        net = build_net(p.model(name), 1).eval()
         flops = forward_flops(net, 512)
         reference = {}
         for path in ("fp32", "bf16", "bf16+channels_last"):
@@ -158,7 +158,7 @@ def scaling_rows(crops_per_s: float) -> list[dict]:
     from ncseg.models.zoo import build_net
 
     p = load_params(ROOT / "params.yaml")
-    net = build_net(p.model("unet4")).eval()
+    net = build_net(p.model("unet4"), 1).eval()
     rng = np.random.default_rng(1)
     rows = []
     for size in (256, 512, 1024):
@@ -178,15 +178,24 @@ def scaling_rows(crops_per_s: float) -> list[dict]:
 def ensemble_rows(model_uri: str, images: dict[int, np.ndarray]) -> tuple[list[dict], object]:
     import mlflow
 
+    from ncseg.registry.pyfunc import encode_request
+
     model = mlflow.pyfunc.load_model(model_uri)
     rows = []
     for size, image in images.items():
-        batch = (image * 4000 + 1000)[None].astype(np.float32)
-        rows.append({"size": size, "ms": median_s(lambda: model.predict(batch)) * 1e3})  # noqa: B023
+        request = encode_request([micrograph(image)])
+        rows.append({"size": size, "ms": median_s(lambda: model.predict(request)) * 1e3})  # noqa: B023
     return rows, model
 
 
+def micrograph(image: np.ndarray) -> np.ndarray:
+    """A 16-bit detector image, as a microscope writes it."""
+    return (image * 4000 + 1000).astype(np.uint16)
+
+
 def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[dict]) -> list[dict]:
+    from ncseg.registry.pyfunc import encode_request
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -217,7 +226,8 @@ def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[
                 time.sleep(1)
         rows = []
         for (size, image), local in zip(images.items(), in_process, strict=True):
-            body = json.dumps({"inputs": (image * 4000 + 1000)[None].astype(np.float32).tolist()}).encode()
+            request = encode_request([micrograph(image)])
+            body = json.dumps({"dataframe_split": {"columns": ["image"], "data": request.to_numpy().tolist()}}).encode()
             request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
             seconds = median_s(lambda: urllib.request.urlopen(request, timeout=600).read())  # noqa: B023
             rows.append(
@@ -328,13 +338,13 @@ def main() -> None:
     )
     ensemble, _ = ensemble_rows(args.model_uri, images)
     sections.append(
-        f"## The registered model ({args.model_uri}: 5-fold ensemble, in process)\n\n"
+        f"## The registered model ({args.model_uri}, in process: a 16-bit TIFF in, the mask TIFF out)\n\n"
         + table(ensemble, {"size": "image px", "ms": "ms per image"})
     )
     if not args.no_serve:
         served = served_rows(args.model_uri, images, ensemble)
         sections.append(
-            "## Served (`mlflow models serve`, JSON over loopback) vs in process\n\n"
+            "## Served (`mlflow models serve`, base64 TIFF in JSON over loopback) vs in process\n\n"
             + table(
                 served,
                 {

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ncseg.inference import intensity_window, normalize
+from ncseg.inference import intensity_window, normalize, views
 
 
 def _field(hot_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,3 +34,14 @@ def test_per_image_normalisation_is_float32_in_the_unit_interval(dtype):
 def test_flat_image_normalises_to_zeros_not_nan():
     assert not normalize(np.full((8, 8), 7, np.uint16)).any()
     assert not normalize(np.full((8, 8), 7.0, np.float32), (7.0, 7.0)).any()
+
+
+def test_views_stack_one_channel_per_normalisation_in_order():
+    image, _ = _field(0.01, 0)
+    window = (5.0, 80.0)
+    stacked = views(image, ["dataset", "image"], window)
+    assert stacked.shape == (2, *image.shape) and stacked.dtype == np.float32
+    np.testing.assert_array_equal(stacked[0], normalize(image, window))
+    np.testing.assert_array_equal(stacked[1], normalize(image))
+    with pytest.raises(ValueError, match="intensity window"):
+        views(image, ["dataset"], None)

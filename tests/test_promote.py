@@ -1,9 +1,11 @@
 """Aliases move only on improvement: checked against a real (SQLite) MLflow registry."""
 
+import json
+
 import mlflow
 import pytest
 
-from ncseg.registry.promote import CHALLENGER, CHAMPION, _promote
+from ncseg.registry.promote import CHALLENGER, CHAMPION, _promote, _stage_members, fingerprint
 
 
 @pytest.fixture
@@ -34,3 +36,19 @@ def test_first_version_becomes_champion_and_only_improvements_take_the_alias(cli
     assert better.alias == CHAMPION and better.champion_cv_jaccard == pytest.approx(0.90)
     assert client.get_model_version_by_alias("nc", CHAMPION).version == v4
     assert client.get_model_version_by_alias("nc", CHALLENGER).version == v3
+
+
+def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fingerprinted(tmp_path):
+    model_dir = tmp_path / "unet4"
+    model_dir.mkdir()
+    for k in range(3):
+        (model_dir / f"fold{k}.pt").write_bytes(bytes([k]) * 8)
+    (model_dir / "model.json").write_text(json.dumps({"name": "unet4", "folds": [f"fold{k}.pt" for k in range(3)]}))
+    staged = _stage_members(model_dir, 2, tmp_path / "served")
+    assert sorted(p.name for p in staged.iterdir()) == ["fold0.pt", "fold1.pt", "model.json"]
+    assert json.loads((staged / "model.json").read_text())["folds"] == ["fold0.pt", "fold1.pt"]
+    one, two = fingerprint(model_dir, {"members": 1}), fingerprint(model_dir, {"members": 2})
+    (model_dir / "fold2.pt").write_bytes(b"changed")
+    assert one != two and fingerprint(model_dir, {"members": 2}) == two, "only served weights count"
+    (model_dir / "fold1.pt").write_bytes(b"changed")
+    assert fingerprint(model_dir, {"members": 2}) != two

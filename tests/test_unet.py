@@ -65,7 +65,7 @@ def test_overlap_tiling_equals_whole_image_inference(padding, context, shape):
 def test_any_image_size_gets_a_full_mask_from_every_model(params):
     image = np.random.default_rng(2).random((75, 131), dtype=np.float32)
     for name in ("unet4", "smp-unet-resnet18"):
-        net = build_net(params.model(name)).eval()
+        net = build_net(params.model(name), 1).eval()
         assert predict_proba([net], net.geometry, image, tile=64, context=16).shape == (75, 131)
 
 
@@ -77,3 +77,13 @@ def test_ensemble_is_the_mean_of_member_probabilities():
     np.testing.assert_allclose(
         predict_proba(nets, nets[0].geometry, image, tile=64, context=0), (single[0] + single[1]) / 2, atol=1e-6
     )
+
+
+def test_channels_last_networks_give_the_same_probabilities():
+    """The served model runs channels-last (oneDNN's fast path); that must not change what it predicts."""
+    torch.manual_seed(4)
+    net = UNet4(base_channels=4, dropout=0.0, in_channels=2).eval()
+    image = np.random.default_rng(4).random((2, 90, 70), dtype=np.float32)
+    plain = predict_proba([net], net.geometry, image, tile=64, context=16)
+    fast = predict_proba([net.to(memory_format=torch.channels_last)], net.geometry, image, tile=64, context=16)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)

@@ -65,19 +65,33 @@ class TrainParams(_Frozen):
     lr: float = Field(gt=0)
     patience: int = Field(ge=1)
     intensity_jitter: float = Field(ge=0, lt=0.4)
+    noise: bool  # Gaussian/shot-noise augmentation; off where the masks follow the image's own noise
+    precision: Literal["fp32", "bf16"]  # bf16: autocast + channels-last steps, ~2.5x faster on AMX/AVX-512 CPUs
     device: Literal["auto", "cpu", "cuda"]
 
 
 class InferenceParams(_Frozen):
     """How whole images go through a network: the same in validation, CV, the served model and `predict`."""
 
-    normalization: Literal["image", "dataset"]
+    normalization: tuple[Literal["image", "dataset"], ...] = Field(min_length=1)  # one input channel each
     tile: int = Field(ge=64)
     context: int = Field(ge=0)
     batch_tiles: int = Field(ge=1)
+    precision: Literal["fp32", "bf16"]  # bf16 autocast: validation, CV predictions, served model, predict alike
 
-    def tiling(self) -> dict[str, int]:
-        return {"tile": self.tile, "context": self.context, "batch_tiles": self.batch_tiles}
+    @model_validator(mode="after")
+    def _distinct_views(self) -> InferenceParams:
+        if len(set(self.normalization)) != len(self.normalization):
+            raise ValueError("inference.normalization lists a view twice")
+        return self
+
+    def tiling(self) -> dict[str, int | str]:
+        return {
+            "tile": self.tile,
+            "context": self.context,
+            "batch_tiles": self.batch_tiles,
+            "precision": self.precision,
+        }
 
 
 class UNet4Params(_Frozen):
@@ -126,8 +140,8 @@ class ThresholdParams(_Frozen):
 class RegisterParams(_Frozen):
     model_name: str = Field(min_length=1)
     margin: float = Field(ge=0)
+    members: int = Field(ge=1)  # fold networks served: 1 = what CV measured, fastest; more = an ensemble
     max_pixels: int = Field(ge=64 * 64)
-    precision: Literal["fp32", "bf16"]
 
 
 class ParticleParams(_Frozen):
@@ -153,6 +167,12 @@ class Params(_Frozen):
     registry: RegisterParams = Field(alias="register")  # `register` would shadow a BaseModel method
     particles: ParticleParams
     tracking: TrackingParams
+
+    @model_validator(mode="after")
+    def _members_exist(self) -> Params:
+        if self.registry.members > self.cv.n_folds:
+            raise ValueError(f"register.members ({self.registry.members}) exceeds cv.n_folds ({self.cv.n_folds})")
+        return self
 
     def model(self, name: str) -> ModelParams:
         if name not in self.models:

@@ -12,6 +12,7 @@ divisor, so where `context` covers the receptive field the tiled result equals w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 from ncseg.models.unet import Geometry
 
 PERCENTILES = (0.5, 99.5)
+View = Literal["image", "dataset"]
 
 
 def normalize(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -36,12 +38,29 @@ def normalize(image: np.ndarray, window: tuple[float, float] | None = None) -> n
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
 
 
+def views(image: np.ndarray, normalization: Sequence[View], window: tuple[float, float] | None) -> np.ndarray:
+    """The network's input channels, (C, H, W): one normalised copy of the image per entry of `normalization`.
+
+    Each view knows something the other does not: the dataset window keeps the absolute Z-contrast level,
+    the image's own percentiles say where that level sits within this field of view — the adaptivity a
+    per-image threshold such as Otsu's has. A network given both can learn either, or their combination.
+    """
+    if "dataset" in normalization and window is None:
+        raise ValueError("the 'dataset' view needs the dataset's intensity window")
+    return np.stack([normalize(image, window if view == "dataset" else None) for view in normalization])
+
+
 def intensity_window(images: Sequence[np.ndarray], max_values: int = 4_000_000) -> tuple[float, float]:
     """The percentile window of all images' pixels together (label-free), subsampled evenly per image."""
     per_image = max(1, max_values // len(images))
     values = np.concatenate([im.ravel()[:: max(1, im.size // per_image)].astype(np.float32) for im in images])
     lo, hi = np.percentile(values, PERCENTILES)
     return float(lo), float(hi)
+
+
+def autocast(precision: str) -> torch.autocast:
+    """bf16 autocast on the CPU (oneDNN; AVX-512 BF16 / AMX where present), or plain fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def pick_device(choice: str) -> torch.device:
@@ -54,6 +73,25 @@ def _starts(length: int, stride: int) -> list[int]:
     return list(range(0, max(length - 1, 0) // stride * stride + 1, stride)) if length > 0 else [0]
 
 
+def _memory_format(net: nn.Module) -> torch.memory_format:
+    kernel = next(p for p in net.parameters() if p.ndim == 4)
+    channels_last = kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _tiling(length: int, tile: int, pad: int, geometry: Geometry) -> tuple[int, int, list[int]]:
+    """Along one axis: the tile's input size, the part of its output that is kept, and the output origins.
+
+    `tile` is an upper bound: an image smaller than a tile gets one tile just large enough for it (plus its
+    context), so small images do not pay for a large tile and a 2048-px image is four 1088-px tiles, not
+    twenty-five 512-px ones.
+    """
+    t_in = geometry.fit(max(min(tile, length + 2 * pad), 2 * pad + geometry.divisor))
+    usable = t_in - 2 * pad
+    stride = max(geometry.divisor, usable // geometry.divisor * geometry.divisor)
+    return t_in, usable, _starts(length, stride)
+
+
 @torch.no_grad()
 def predict_proba(
     nets: Sequence[nn.Module],
@@ -62,32 +100,36 @@ def predict_proba(
     tile: int = 512,
     context: int = 32,
     batch_tiles: int = 4,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """NC probability per pixel of a normalised 2-D image: the mean of the nets' sigmoid outputs."""
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    """NC probability per pixel of a normalised image, (H, W) or channels-first (C, H, W): the mean of the nets'
+    sigmoid outputs. Tiles follow the nets' memory format: channels-last nets (as served) get channels-last
+    tiles, oneDNN's fast path for convolutions on the CPU."""
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"expected a (H, W) or (C, H, W) image, got shape {image.shape}")
     device = next(nets[0].parameters()).device
     context = -(-context // geometry.divisor) * geometry.divisor if context else 0
-    pad_before = geometry.margin + context
-    t_in = geometry.fit(max(tile, 2 * pad_before + geometry.divisor))
-    usable = t_in - 2 * pad_before
-    stride = max(geometry.divisor, usable // geometry.divisor * geometry.divisor)
-    h, w = image.shape
-    ys, xs = _starts(h, stride), _starts(w, stride)
+    pad = geometry.margin + context
+    h, w = image.shape[1:]
+    (th, uh, ys), (tw, uw, xs) = _tiling(h, tile, pad, geometry), _tiling(w, tile, pad, geometry)
     padded = np.pad(
         image,
-        ((pad_before, ys[-1] + t_in - pad_before - h), (pad_before, xs[-1] + t_in - pad_before - w)),
+        ((0, 0), (pad, ys[-1] + th - pad - h), (pad, xs[-1] + tw - pad - w)),
         mode="reflect" if min(h, w) > 1 else "edge",
     )
-    total = np.zeros((ys[-1] + usable, xs[-1] + usable), np.float32)
+    total = np.zeros((ys[-1] + uh, xs[-1] + uw), np.float32)
     weight = np.zeros_like(total)
     origins = [(y, x) for y in ys for x in xs]
     for i in range(0, len(origins), batch_tiles):
         chunk = origins[i : i + batch_tiles]
-        batch = torch.from_numpy(np.stack([padded[y : y + t_in, x : x + t_in] for y, x in chunk])[:, None]).to(device)
-        prob = torch.stack([torch.sigmoid(net(batch).float()) for net in nets]).mean(0)[:, 0]
-        crop = prob[:, context : context + usable, context : context + usable].cpu().numpy()
+        batch = torch.from_numpy(np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk])).to(device)
+        batch = batch.contiguous(memory_format=_memory_format(nets[0]))
+        with autocast(precision):
+            prob = torch.stack([torch.sigmoid(net(batch).float()) for net in nets]).mean(0)[:, 0]
+        crop = prob[:, context : context + uh, context : context + uw].cpu().numpy()
         for (y, x), out in zip(chunk, crop, strict=True):
-            total[y : y + usable, x : x + usable] += out
-            weight[y : y + usable, x : x + usable] += 1
+            total[y : y + uh, x : x + uw] += out
+            weight[y : y + uh, x : x + uw] += 1
     return (total / weight)[:h, :w]

@@ -50,7 +50,7 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
 
 
 class Segmenter:
-    """A loaded pyfunc model: raw pixels in, probability map out; its default threshold from the signature."""
+    """A loaded pyfunc model, called exactly as the server calls it; its default threshold from the signature."""
 
     def __init__(self, model_uri: str) -> None:
         import mlflow
@@ -60,8 +60,10 @@ class Segmenter:
         self.threshold = float(next(p.default for p in schema.params if p.name == "threshold"))
 
     def probability(self, image: np.ndarray) -> np.ndarray:
-        batch = image[None].astype(np.float32)
-        return self.model.predict(batch, params={"output": "probability"})[0]
+        from ncseg.registry.pyfunc import decode_answer, encode_request
+
+        answer = self.model.predict(encode_request([image]), params={"output": "probability"})
+        return decode_answer(answer)[0]
 
 
 def _write_image_outputs(

@@ -5,11 +5,12 @@ import json
 import mlflow
 import numpy as np
 import pytest
+import torch
 
 from ncseg.inference import normalize, predict_proba
 from ncseg.io.images import read_image
 from ncseg.models.zoo import load_ensemble
-from ncseg.registry.pyfunc import precision
+from ncseg.registry.pyfunc import decode_answer, encode_request
 
 from .conftest import run
 
@@ -21,17 +22,18 @@ def test_pyfunc_round_trip_equals_the_direct_ensemble(tiny_project):
     mlflow.set_tracking_uri(f"sqlite:///{tiny_project / 'mlruns' / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(MODEL)
     image = read_image(tiny_project / "data" / "raw" / "images" / "synth_03.tif").data
-    served = model.predict(image[None].astype(np.float32), params={"output": "probability"})[0]
+    request = encode_request([image])
+    served = decode_answer(model.predict(request, params={"output": "probability"}))[0]
     nets, geometry = load_ensemble(tiny_project / "models" / "unet4")
+    nets = [net.to(memory_format=torch.channels_last) for net in nets[:1]]  # register.members: 1; served layout
     inference = json.loads((tiny_project / "metrics" / "registry.json").read_text())
-    with precision("bf16"):  # the project's serving precision (register.precision)
-        direct = predict_proba(nets, geometry, normalize(image), tile=256, context=16)
+    direct = predict_proba(nets, geometry, normalize(image), tile=256, context=16, precision="bf16")
     np.testing.assert_allclose(served, direct, atol=1e-5)
     fp32 = predict_proba(nets, geometry, normalize(image), tile=256, context=16)
     assert np.abs(fp32 - direct).max() < 0.02 and ((fp32 > 0.5) == (direct > 0.5)).mean() > 0.999
-    mask = model.predict(image[None].astype(np.float32))[0]
+    mask = decode_answer(model.predict(request))[0] > 0
     threshold = json.loads((tiny_project / "models" / "unet4" / "model.json").read_text())["threshold"]
-    np.testing.assert_array_equal(mask, (direct > threshold).astype(np.float32))
+    np.testing.assert_array_equal(mask, direct > threshold)
     assert inference["architecture"] == "unet4" and inference["alias"] == "champion"
 
 

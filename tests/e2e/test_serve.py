@@ -1,5 +1,6 @@
 """The real `mlflow models serve` on loopback: a demo image in, its mask out; bad payloads get a 4xx."""
 
+import base64
 import json
 import os
 import signal
@@ -8,13 +9,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ncseg.cli import serve_command
-from ncseg.io.images import read_image, read_mask
+from ncseg.io.images import encode_tiff, read_image, read_mask
 from ncseg.metrics import jaccard
+from ncseg.registry.pyfunc import decode_answer
 
 from .conftest import project_env
 
@@ -74,34 +77,51 @@ def server(tiny_project, tmp_path_factory):
         log.close()
 
 
+def _request(path: Path, params: dict | None = None, crop: int | None = None) -> dict:
+    """What a client sends: the microscope file itself, base64-encoded, one row per image."""
+    data = path.read_bytes() if crop is None else encode_tiff(read_image(path).data[:crop, :crop])
+    return {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(data).decode()]]}} | (
+        {"params": params} if params else {}
+    )
+
+
 def test_served_model_segments_a_demo_image(server, tiny_project):
-    image = read_image(tiny_project / "data" / "raw" / "images" / "synth_05.tif").data
+    path = tiny_project / "data" / "raw" / "images" / "synth_05.tif"
     truth = read_mask(tiny_project / "data" / "raw" / "masks" / "synth_05.tif")
-    status, body = _post(f"{server}/invocations", json.dumps({"inputs": image[None].tolist()}).encode())
+    status, body = _post(f"{server}/invocations", json.dumps(_request(path)).encode())
     assert status == 200, body
-    mask = np.asarray(json.loads(body)["predictions"])[0] > 0.5
+    (mask,) = decode_answer(json.loads(body)["predictions"])
+    assert mask.dtype == np.uint8 and set(np.unique(mask).tolist()) <= {0, 255}, "an ImageJ mask"
     assert mask.shape == truth.shape
-    assert jaccard(mask, truth) > 0.7
+    assert jaccard(mask > 0, truth) > 0.7
 
 
 def test_threshold_and_output_params_are_honoured(server, tiny_project):
-    image = read_image(tiny_project / "data" / "raw" / "images" / "synth_05.tif").data[:64, :64]
-    payload = {"inputs": image[None].tolist(), "params": {"output": "probability"}}
-    status, body = _post(f"{server}/invocations", json.dumps(payload).encode())
-    prob = np.asarray(json.loads(body)["predictions"])[0]
-    assert status == 200 and prob.shape == (64, 64) and 0 <= prob.min() <= prob.max() <= 1
+    path = tiny_project / "data" / "raw" / "images" / "synth_05.tif"
+    status, body = _post(f"{server}/invocations", json.dumps(_request(path, {"output": "probability"}, 64)).encode())
+    assert status == 200, body
+    (prob,) = decode_answer(json.loads(body)["predictions"])
+    assert prob.dtype == np.float32 and prob.shape == (64, 64) and 0 <= prob.min() <= prob.max() <= 1
     assert len(np.unique(prob)) > 2, "a probability map, not a mask"
+
+
+def _rows(*texts: str) -> dict:
+    return {"dataframe_split": {"columns": ["image"], "data": [[t] for t in texts]}}
+
+
+def _tiff(data: np.ndarray) -> str:
+    return base64.b64encode(encode_tiff(data)).decode()
 
 
 @pytest.mark.parametrize(
     ("payload", "why"),
     [
-        ({"inputs": [[["a", "b"], ["c", "d"]]]}, "wrong dtype"),
-        ({"inputs": [1.0, 2.0, 3.0]}, "1-D"),
-        ({"inputs": np.zeros((1, 8, 8, 3)).tolist()}, "RGB"),
-        ({"inputs": []}, "empty"),
-        ({"inputs": np.zeros((1, 300, 300)).tolist()}, "oversize"),
-        ({"inputs": np.zeros((1, 8, 8)).tolist(), "params": {"threshold": 2.0}}, "bad threshold"),
+        ({"dataframe_split": {"columns": ["pixels"], "data": [["x"]]}}, "wrong column"),
+        (_rows("%%% not base64 %%%"), "not base64"),
+        (_rows(base64.b64encode(b"GIF89a not an image").decode()), "not TIFF/PNG"),
+        (_rows(_tiff(np.zeros((8, 8, 3), np.uint8) + np.arange(3, dtype=np.uint8))), "RGB"),
+        (_rows(_tiff(np.zeros((300, 300), np.uint16))), "oversize"),
+        (_rows(_tiff(np.zeros((8, 8), np.uint16))) | {"params": {"threshold": 2.0}}, "bad threshold"),
         ("not json at all", "not JSON"),
     ],
 )

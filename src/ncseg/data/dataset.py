@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from ncseg.data.augment import read_manifest
-from ncseg.inference import intensity_window, normalize
+from ncseg.inference import View, intensity_window, views
 from ncseg.io.images import read_image, read_mask
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations 2.x asks PyPI for updates at import
@@ -23,22 +24,22 @@ class Sample:
     name: str
     group: str
     raw: np.ndarray  # the file's pixels, for the classical baseline
-    image: np.ndarray  # normalised float32, what the networks see
+    image: np.ndarray  # normalised float32 views, (C, H, W): what the networks see
     mask: np.ndarray  # bool
     pixel_size_nm: float | None
 
 
-def load_samples(folder: Path, normalization: str) -> tuple[list[Sample], tuple[float, float] | None]:
+def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Sample], tuple[float, float] | None]:
     """Every image of an augmented folder, in manifest order, and the dataset-wide intensity window if used."""
     entries = read_manifest(folder)
     images = [read_image(folder / "images" / f"{e.name}.tif") for e in entries]
-    window = intensity_window([im.data for im in images]) if normalization == "dataset" else None
+    window = intensity_window([im.data for im in images]) if "dataset" in normalization else None
     samples = [
         Sample(
             e.name,
             e.group,
             im.data,
-            normalize(im.data, window),
+            views(im.data, normalization, window),
             read_mask(folder / "masks" / f"{e.name}.tif"),
             im.pixel_size_nm,
         )
@@ -47,10 +48,12 @@ def load_samples(folder: Path, normalization: str) -> tuple[list[Sample], tuple[
     return samples, window
 
 
-def augmentations(crop: int, seed: int, intensity_jitter: float) -> A.Compose:
+def augmentations(crop: int, seed: int, intensity_jitter: float, noise: bool) -> A.Compose:
     """Geometry a microscope does not fix (orientation, mild distortion), detector noise, and — scaled by
     `intensity_jitter` — brightness/contrast/gamma changes. Set the jitter to 0 where the absolute intensity
-    is the cue (one dataset-wide normalisation window): jitter would teach the network to ignore it."""
+    is the cue (one dataset-wide normalisation window): jitter would teach the network to ignore it. Switch
+    `noise` off where the reference masks were traced on the noisy image itself (thresholded): their edges
+    follow that noise, and added noise would teach the network to ignore what the masks follow."""
     reflect = cv2.BORDER_REFLECT_101
     geometry = [
         A.PadIfNeeded(crop, crop, border_mode=reflect),
@@ -66,28 +69,28 @@ def augmentations(crop: int, seed: int, intensity_jitter: float) -> A.Compose:
         A.RandomBrightnessContrast(brightness_limit=j, contrast_limit=1.5 * j, p=0.5),
         A.RandomGamma(gamma_limit=(100 / (1 + 2.5 * j), 100 * (1 + 2.5 * j)), p=0.3),
     ]
-    noise = [A.GaussNoise(std_range=(0.01, 0.05), p=0.3), A.ShotNoise(scale_range=(0.01, 0.05), p=0.2)]
-    return A.Compose(geometry + (intensity if j > 0 else []) + noise, seed=seed)
+    detector = [A.GaussNoise(std_range=(0.01, 0.05), p=0.3), A.ShotNoise(scale_range=(0.01, 0.05), p=0.2)]
+    return A.Compose(geometry + (intensity if j > 0 else []) + (detector if noise else []), seed=seed)
 
 
 class CropSampler:
     """Batches of random augmented crops; the same seed gives the same batches."""
 
-    def __init__(self, samples: list[Sample], crop: int, out: int, seed: int, intensity_jitter: float) -> None:
+    def __init__(self, samples: list[Sample], crop: int, out: int, seed: int, transform: A.Compose) -> None:
         if not samples:
             raise ValueError("no training images in this fold")
         self.samples, self.crop, self.out = samples, crop, out
         self.rng = np.random.default_rng(seed)
-        self.transform = augmentations(crop, seed, intensity_jitter)
+        self.transform = transform
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = [], []
         for index in self.rng.integers(0, len(self.samples), size):
             s = self.samples[index]
-            t = self.transform(image=s.image[..., None], mask=s.mask.astype(np.uint8))  # HWC, as albumentations wants
+            t = self.transform(image=s.image.transpose(1, 2, 0), mask=s.mask.astype(np.uint8))  # HWC for albumentations
             cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
-            images.append(np.clip(t["image"][..., 0], 0.0, 1.0))
+            images.append(np.clip(t["image"].transpose(2, 0, 1), 0.0, 1.0))
             masks.append(t["mask"][cut : cut + self.out, cut : cut + self.out])
-        x = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+        x = torch.from_numpy(np.stack(images).astype(np.float32))
         y = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
         return x, y

@@ -7,6 +7,7 @@ never leaves a half-written TIFF behind.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -89,9 +90,9 @@ def _tiff_pixel_size_nm(tif: tifffile.TiffFile) -> float | None:
     return None
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
+def _read_tiff(path: Path | str, source: Path | io.BytesIO | None = None) -> tuple[np.ndarray, float | None]:
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(source or path) as tif:
             if not tif.pages:
                 raise ImageError(path, "unreadable TIFF (no image directory)")
             if len(tif.series) != 1 or len(tif.pages) != 1:
@@ -103,11 +104,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
         raise ImageError(path, f"unreadable TIFF ({err})") from err
 
 
-def _read_raster(path: Path) -> np.ndarray:
+def _read_raster(path: Path | str, source: Path | bytes | None = None) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
-        return np.asarray(iio.imread(path))
+        return np.asarray(iio.imread(path if source is None else source))
     except Exception as err:
         raise ImageError(path, f"unreadable image ({err})") from err
 
@@ -130,7 +131,7 @@ def _read_emd(path: Path) -> tuple[np.ndarray, float | None]:
     return np.asarray(signal["data"]), axis["scale"] * scale if scale else None
 
 
-def _check_plane(path: Path, data: np.ndarray) -> np.ndarray:
+def _check_plane(path: Path | str, data: np.ndarray) -> np.ndarray:
     if data.size == 0:
         raise ImageError(path, "empty image (no pixels)")
     if data.ndim == 3 and data.shape[-1] in (3, 4):
@@ -163,6 +164,31 @@ def read_image(path: Path | str) -> Micrograph:
     else:
         raise ImageError(path, f"unsupported file type {suffix!r}; use one of {sorted(IMAGE_SUFFIXES)}")
     return Micrograph(_check_plane(path, data), pixel_size, path)
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """An image file's bytes (TIFF or PNG: what a client sends the served model) -> its checked 2-D plane.
+
+    The same checks as for a file on disk; `name` identifies it in the error (e.g. "request image 0").
+    """
+    if data[:4] in _TIFF_MAGIC:
+        plane, _ = _read_tiff(name, io.BytesIO(data))
+    elif data[:8] == _PNG_MAGIC:
+        plane = _read_raster(name, data)
+    else:
+        raise ImageError(name, "not a TIFF or PNG file")
+    return _check_plane(name, plane)
+
+
+def encode_tiff(data: np.ndarray) -> bytes:
+    """A zlib-compressed TIFF of `data` in memory: the served model's answer (masks compress ~50x)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, data, compression="zlib")
+    return buffer.getvalue()
 
 
 def read_mask(path: Path | str, foreground: frozenset[int] | None = None) -> np.ndarray:

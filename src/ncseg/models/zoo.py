@@ -16,24 +16,27 @@ SMP_GEOMETRY = Geometry(divisor=32, offset=0, margin=0)  # five stride-2 stages,
 
 
 class SmpNet(nn.Module):
-    """An smp model with one greyscale input channel, random init (nothing is ever downloaded)."""
+    """An smp model on greyscale input views, random init (nothing is ever downloaded)."""
 
-    def __init__(self, p: SmpParams) -> None:
+    def __init__(self, p: SmpParams, in_channels: int) -> None:
         import segmentation_models_pytorch as smp
 
         super().__init__()
-        self.net = smp.create_model(p.arch, encoder_name=p.encoder, encoder_weights=None, in_channels=1, classes=1)
+        self.net = smp.create_model(
+            p.arch, encoder_name=p.encoder, encoder_weights=None, in_channels=in_channels, classes=1
+        )
         self.geometry = SMP_GEOMETRY
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def build_net(p: NeuralParams) -> nn.Module:
-    """Every network returned has `.geometry` (ncseg.models.unet.Geometry) and maps (B,1,H,W) to logits."""
+def build_net(p: NeuralParams, in_channels: int) -> nn.Module:
+    """Every network returned has `.geometry` (ncseg.models.unet.Geometry) and maps (B,C,H,W) to (B,1,H,W) logits;
+    C is the number of normalised views of the image (`inference.normalization`)."""
     if isinstance(p, UNet4Params):
-        return UNet4(p.base_channels, p.dropout, p.padding)
-    return SmpNet(p)
+        return UNet4(p.base_channels, p.dropout, p.padding, in_channels)
+    return SmpNet(p, in_channels)
 
 
 def load_ensemble(model_dir: Path) -> tuple[list[nn.Module], Geometry]:
@@ -44,7 +47,7 @@ def load_ensemble(model_dir: Path) -> tuple[list[nn.Module], Geometry]:
         raise ValueError(f"{model_dir}: {card['name']!r} has no trained networks to load")
     nets = []
     for weights in card["folds"]:
-        net = build_net(spec)
+        net = build_net(spec, len(card["normalization"]))
         net.load_state_dict(torch.load(model_dir / weights, map_location="cpu", weights_only=True))
         nets.append(net.eval())
     return nets, nets[0].geometry

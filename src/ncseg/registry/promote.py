@@ -1,8 +1,10 @@
-"""Register the best architecture's ensemble in the MLflow model registry and move aliases on merit.
+"""Register the best architecture's fold networks in the MLflow model registry and move aliases on merit.
 
 - The candidate is the trainable model with the best mean CV Jaccard (metrics/summary.json).
-- A version is identified by a fingerprint of its weights, threshold and serving settings: registering the
-  same inputs again finds that version instead of creating a new one.
+- It serves the first `register.members` fold networks: one is exactly what each CV fold measured and the
+  fastest; more make a mean-probability ensemble (typically a little better, not measured by CV, N× slower).
+- A version is identified by a fingerprint of its weights, threshold, serving settings and the ncseg code
+  that travels with it: registering the same inputs again finds that version instead of creating a new one.
 - Alias `champion` moves only when the candidate's CV Jaccard beats the champion's by `register.margin`;
   otherwise the candidate becomes `challenger`. (Aliases replace the deprecated registry stages.)
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,38 +46,56 @@ def serving_config(card: dict, params: Params) -> dict:
         "architecture": card["name"],
         "threshold": card["threshold"],
         "inference": params.inference.tiling(),
-        "intensity_window": card.get("intensity_window"),
+        "normalization": card["normalization"],
+        "intensity_window": card["intensity_window"],
+        "members": params.registry.members,
         "max_pixels": params.registry.max_pixels,
-        "precision": params.registry.precision,
     }
+
+
+PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travels with the model
 
 
 def fingerprint(model_dir: Path, config: dict) -> str:
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     card = json.loads((model_dir / "model.json").read_text())
-    for name in card["folds"]:
+    for name in card["folds"][: config["members"]]:
         digest.update((model_dir / name).read_bytes())
+    for source in sorted(PACKAGE.rglob("*.py")):  # how the weights are run is part of the model
+        digest.update(source.relative_to(PACKAGE).as_posix().encode() + source.read_bytes())
     return digest.hexdigest()[:32]
 
 
+def _stage_members(model_dir: Path, members: int, out: Path) -> Path:
+    """A copy of the model folder holding only the served fold networks, with a model card that lists them."""
+    card = json.loads((model_dir / "model.json").read_text())
+    card["folds"] = card["folds"][:members]
+    out.mkdir()
+    for name in card["folds"]:
+        shutil.copy2(model_dir / name, out / name)
+    (out / "model.json").write_text(json.dumps(card, indent=2))
+    return out
+
+
 def _log_pyfunc(model_dir: Path, config: dict) -> str:
-    """Log the ensemble as a pyfunc model in the active run; returns its model URI."""
+    """Log the served fold networks as a pyfunc model in the active run; returns its model URI."""
     import mlflow
     import numpy as np
     import torch
 
-    from ncseg.registry.pyfunc import NcSegmenter, signature
+    from ncseg.registry.pyfunc import NcSegmenter, encode_request, signature
 
     with tempfile.TemporaryDirectory() as tmp:
         serving = Path(tmp) / "serving.json"
         serving.write_text(json.dumps(config, indent=2))
+        weights = _stage_members(model_dir, config["members"], Path(tmp) / "weights")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=NcSegmenter(),
-            artifacts={"weights": str(model_dir), "serving": str(serving)},
-            code_paths=[str(Path(__file__).resolve().parents[1])],  # the ncseg package travels with the model
+            artifacts={"weights": str(weights), "serving": str(serving)},
+            code_paths=[str(PACKAGE)],
             signature=signature(config["threshold"]),
-            input_example=np.zeros((1, 64, 64), np.float32),
+            input_example=encode_request([np.zeros((64, 64), np.uint16)]),
             pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",
                 "segmentation-models-pytorch",
@@ -143,7 +164,8 @@ def register_best(params: Params, root: Path) -> Decision:
             "threshold": f"{card['threshold']}",
         }
         version = mlflow.register_model(uri, name, tags=tags)
-        client.update_model_version(name, version.version, description=_description(best, result, card))
+        description = _description(best, result, card, config["members"])
+        client.update_model_version(name, version.version, description=description)
         decision = _promote(client, name, version.version, best, result["jaccard_mean"], params.registry.margin)
         mlflow.set_tags({"decision": decision.alias, "decision_reason": decision.reason})
     return _record(params, decision)
@@ -166,12 +188,13 @@ def _promote(client: MlflowClient, name: str, version: str, arch: str, cv_jaccar
     return Decision(name, version, alias, True, arch, cv_jaccard, best_so_far, reason)
 
 
-def _description(arch: str, result: dict, card: dict) -> str:
+def _description(arch: str, result: dict, card: dict, members: int) -> str:
     return (
-        f"{arch}: ensemble of {len(card['folds'])} CV fold models, mean probability thresholded at "
+        f"{arch}: {members} of its {len(card['folds'])} CV fold networks (mean probability), thresholded at "
         f"{card['threshold']:.2f} (chosen on out-of-fold predictions). CV Jaccard "
-        f"{result['jaccard_mean']:.4f} ± {result['jaccard_std']:.4f}. Input: float32 (batch, H, W) raw pixel "
-        "values; params: threshold, output=mask|probability."
+        f"{result['jaccard_mean']:.4f} ± {result['jaccard_std']:.4f}. Input: column 'image', a base64 TIFF/PNG "
+        "per row; output: column 'tiff', a base64 TIFF (0/255 mask or float32 probability); params: threshold, "
+        "output=mask|probability."
     )
 
 

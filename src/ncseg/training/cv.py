@@ -65,7 +65,7 @@ def _train_fold(
     fit = [samples[i] for i in train_idx if samples[i].group not in inner]
     val = [samples[i] for i in train_idx if samples[i].group in inner]
     torch.manual_seed(params.seed + fold.fold)
-    net = build_net(spec).to(pick_device(params.train.device))
+    net = build_net(spec, len(params.inference.normalization)).to(pick_device(params.train.device))
 
     def log_epoch(log: EpochLog) -> None:
         mlflow.log_metrics({k: v for k, v in asdict(log).items() if k != "epoch"}, step=log.epoch)
@@ -165,6 +165,8 @@ def _score(
     for key in Scores.__dataclass_fields__:
         per_fold = [float(np.mean([getattr(s, key) for s in r.scores])) for r in results]
         summary[f"{key}_mean"], summary[f"{key}_std"] = float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
+        if key == "jaccard":
+            summary["jaccard_per_fold"] = per_fold  # for paired comparisons on the same folds
     if probs:
         study = [float(np.mean([s.jaccard for s in r.study_scores])) for r in results]
         summary["jaccard_at_study_threshold_mean"] = float(np.mean(study))
@@ -192,7 +194,8 @@ def _write_outputs(
         "folds": [f"fold{r.fold}.pt" for r in results] if probs else [],
         "cv_jaccard_mean": summary["jaccard_mean"],
         "cv_jaccard_std": summary["jaccard_std"],
-        "intensity_window": summary["intensity_window"],  # None: each image by its own percentiles
+        "normalization": list(params.inference.normalization),  # the input channels, in order
+        "intensity_window": summary["intensity_window"],  # None unless a 'dataset' view is used
     }
     _write_json(model_dir / MODEL_CARD, card)
     _write_csv(
@@ -208,7 +211,7 @@ def _write_outputs(
         ],
     )
     for i, s in enumerate(samples):
-        figures.save_png(plot_dir / "overlays" / f"{s.name}.png", figures.comparison(s.image, s.mask, preds[i]))
+        figures.save_png(plot_dir / "overlays" / f"{s.name}.png", figures.comparison(s.image[0], s.mask, preds[i]))
     if not probs:
         return
     grid = params.threshold.grid()

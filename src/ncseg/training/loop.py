@@ -17,8 +17,8 @@ from rich.progress import Progress
 from torch import nn
 
 from ncseg.config import NeuralParams, Params, UNet4Params
-from ncseg.data.dataset import CropSampler, Sample
-from ncseg.inference import predict_proba
+from ncseg.data.dataset import CropSampler, Sample, augmentations
+from ncseg.inference import autocast, predict_proba
 from ncseg.metrics import jaccard, jaccard_sweep
 from ncseg.models.unet import l2_penalty
 
@@ -85,7 +85,9 @@ def train_net(
     t = params.train
     device = next(net.parameters()).device
     crop = net.geometry.fit(t.crop_px)
-    sampler = CropSampler(fit, crop, crop - 2 * net.geometry.margin, seed, t.intensity_jitter)
+    transform = augmentations(crop, seed, t.intensity_jitter, t.noise)
+    sampler = CropSampler(fit, crop, crop - 2 * net.geometry.margin, seed, transform)
+    net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
     optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
     penalty = regulariser(net, p)
     history: list[EpochLog] = []
@@ -96,7 +98,9 @@ def train_net(
         losses = []
         for _ in range(t.steps_per_epoch):
             x, y = sampler.batch(t.batch_size)
-            loss = segmentation_loss(net(x.to(device)), y.to(device))
+            with autocast(t.precision):
+                logits = net(x.to(device, memory_format=torch.channels_last))
+            loss = segmentation_loss(logits.float(), y.to(device))
             optimiser.zero_grad(set_to_none=True)
             (loss + penalty()).backward()
             optimiser.step()
