@@ -58,3 +58,5 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
         saved = json.loads((params.paths.metrics / "cv" / f"{model}.json").read_text())
         assert saved["jaccard_mean"] == summary["jaccard_mean"]
     assert (params.paths.models / "unet4" / "fold1.pt").is_file()
+    card = json.loads((params.paths.models / "unet4" / "model.json").read_text())
+    assert card["normalization"] == ["dataset", "image"] and len(card["intensity_window"]) == 2

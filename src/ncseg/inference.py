@@ -58,9 +58,9 @@ def intensity_window(images: Sequence[np.ndarray], max_values: int = 4_000_000) 
     return float(lo), float(hi)
 
 
-def autocast(precision: str) -> torch.autocast:
-    """bf16 autocast on the CPU (oneDNN; AVX-512 BF16 / AMX where present), or plain fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bf16 autocast (on the CPU through oneDNN: AVX-512 BF16 / AMX where present), or plain fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def pick_device(choice: str) -> torch.device:
@@ -126,7 +126,7 @@ def predict_proba(
         chunk = origins[i : i + batch_tiles]
         batch = torch.from_numpy(np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk])).to(device)
         batch = batch.contiguous(memory_format=_memory_format(nets[0]))
-        with autocast(precision):
+        with autocast(precision, device):
             prob = torch.stack([torch.sigmoid(net(batch).float()) for net in nets]).mean(0)[:, 0]
         crop = prob[:, context : context + uh, context : context + uw].cpu().numpy()
         for (y, x), out in zip(chunk, crop, strict=True):

@@ -6,7 +6,6 @@ skipped, so one bad file never costs the results of the others.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from ncseg.io.images import (
     write_mask,
     write_tiff,
 )
+from ncseg.io.tables import write_csv
 from ncseg.particles import Particle, measure, split
 
 
@@ -80,7 +80,7 @@ def _write_image_outputs(
     if save_probability:
         write_tiff(out / "probability" / f"{stem}.tif", prob.astype(np.float32), image.pixel_size_nm)
     figures.save_png(out / "overlays" / f"{stem}.png", figures.outline(normalize(image.data), labels > 0))
-    _write_csv(out / "particles" / f"{stem}.csv", [p.row() for p in particles], list(Particle.__dataclass_fields__))
+    write_csv(out / "particles" / f"{stem}.csv", [p.row() for p in particles], list(Particle.__dataclass_fields__))
 
 
 def summary_row(image: Micrograph, mask: np.ndarray, particles: list[Particle]) -> dict:
@@ -127,7 +127,7 @@ def run(
         if on_image:
             on_image(path)
     if report.done:
-        _write_csv(out / "summary.csv", report.done, list(report.done[0]))
+        write_csv(out / "summary.csv", report.done, list(report.done[0]))
         _size_histogram(out / "size_distribution.png", report.particles)
     return report
 
@@ -150,10 +150,3 @@ def _size_histogram(path: Path, particles: list[Particle]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ncseg.config import AugmentParams
-from ncseg.io.images import atomic_path, list_images, read_image, read_mask, write_mask, write_tiff
+from ncseg.io.images import list_images, read_image, read_mask, write_mask, write_tiff
+from ncseg.io.tables import write_csv
 
 MANIFEST = "manifest.csv"
 GROUPS = "groups.csv"  # optional in a raw folder: name,group (written by `ncseg data import --groups`)
@@ -76,10 +77,7 @@ def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
 
 
 def write_manifest(path: Path, entries: list[Entry]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(Entry.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(asdict(e) for e in entries)
+    write_csv(path, [asdict(e) for e in entries], list(Entry.__dataclass_fields__))
 
 
 def read_manifest(folder: Path) -> list[Entry]:

@@ -16,7 +16,6 @@ one small function per step:
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import numpy as np
 from scipy import ndimage
 
 from ncseg.config import SynthParams
-from ncseg.io.images import atomic_path, write_mask, write_tiff
+from ncseg.io.images import write_mask, write_tiff
+from ncseg.io.tables import write_csv
 
 ATOMIC_NUMBER = {"Cs": 55, "Pb": 82, "Cl": 17, "I": 53, "C": 6}
 HAADF_Z_EXPONENT = 1.7
@@ -263,10 +263,13 @@ def write_dataset(images: list[SynthImage], out: Path, pixel_size_nm: float) -> 
         write_tiff(out / "images" / f"{item.name}.tif", item.image, pixel_size_nm)
         write_mask(out / "masks" / f"{item.name}.tif", item.mask, pixel_size_nm)
     fields = ["image", "iodide_fraction", *Crystal.__dataclass_fields__]
-    with atomic_path(out / "particles.csv") as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for item in images:
-            for c in item.crystals:
-                row = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(c).items()}
-                writer.writerow({"image": item.name, "iodide_fraction": round(item.iodide_fraction, 4), **row})
+    rows = [
+        {
+            "image": item.name,
+            "iodide_fraction": round(item.iodide_fraction, 4),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(c).items()},
+        }
+        for item in images
+        for c in item.crystals
+    ]
+    write_csv(out / "particles.csv", rows, fields)

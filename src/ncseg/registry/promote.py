@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncseg.config import Params
-from ncseg.io.images import atomic_path
+from ncseg.io.tables import write_json
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -199,6 +199,5 @@ def _description(arch: str, result: dict, card: dict, members: int) -> str:
 
 
 def _record(params: Params, decision: Decision) -> Decision:
-    with atomic_path(params.paths.metrics / "registry.json") as tmp:
-        tmp.write_text(json.dumps(asdict(decision), indent=2) + "\n")
+    write_json(params.paths.metrics / "registry.json", asdict(decision))
     return decision

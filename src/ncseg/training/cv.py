@@ -10,8 +10,6 @@ Honesty rules (nnU-Net style):
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from ncseg.config import ClassicalParams, ModelParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
 from ncseg.inference import pick_device, predict_proba
 from ncseg.io.images import atomic_path
+from ncseg.io.tables import write_csv, write_json
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score
 from ncseg.models import classical
 from ncseg.models.zoo import build_net
@@ -42,6 +41,19 @@ class FoldResult:
     study_scores: list[Scores] = field(default_factory=list)
     threshold: float | None = None
     history: list[EpochLog] = field(default_factory=list)
+
+
+@dataclass
+class CVRun:
+    """One model's cross-validation in progress: what it runs on and what its folds have produced so far."""
+
+    name: str
+    spec: ModelParams
+    params: Params
+    samples: list[Sample]
+    results: list[FoldResult] = field(default_factory=list)
+    probs: dict[int, np.ndarray] = field(default_factory=dict)  # out-of-fold probabilities (networks only)
+    preds: dict[int, np.ndarray] = field(default_factory=dict)  # out-of-fold masks
 
 
 def _progress() -> Progress:
@@ -106,41 +118,40 @@ def cross_validate(name: str, params: Params, root: Path) -> dict:
     samples, window = load_samples(params.paths.augmented, params.inference.normalization)
     folds = assign_folds([s.group for s in samples], params.cv.n_folds, params.seed)
     model_dir, plot_dir = params.paths.models / name, params.paths.plots / name
-    probs: dict[int, np.ndarray] = {}
-    preds: dict[int, np.ndarray] = {}
+    run = CVRun(name, spec, params, samples)
     with tracking.parent_run(name, params, root, kind="cv") as parent_id, _progress() as progress:
-        results = []
         for k in progress.track(range(params.cv.n_folds), description=f"{name}: folds"):
             test = [i for i, f in enumerate(folds) if f == k]
             with tracking.child_run(f"fold-{k}", {"fold": str(k), "model": name}) as run_id:
                 fold = FoldResult(k, test, run_id)
                 mlflow.log_param("test_images", ",".join(samples[i].name for i in test))
                 if isinstance(spec, ClassicalParams):
-                    preds |= {i: classical.segment(samples[i].raw, samples[i].pixel_size_nm, spec) for i in test}
+                    run.preds |= {i: classical.segment(samples[i].raw, samples[i].pixel_size_nm, spec) for i in test}
                 else:
                     net, fold_probs = _train_fold(spec, samples, fold, folds, params, progress)
-                    probs |= dict(zip(test, fold_probs, strict=True))
+                    run.probs |= dict(zip(test, fold_probs, strict=True))
                     _save_weights(net, model_dir / f"fold{k}.pt")
                     mlflow.log_artifact(str(model_dir / f"fold{k}.pt"), "weights")
-            results.append(fold)
-        summary = _score(name, spec, results, samples, probs, preds, params)
+            run.results.append(fold)
+        summary = _score(run)
         summary["intensity_window"] = list(window) if window else None
-        _write_outputs(name, spec, summary, results, samples, probs, preds, params, model_dir, plot_dir)
-        _log_outcome(summary, results, plot_dir)
+        _write_outputs(run, summary, model_dir, plot_dir)
+        _log_outcome(summary, run.results, plot_dir)
         mlflow.log_artifact(str(model_dir / MODEL_CARD), "weights")
         summary["run_id"] = parent_id
     return summary
 
 
-def _score(
-    name: str,
-    spec: ModelParams,
-    results: list[FoldResult],
-    samples: list[Sample],
-    probs: dict[int, np.ndarray],
-    preds: dict[int, np.ndarray],
-    params: Params,
-) -> dict:
+def _score(run: CVRun) -> dict:
+    name, spec, params, samples, results, probs, preds = (
+        run.name,
+        run.spec,
+        run.params,
+        run.samples,
+        run.results,
+        run.probs,
+        run.preds,
+    )
     grid = params.threshold.grid()
     if probs:
         _nested_thresholds(results, probs, samples, grid)
@@ -174,19 +185,17 @@ def _score(
     return summary
 
 
-def _write_outputs(
-    name: str,
-    spec: ModelParams,
-    summary: dict,
-    results: list[FoldResult],
-    samples: list[Sample],
-    probs: dict[int, np.ndarray],
-    preds: dict[int, np.ndarray],
-    params: Params,
-    model_dir: Path,
-    plot_dir: Path,
-) -> None:
-    _write_json(params.paths.metrics / "cv" / f"{name}.json", {k: v for k, v in summary.items() if k != "run_id"})
+def _write_outputs(run: CVRun, summary: dict, model_dir: Path, plot_dir: Path) -> None:
+    name, spec, params, samples, results, probs, preds = (
+        run.name,
+        run.spec,
+        run.params,
+        run.samples,
+        run.results,
+        run.probs,
+        run.preds,
+    )
+    write_json(params.paths.metrics / "cv" / f"{name}.json", {k: v for k, v in summary.items() if k != "run_id"})
     card = {
         "name": name,
         "spec": spec.model_dump(),
@@ -197,8 +206,8 @@ def _write_outputs(
         "normalization": list(params.inference.normalization),  # the input channels, in order
         "intensity_window": summary["intensity_window"],  # None unless a 'dataset' view is used
     }
-    _write_json(model_dir / MODEL_CARD, card)
-    _write_csv(
+    write_json(model_dir / MODEL_CARD, card)
+    write_csv(
         plot_dir / "folds.csv",
         [
             {
@@ -216,17 +225,17 @@ def _write_outputs(
         return
     grid = params.threshold.grid()
     curve = jaccard_sweep([probs[i] for i in range(len(samples))], [s.mask for s in samples], grid)
-    _write_csv(
+    write_csv(
         plot_dir / "threshold_sweep.csv",
         [{"threshold": t, "jaccard": float(j)} for t, j in zip(grid, curve, strict=True)],
     )
     figures.threshold_curve(plot_dir / "threshold_sweep.png", grid, curve, summary["threshold"], params.threshold.study)
-    _write_csv(plot_dir / "learning_curve.csv", [{"fold": r.fold, **asdict(h)} for r in results for h in r.history])
+    write_csv(plot_dir / "learning_curve.csv", [{"fold": r.fold, **asdict(h)} for r in results for h in r.history])
     by_epoch = [{"epoch": e} for e in range(max(len(r.history) for r in results))]
     for r in results:  # one column per fold (early stopping ends folds at different epochs)
         for row in by_epoch:
             row[f"fold-{r.fold}"] = r.history[row["epoch"]].val_jaccard_best if row["epoch"] < len(r.history) else ""
-    _write_csv(plot_dir / "val_jaccard.csv", by_epoch)
+    write_csv(plot_dir / "val_jaccard.csv", by_epoch)
 
 
 def _log_outcome(summary: dict, results: list[FoldResult], plot_dir: Path) -> None:
@@ -244,15 +253,3 @@ def _log_outcome(summary: dict, results: list[FoldResult], plot_dir: Path) -> No
     numbers = {f"cv_{k}": v for k, v in summary.items() if isinstance(v, float)}
     mlflow.log_metrics(numbers)
     mlflow.log_artifacts(str(plot_dir), "plots")  # overlays/, threshold sweep, learning curves, folds.csv
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -98,7 +98,7 @@ def train_net(
         losses = []
         for _ in range(t.steps_per_epoch):
             x, y = sampler.batch(t.batch_size)
-            with autocast(t.precision):
+            with autocast(t.precision, device):
                 logits = net(x.to(device, memory_format=torch.channels_last))
             loss = segmentation_loss(logits.float(), y.to(device))
             optimiser.zero_grad(set_to_none=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ncseg.config import Params
 from ncseg.io.images import atomic_path
+from ncseg.io.tables import write_json
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "object_f1")
 
@@ -83,8 +84,7 @@ def evaluate(params: Params, root: Path) -> dict:
     gains = paired_gains(results)
     summary = {"best": best_model(results), "models": results, "paired_gains": gains}
     table = markdown_table(results) + ("\n" + paired_table(gains) if gains else "")
-    with atomic_path(params.paths.metrics / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(params.paths.metrics / "summary.json", summary)
     with atomic_path(params.paths.metrics / "summary.md") as tmp:
         tmp.write_text(table)
     with tracking.parent_run("comparison", params, root, kind="comparison"):
