@@ -47,22 +47,28 @@ def peak_rss_mb() -> float:
 
 
 # --- training throughput and memory: one fresh process per model, so peak RSS is that model's alone -------------
-def child_train(name: str) -> dict:
+def child_train(name: str, precision: str) -> dict:
+    """fp32: plain eager steps; bf16: what `train.precision: bf16` runs (autocast, channels-last)."""
     from ncseg.config import load_params
+    from ncseg.inference import autocast
     from ncseg.models.zoo import build_net
     from ncseg.training.loop import segmentation_loss
 
     p = load_params(ROOT / "params.yaml")
     torch.manual_seed(0)
     net = build_net(p.model(name), 1)
+    memory = torch.channels_last if precision == "bf16" else torch.contiguous_format
+    net = net.to(memory_format=memory)
     crop = net.geometry.fit(p.train.crop_px)
-    x = torch.rand(p.train.batch_size, 1, crop, crop)
+    x = torch.rand(p.train.batch_size, 1, crop, crop).contiguous(memory_format=memory)
     y = torch.rand(p.train.batch_size, 1, crop - 2 * net.geometry.margin, crop - 2 * net.geometry.margin) > 0.8
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
     before = peak_rss_mb()
 
     def step() -> None:
-        loss = segmentation_loss(net(x), y.float())
+        with autocast(precision, x.device):
+            logits = net(x)
+        loss = segmentation_loss(logits.float(), y.float())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -70,6 +76,7 @@ def child_train(name: str) -> dict:
     seconds = median_s(step, repeat=6, warmup=2)
     return {
         "model": name,
+        "precision": precision,
         "crop": crop,
         "batch": p.train.batch_size,
         "crops_per_s": p.train.batch_size / seconds,
@@ -82,8 +89,10 @@ def child_train(name: str) -> dict:
 def training_table() -> list[dict]:
     rows = []
     for name in NEURAL:
-        out = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for precision in ("fp32", "bf16"):
+            command = [sys.executable, __file__, "--child", name, "--precision", precision]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
 
@@ -158,12 +167,13 @@ def scaling_rows(crops_per_s: float) -> list[dict]:
     from ncseg.models.zoo import build_net
 
     p = load_params(ROOT / "params.yaml")
-    net = build_net(p.model("unet4"), 1).eval()
+    net = build_net(p.model("unet4"), 1).eval().to(memory_format=torch.channels_last)  # as during training
+    path = "bf16+channels_last" if p.inference.precision == "bf16" else "fp32"
     rng = np.random.default_rng(1)
     rows = []
     for size in (256, 512, 1024):
         image = rng.random((size, size), dtype=np.float32)
-        infer_s = median_s(lambda: run_path([net], image, "fp32", p.inference.tile, p.inference.context), repeat=3)  # noqa: B023
+        infer_s = median_s(lambda: run_path([net], image, path, p.inference.tile, p.inference.context), repeat=3)  # noqa: B023
         for n_images in (22, 44, 88):
             k = p.cv.n_folds
             n_test = n_images / k
@@ -258,11 +268,12 @@ def table(rows: list[dict], columns: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child")
+    parser.add_argument("--precision", default="fp32")
     parser.add_argument("--no-serve", action="store_true")
     parser.add_argument("--model-uri", default="models:/ncseg-nc-segmenter@champion")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child_train(args.child)))
+        print(json.dumps(child_train(args.child, args.precision)))
         return
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
     rng = np.random.default_rng(0)
@@ -278,6 +289,7 @@ def main() -> None:
             train,
             {
                 "model": "model",
+                "precision": "precision",
                 "params_m": "params (M)",
                 "crop": "crop px",
                 "batch": "batch",
@@ -287,7 +299,7 @@ def main() -> None:
             },
         )
     )
-    scaling = scaling_rows(next(r["crops_per_s"] for r in train if r["model"] == "unet4"))
+    scaling = scaling_rows(next(r["crops_per_s"] for r in train if (r["model"], r["precision"]) == ("unet4", "bf16")))
     sections.append(
         "## How CV time grows (unet4, default params; computed from measured step and inference times)\n\n"
         "Training cost per epoch is fixed by `steps_per_epoch x batch_size` crops; what grows with the "

@@ -176,7 +176,7 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
 
 @app.command("register")
 def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
-    """Register the best CV model's ensemble in the MLflow registry; alias it champion only on improvement."""
+    """Register the best CV model's served fold networks in the MLflow registry; alias champion only on improvement."""
     from ncseg.registry.promote import register_best
     from ncseg.tracking import project_root
 
