@@ -143,64 +143,51 @@ def cross_validate(name: str, params: Params, root: Path) -> dict:
 
 
 def _score(run: CVRun) -> dict:
-    name, spec, params, samples, results, probs, preds = (
-        run.name,
-        run.spec,
-        run.params,
-        run.samples,
-        run.results,
-        run.probs,
-        run.preds,
-    )
-    grid = params.threshold.grid()
-    if probs:
-        _nested_thresholds(results, probs, samples, grid)
-        for r in results:
-            r.scores = [score(probs[i] > r.threshold, samples[i].mask) for i in r.test]
-            r.study_scores = [score(probs[i] > params.threshold.study, samples[i].mask) for i in r.test]
-            preds |= {i: probs[i] > r.threshold for i in r.test}
-        final = best_threshold([probs[i] for i in range(len(samples))], [s.mask for s in samples], grid)
-    else:
-        for r in results:
-            r.scores = [score(preds[i], samples[i].mask) for i in r.test]
-        final = None
+    """Score every fold's test images; networks at the nested threshold (and the study's), the baseline as is."""
+    final = _score_networks(run) if run.probs else None
+    if not run.probs:
+        for r in run.results:
+            r.scores = [score(run.preds[i], run.samples[i].mask) for i in r.test]
     summary: dict = {
-        "model": name,
-        "kind": spec.kind,
-        "n_folds": len(results),
-        "n_images": len(samples),
+        "model": run.name,
+        "kind": run.spec.kind,
+        "n_folds": len(run.results),
+        "n_images": len(run.samples),
         "threshold": final,
-        "study_threshold": params.threshold.study if probs else None,
-        "fold_thresholds": [r.threshold for r in results] if probs else None,
+        "study_threshold": run.params.threshold.study if run.probs else None,
+        "fold_thresholds": [r.threshold for r in run.results] if run.probs else None,
     }
     for key in Scores.__dataclass_fields__:
-        per_fold = [float(np.mean([getattr(s, key) for s in r.scores])) for r in results]
+        per_fold = [float(np.mean([getattr(s, key) for s in r.scores])) for r in run.results]
         summary[f"{key}_mean"], summary[f"{key}_std"] = float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
         if key == "jaccard":
             summary["jaccard_per_fold"] = per_fold  # for paired comparisons on the same folds
-    if probs:
-        study = [float(np.mean([s.jaccard for s in r.study_scores])) for r in results]
+    if run.probs:
+        study = [float(np.mean([s.jaccard for s in r.study_scores])) for r in run.results]
         summary["jaccard_at_study_threshold_mean"] = float(np.mean(study))
         summary["jaccard_at_study_threshold_std"] = float(np.std(study, ddof=1))
     return summary
 
 
+def _score_networks(run: CVRun) -> float:
+    """Fold scores at nested thresholds; returns the threshold chosen on all out-of-fold predictions."""
+    samples, probs, grid = run.samples, run.probs, run.params.threshold.grid()
+    _nested_thresholds(run.results, probs, samples, grid)
+    for r in run.results:
+        r.scores = [score(probs[i] > r.threshold, samples[i].mask) for i in r.test]
+        r.study_scores = [score(probs[i] > run.params.threshold.study, samples[i].mask) for i in r.test]
+        run.preds |= {i: probs[i] > r.threshold for i in r.test}
+    return best_threshold([probs[i] for i in range(len(samples))], [s.mask for s in samples], grid)
+
+
 def _write_outputs(run: CVRun, summary: dict, model_dir: Path, plot_dir: Path) -> None:
-    name, spec, params, samples, results, probs, preds = (
-        run.name,
-        run.spec,
-        run.params,
-        run.samples,
-        run.results,
-        run.probs,
-        run.preds,
-    )
-    write_json(params.paths.metrics / "cv" / f"{name}.json", {k: v for k, v in summary.items() if k != "run_id"})
+    params = run.params
+    write_json(params.paths.metrics / "cv" / f"{run.name}.json", {k: v for k, v in summary.items() if k != "run_id"})
     card = {
-        "name": name,
-        "spec": spec.model_dump(),
+        "name": run.name,
+        "spec": run.spec.model_dump(),
         "threshold": summary["threshold"],
-        "folds": [f"fold{r.fold}.pt" for r in results] if probs else [],
+        "folds": [f"fold{r.fold}.pt" for r in run.results] if run.probs else [],
         "cv_jaccard_mean": summary["jaccard_mean"],
         "cv_jaccard_std": summary["jaccard_std"],
         "normalization": list(params.inference.normalization),  # the input channels, in order
@@ -216,20 +203,25 @@ def _write_outputs(run: CVRun, summary: dict, model_dir: Path, plot_dir: Path) -
                 "images": len(r.test),
                 **{k: float(np.mean([getattr(s, k) for s in r.scores])) for k in Scores.__dataclass_fields__},
             }
-            for r in results
+            for r in run.results
         ],
     )
-    for i, s in enumerate(samples):
-        figures.save_png(plot_dir / "overlays" / f"{s.name}.png", figures.comparison(s.image[0], s.mask, preds[i]))
-    if not probs:
-        return
-    grid = params.threshold.grid()
-    curve = jaccard_sweep([probs[i] for i in range(len(samples))], [s.mask for s in samples], grid)
+    for i, s in enumerate(run.samples):
+        overlay = figures.comparison(s.image[0], s.mask, run.preds[i])
+        figures.save_png(plot_dir / "overlays" / f"{s.name}.png", overlay)
+    if run.probs:
+        _write_curves(run, summary["threshold"], plot_dir)
+
+
+def _write_curves(run: CVRun, threshold: float, plot_dir: Path) -> None:
+    """The threshold sweep over all out-of-fold predictions and the per-fold learning curves."""
+    grid, results = run.params.threshold.grid(), run.results
+    curve = jaccard_sweep([run.probs[i] for i in range(len(run.samples))], [s.mask for s in run.samples], grid)
     write_csv(
         plot_dir / "threshold_sweep.csv",
         [{"threshold": t, "jaccard": float(j)} for t, j in zip(grid, curve, strict=True)],
     )
-    figures.threshold_curve(plot_dir / "threshold_sweep.png", grid, curve, summary["threshold"], params.threshold.study)
+    figures.threshold_curve(plot_dir / "threshold_sweep.png", grid, curve, threshold, run.params.threshold.study)
     write_csv(plot_dir / "learning_curve.csv", [{"fold": r.fold, **asdict(h)} for r in results for h in r.history])
     by_epoch = [{"epoch": e} for e in range(max(len(r.history) for r in results))]
     for r in results:  # one column per fold (early stopping ends folds at different epochs)
