@@ -5,7 +5,7 @@ import json
 import mlflow
 import pytest
 
-from ncseg.registry.promote import CHALLENGER, CHAMPION, _promote, _stage_members, fingerprint
+from ncseg.registry.promote import CHALLENGER, CHAMPION, _promote, _stage_members, fingerprint, interface
 
 
 @pytest.fixture
@@ -15,10 +15,11 @@ def client(tmp_path):
     return client
 
 
-def _version(client, tmp_path, jaccard):
+def _version(client, tmp_path, jaccard, speaks=None):
     source = tmp_path / f"model-{jaccard}"
     source.mkdir()
-    return client.create_model_version("nc", str(source), tags={"cv_jaccard_mean": str(jaccard)}).version
+    tags = {"cv_jaccard_mean": str(jaccard), "interface": speaks or interface()}
+    return client.create_model_version("nc", str(source), tags=tags).version
 
 
 def test_first_version_becomes_champion_and_only_improvements_take_the_alias(client, tmp_path):
@@ -52,3 +53,12 @@ def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fing
     assert one != two and fingerprint(model_dir, {"members": 2}) == two, "only served weights count"
     (model_dir / "fold1.pt").write_bytes(b"changed")
     assert fingerprint(model_dir, {"members": 2}) != two
+
+
+def test_a_champion_that_takes_another_input_gives_way_to_one_clients_can_call(client, tmp_path):
+    old = _version(client, tmp_path, 0.97, speaks='[{"type": "tensor", "tensor-spec": {"dtype": "float32"}}]')
+    assert _promote(client, "nc", old, "smp", 0.97, margin=0.0).alias == CHAMPION
+    new = _version(client, tmp_path, 0.96)
+    decision = _promote(client, "nc", new, "smp", 0.96, margin=0.0)
+    assert decision.alias == CHAMPION and "another input" in decision.reason
+    assert client.get_model_version_by_alias("nc", CHAMPION).version == new

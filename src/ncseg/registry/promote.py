@@ -5,8 +5,10 @@
   fastest; more make a mean-probability ensemble (typically a little better, not measured by CV, N× slower).
 - A version is identified by a fingerprint of its weights, threshold, serving settings and the ncseg code
   that travels with it: registering the same inputs again finds that version instead of creating a new one.
-- Alias `champion` moves only when the candidate's CV Jaccard beats the champion's by `register.margin`;
-  otherwise the candidate becomes `challenger`. (Aliases replace the deprecated registry stages.)
+- Alias `champion` moves only when the candidate's CV Jaccard beats the champion's by `register.margin`, or
+  when the champion speaks another interface (input schema) than the current code: clients and `ncseg predict`
+  call the champion, so a champion they cannot call is no champion. Otherwise the candidate becomes
+  `challenger`. (Aliases replace the deprecated registry stages.)
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def register_best(params: Params, root: Path) -> Decision:
             **tracking.run_tags(best, root),
             "architecture": best,
             "fingerprint": fp,
+            "interface": interface(),
             "cv_jaccard_mean": f"{result['jaccard_mean']:.5f}",
             "cv_jaccard_std": f"{result['jaccard_std']:.5f}",
             "threshold": f"{card['threshold']}",
@@ -167,8 +170,16 @@ def register_best(params: Params, root: Path) -> Decision:
         description = _description(best, result, card, config["members"])
         client.update_model_version(name, version.version, description=description)
         decision = _promote(client, name, version.version, best, result["jaccard_mean"], params.registry.margin)
+
         mlflow.set_tags({"decision": decision.alias, "decision_reason": decision.reason})
     return _record(params, decision)
+
+
+def interface() -> str:
+    """What a caller sends the served model: its input schema, recorded as a tag on every version."""
+    from ncseg.registry.pyfunc import signature
+
+    return signature(0.5).inputs.to_json()
 
 
 def _promote(client: MlflowClient, name: str, version: str, arch: str, cv_jaccard: float, margin: float) -> Decision:
@@ -176,6 +187,8 @@ def _promote(client: MlflowClient, name: str, version: str, arch: str, cv_jaccar
     best_so_far = float(champion.tags["cv_jaccard_mean"]) if champion is not None else None
     if champion is None:
         alias, reason = CHAMPION, "first version: no champion yet"
+    elif champion.tags.get("interface") != interface():
+        alias, reason = CHAMPION, f"champion v{champion.version} takes another input than today's clients send"
     elif cv_jaccard > best_so_far + margin:
         alias, reason = CHAMPION, f"CV Jaccard {cv_jaccard:.4f} beats champion v{champion.version} ({best_so_far:.4f})"
     else:
