@@ -70,10 +70,13 @@ class TrainParams(_Frozen):
     device: Literal["auto", "cpu", "cuda"]
 
 
+View = Literal["image", "dataset"]  # one normalised input channel: the image's own percentiles, or the dataset's
+
+
 class InferenceParams(_Frozen):
     """How whole images go through a network: the same in validation, CV, the served model and `predict`."""
 
-    normalization: tuple[Literal["image", "dataset"], ...] = Field(min_length=1)  # one input channel each
+    normalization: tuple[View, ...] = Field(min_length=1)  # one input channel each
     tile: int = Field(ge=64)
     context: int = Field(ge=0)
     batch_tiles: int = Field(ge=1)

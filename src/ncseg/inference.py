@@ -12,16 +12,15 @@ divisor, so where `context` covers the receptive field the tiled result equals w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ncseg.config import View
 from ncseg.models.unet import Geometry
 
 PERCENTILES = (0.5, 99.5)
-View = Literal["image", "dataset"]
 
 
 def normalize(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:

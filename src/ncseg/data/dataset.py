@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ncseg.config import View
 from ncseg.data.augment import read_manifest
-from ncseg.inference import View, intensity_window, views
+from ncseg.inference import intensity_window, views
 from ncseg.io.images import read_image, read_mask
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations 2.x asks PyPI for updates at import

@@ -90,7 +90,8 @@ def _tiff_pixel_size_nm(tif: tifffile.TiffFile) -> float | None:
     return None
 
 
-def _read_tiff(path: Path | str, source: Path | io.BytesIO | None = None) -> tuple[np.ndarray, float | None]:
+def _read_tiff(path: Path | str, source: io.BytesIO | None = None) -> tuple[np.ndarray, float | None]:
+    """`source`: the file's bytes when they did not come from `path` (a request); `path` names it in errors."""
     try:
         with tifffile.TiffFile(source or path) as tif:
             if not tif.pages:
@@ -104,7 +105,7 @@ def _read_tiff(path: Path | str, source: Path | io.BytesIO | None = None) -> tup
         raise ImageError(path, f"unreadable TIFF ({err})") from err
 
 
-def _read_raster(path: Path | str, source: Path | bytes | None = None) -> np.ndarray:
+def _read_raster(path: Path | str, source: bytes | None = None) -> np.ndarray:
     import imageio.v3 as iio
 
     try:

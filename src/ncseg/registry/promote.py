@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travels with the model
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,6 @@ def serving_config(card: dict, params: Params) -> dict:
         "members": params.registry.members,
         "max_pixels": params.registry.max_pixels,
     }
-
-
-PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travels with the model
 
 
 def fingerprint(model_dir: Path, config: dict) -> str:
@@ -170,7 +168,6 @@ def register_best(params: Params, root: Path) -> Decision:
         description = _description(best, result, card, config["members"])
         client.update_model_version(name, version.version, description=description)
         decision = _promote(client, name, version.version, best, result["jaccard_mean"], params.registry.margin)
-
         mlflow.set_tags({"decision": decision.alias, "decision_reason": decision.reason})
     return _record(params, decision)
 
