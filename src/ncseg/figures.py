@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncseg.io.images import atomic_path
+from ncseg.io.atomic import atomic_path
 
 TP, FP, FN = (60, 200, 60), (230, 40, 40), (40, 110, 255)
 

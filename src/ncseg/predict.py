@@ -16,11 +16,11 @@ from mlflow.exceptions import MlflowException
 from ncseg import figures
 from ncseg.config import ParticleParams
 from ncseg.inference import normalize
+from ncseg.io.atomic import atomic_path
 from ncseg.io.images import (
     IMAGE_SUFFIXES,
     ImageError,
     Micrograph,
-    atomic_path,
     list_images,
     read_image,
     write_mask,

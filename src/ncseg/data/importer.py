@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ncseg.data.augment import GROUPS
+from ncseg.io.atomic import atomic_path
 from ncseg.io.images import (
     ImageError,
     Micrograph,
-    atomic_path,
     list_images,
     read_image,
     read_mask,

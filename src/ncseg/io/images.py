@@ -8,15 +8,13 @@ never leaves a half-written TIFF behind.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+from ncseg.io.atomic import atomic_path
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -205,22 +203,6 @@ def read_mask(path: Path | str, foreground: frozenset[int] | None = None) -> np.
         shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")
         raise ImageError(path, f"mask is not binary (values {shown}); expected 0/255 or 0/1, or pass --foreground")
     return image.data > 0
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path beside `target`; rename it over `target` only if the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    Path(tmp).chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs are for sharing, like any new file
-    try:
-        yield Path(tmp)
-        Path(tmp).replace(target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None) -> None:

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from ncseg.io.images import atomic_path
+from ncseg.io.atomic import atomic_path
 
 
 def write_json(path: Path, data: dict) -> None:

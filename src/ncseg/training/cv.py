@@ -21,7 +21,7 @@ from ncseg import figures
 from ncseg.config import ClassicalParams, ModelParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
 from ncseg.inference import pick_device, predict_proba
-from ncseg.io.images import atomic_path
+from ncseg.io.atomic import atomic_path
 from ncseg.io.tables import write_csv, write_json
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score
 from ncseg.models import classical

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from ncseg.config import Params
-from ncseg.io.images import atomic_path
+from ncseg.io.atomic import atomic_path
 from ncseg.io.tables import write_json
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "object_f1")

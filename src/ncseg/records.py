@@ -1,0 +1,173 @@
+"""Every file that passes between stages, as a typed record: one place that knows its fields and its file name.
+
+`train` writes a `ModelCard` (models/<m>/model.json) and a `CVSummary` (metrics/cv/<m>.json), `evaluate` a
+`Summary` (metrics/summary.json), `register` a `ServingConfig` (inside the logged model) and a
+`RegistryDecision` (metrics/registry.json). Readers get a validated object or a `RecordError` naming the file
+and what is wrong with it; writers go through a temp file and a rename. A new field is added here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ncseg.config import ModelParams, View
+from ncseg.io.tables import write_json
+from ncseg.metrics import Scores
+
+SCORE_KEYS = tuple(Scores.__dataclass_fields__)
+
+
+class RecordError(ValueError):
+    """A stage file that is missing, unreadable or not of its record's shape; the message starts with its path."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    FILE: ClassVar[str] = ""
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except FileNotFoundError as err:
+            raise RecordError(f"{path}: missing ({cls.__name__}); run the stage that writes it first") from err
+        except ValidationError as err:
+            raise RecordError(f"{path}: not a valid {cls.__name__}: {err}") from err
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class WeightFile(Record):
+    file: str  # relative to the model folder
+    sha256: str
+
+
+class ModelCard(Record):
+    """What a model folder holds and how it was validated: the one file register and load_ensemble trust."""
+
+    FILE: ClassVar[str] = "model.json"
+    name: str
+    spec: ModelParams
+    threshold: float | None  # chosen on all out-of-fold predictions; None for the classical baseline
+    folds: tuple[WeightFile, ...]  # one network per CV fold, in fold order; empty for the classical baseline
+    cv_jaccard_mean: float
+    cv_jaccard_std: float
+    normalization: tuple[View, ...]  # the input channels, in order
+    intensity_window: tuple[float, float] | None  # set where a 'dataset' view is used
+    cv_run_id: str  # the MLflow parent run that measured it
+
+    def verify(self, folder: Path, members: int | None = None) -> None:
+        """The weights on disk are the ones this card's scores were measured with (no half-written folder)."""
+        for weights in self.folds[:members]:
+            path = folder / weights.file
+            if not path.is_file():
+                raise RecordError(f"{path}: listed in {folder / self.FILE} but missing; retrain {self.name}")
+            if sha256(path) != weights.sha256:
+                raise RecordError(
+                    f"{path}: differs from the weights {folder / self.FILE} was scored with; retrain {self.name}"
+                )
+
+
+class CVSummary(Record):
+    """One model's cross-validation: per-fold means over test images, then mean and std over folds."""
+
+    model: str
+    kind: Literal["unet4", "smp", "classical"]
+    n_folds: int
+    n_images: int
+    threshold: float | None
+    study_threshold: float | None
+    fold_thresholds: tuple[float, ...] | None
+    jaccard_mean: float
+    jaccard_std: float
+    dice_mean: float
+    dice_std: float
+    precision_mean: float
+    precision_std: float
+    recall_mean: float
+    recall_std: float
+    object_precision_mean: float
+    object_precision_std: float
+    object_recall_mean: float
+    object_recall_std: float
+    object_f1_mean: float
+    object_f1_std: float
+    jaccard_per_fold: tuple[float, ...]  # for paired comparisons on the same folds
+    jaccard_at_study_threshold_mean: float | None = None
+    jaccard_at_study_threshold_std: float | None = None
+    intensity_window: tuple[float, float] | None
+
+    @property
+    def trainable(self) -> bool:
+        return self.kind != "classical"
+
+    def mean(self, key: str) -> float:
+        return float(getattr(self, f"{key}_mean"))
+
+    def std(self, key: str) -> float:
+        return float(getattr(self, f"{key}_std"))
+
+
+class PairedGain(Record):
+    model: str
+    baseline: str
+    gain_mean: float
+    gain_std: float
+    folds_better: int
+    folds: int
+
+
+class Summary(Record):
+    FILE: ClassVar[str] = "summary.json"
+    best: str
+    models: dict[str, CVSummary]
+    paired_gains: tuple[PairedGain, ...]
+
+    def gains_of(self, model: str) -> list[PairedGain]:
+        return [g for g in self.paired_gains if g.model == model]
+
+
+class Tiling(Record):
+    tile: int
+    context: int
+    batch_tiles: int
+    precision: Literal["fp32", "bf16"]
+
+
+class ServingConfig(Record):
+    """Everything the served model needs beside its weights; travels inside the logged MLflow model."""
+
+    FILE: ClassVar[str] = "serving.json"
+    architecture: str
+    threshold: float
+    inference: Tiling
+    normalization: tuple[View, ...]
+    intensity_window: tuple[float, float] | None
+    members: int = Field(ge=1)
+    max_pixels: int
+
+
+class RegistryDecision(Record):
+    FILE: ClassVar[str] = "registry.json"
+    model_name: str
+    version: str
+    alias: str | None  # champion, challenger, or None (registered for inspection, not promoted)
+    created: bool
+    architecture: str
+    cv_jaccard: float
+    champion_cv_jaccard: float | None
+    reason: str
+
+
+def dump_json(record: Record) -> str:
+    return json.dumps(record.model_dump(mode="json"), indent=2)
