@@ -1,11 +1,27 @@
-"""Aliases move only on improvement: checked against a real (SQLite) MLflow registry."""
+"""Aliases move only on merit: checked against a real (SQLite) MLflow registry."""
 
-import json
+import subprocess
+import sys
 
 import mlflow
 import pytest
 
-from ncseg.registry.promote import CHALLENGER, CHAMPION, _promote, _stage_members, fingerprint, interface
+from ncseg.records import ModelCard, RecordError, Summary, WeightFile, sha256
+from ncseg.registry.promote import (
+    CHALLENGER,
+    CHAMPION,
+    PACKAGE,
+    SERVED_CODE,
+    _promote,
+    _stage_members,
+    code_digest,
+    fingerprint,
+    interface,
+    merit_gate,
+)
+from ncseg.training.report import best_model, paired_gains
+
+from .builders import cv_summary
 
 
 @pytest.fixture
@@ -20,6 +36,13 @@ def _version(client, tmp_path, jaccard, speaks=None):
     source.mkdir()
     tags = {"cv_jaccard_mean": str(jaccard), "interface": speaks or interface()}
     return client.create_model_version("nc", str(source), tags=tags).version
+
+
+def _summary(**per_fold: list[float]) -> Summary:
+    results = {
+        name: cv_summary(name, "classical" if name == "otsu" else "unet4", folds) for name, folds in per_fold.items()
+    }
+    return Summary(best=best_model(results), models=results, paired_gains=tuple(paired_gains(results)))
 
 
 def test_first_version_becomes_champion_and_only_improvements_take_the_alias(client, tmp_path):
@@ -39,20 +62,100 @@ def test_first_version_becomes_champion_and_only_improvements_take_the_alias(cli
     assert client.get_model_version_by_alias("nc", CHALLENGER).version == v3
 
 
-def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fingerprinted(tmp_path):
-    model_dir = tmp_path / "unet4"
-    model_dir.mkdir()
-    for k in range(3):
+def test_a_junk_first_model_below_the_baseline_is_registered_but_never_champion(client, tmp_path):
+    summary = _summary(unet4=[0.10, 0.21], otsu=[0.92, 0.93])
+    gate = merit_gate("unet4", summary, min_jaccard=None)
+    assert gate is not None and "does not beat the classical baseline otsu" in gate
+    v1 = _version(client, tmp_path, 0.155)
+    decision = _promote(client, "nc", v1, "unet4", 0.155, margin=0.0, gate=gate)
+    assert decision.alias is None and decision.reason.startswith("not promoted: does not beat")
+    assert client.get_model_version("nc", v1).aliases == []
+    tags = client.get_model_version("nc", v1).tags
+    assert tags["decision"] == "rejected" and "otsu" in tags["decision_reason"]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("nc", CHAMPION)
+
+
+def test_a_good_first_model_that_beats_the_baseline_on_the_same_folds_is_champion(client, tmp_path):
+    summary = _summary(unet4=[0.95, 0.94], otsu=[0.92, 0.93])
+    assert merit_gate("unet4", summary, min_jaccard=None) is None
+    v1 = _version(client, tmp_path, 0.945)
+    decision = _promote(client, "nc", v1, "unet4", 0.945, margin=0.0, gate=None)
+    assert decision.alias == CHAMPION
+    assert client.get_model_version("nc", v1).tags["decision"] == CHAMPION
+
+
+def test_the_floor_and_a_missing_baseline_also_hold_the_gate():
+    good = _summary(unet4=[0.95, 0.94], otsu=[0.92, 0.93])
+    assert "below register.min_jaccard 0.96" in merit_gate("unet4", good, min_jaccard=0.96)
+    alone = _summary(unet4=[0.95, 0.94])
+    assert "no classical baseline" in merit_gate("unet4", alone, min_jaccard=None)
+    assert merit_gate("unet4", alone, min_jaccard=0.9) is None
+
+
+def _card(model_dir, n):
+    model_dir.mkdir(exist_ok=True)
+    files = []
+    for k in range(n):
         (model_dir / f"fold{k}.pt").write_bytes(bytes([k]) * 8)
-    (model_dir / "model.json").write_text(json.dumps({"name": "unet4", "folds": [f"fold{k}.pt" for k in range(3)]}))
-    staged = _stage_members(model_dir, 2, tmp_path / "served")
+        files.append(WeightFile(file=f"fold{k}.pt", sha256=sha256(model_dir / f"fold{k}.pt")))
+    card = ModelCard(
+        name="unet4",
+        spec={"kind": "unet4", "base_channels": 8, "dropout": 0.1, "padding": "same", "l2": 0.0, "weight_decay": 0.0},
+        threshold=0.5,
+        folds=tuple(files),
+        cv_jaccard_mean=0.9,
+        cv_jaccard_std=0.01,
+        normalization=("image",),
+        intensity_window=None,
+        cv_run_id="abc",
+    )
+    card.save(model_dir / ModelCard.FILE)
+    return card
+
+
+def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fingerprinted(tmp_path):
+    card = _card(tmp_path / "unet4", 3)
+    staged = _stage_members(tmp_path / "unet4", 2, tmp_path / "served")
     assert sorted(p.name for p in staged.iterdir()) == ["fold0.pt", "fold1.pt", "model.json"]
-    assert json.loads((staged / "model.json").read_text())["folds"] == ["fold0.pt", "fold1.pt"]
-    one, two = fingerprint(model_dir, {"members": 1}), fingerprint(model_dir, {"members": 2})
-    (model_dir / "fold2.pt").write_bytes(b"changed")
-    assert one != two and fingerprint(model_dir, {"members": 2}) == two, "only served weights count"
-    (model_dir / "fold1.pt").write_bytes(b"changed")
-    assert fingerprint(model_dir, {"members": 2}) != two
+    assert [w.file for w in ModelCard.load(staged / "model.json").folds] == ["fold0.pt", "fold1.pt"]
+    one, two = fingerprint(card, {"members": 1}), fingerprint(card, {"members": 2})
+    assert one != two
+    retrained = card.model_copy(update={"folds": (*card.folds[:2], WeightFile(file="fold2.pt", sha256="0" * 64))})
+    assert fingerprint(retrained, {"members": 2}) == two, "only served weights count"
+    changed = card.model_copy(update={"folds": (card.folds[0], WeightFile(file="fold1.pt", sha256="1" * 64))})
+    assert fingerprint(changed, {"members": 2}) != two
+
+
+def test_weights_that_are_not_the_scored_ones_are_refused(tmp_path):
+    card = _card(tmp_path / "unet4", 2)
+    (tmp_path / "unet4" / "fold1.pt").write_bytes(b"half-trained")
+    card.verify(tmp_path / "unet4", members=1)  # the served member is intact
+    with pytest.raises(RecordError, match=r"fold1\.pt: differs from the weights"):
+        card.verify(tmp_path / "unet4")
+    (tmp_path / "unet4" / "fold1.pt").unlink()
+    with pytest.raises(RecordError, match=r"fold1\.pt: listed in .* but missing"):
+        card.verify(tmp_path / "unet4")
+
+
+def test_docstrings_and_comments_do_not_change_the_code_digest():
+    source = 'def f(x):\n    """Why."""\n    return x + 1  # one\n'
+    assert code_digest(source) == code_digest("def f(x):\n    return x+1\n")
+    assert code_digest(source) != code_digest("def f(x):\n    return x + 2\n")
+
+
+def test_the_served_model_imports_only_code_the_fingerprint_covers():
+    probe = (
+        "import sys, ncseg.registry.pyfunc, ncseg.models.zoo, ncseg.inference;"
+        "print('\\n'.join(m for m in sys.modules if m.startswith('ncseg.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    covered = {p.removesuffix(".py").replace("/", ".") for p in SERVED_CODE}
+    for module in out:
+        relative = module.removeprefix("ncseg.")
+        assert any(relative == c or relative.startswith(f"{c}.") for c in covered) or (
+            (PACKAGE / relative.replace(".", "/") / "__init__.py").exists()
+        ), f"{module} runs in the served model but is not in SERVED_CODE"
 
 
 def test_a_champion_that_takes_another_input_gives_way_to_one_clients_can_call(client, tmp_path):

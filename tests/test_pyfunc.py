@@ -77,6 +77,7 @@ def test_served_model_feeds_the_networks_the_views_they_were_trained_on(tmp_path
     from ncseg.config import UNet4Params
     from ncseg.inference import predict_proba, views
     from ncseg.models.zoo import build_net
+    from ncseg.records import ModelCard, WeightFile, sha256
     from ncseg.registry.pyfunc import NcSegmenter
 
     spec = UNet4Params(kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0)
@@ -84,8 +85,17 @@ def test_served_model_feeds_the_networks_the_views_they_were_trained_on(tmp_path
     net = build_net(spec, len(normalization)).eval()
     torch.save(net.state_dict(), tmp_path / "fold0.pt")
     window = [10.0, 90.0] if "dataset" in normalization else None
-    card = {"name": "unet4", "spec": spec.model_dump(), "folds": ["fold0.pt"], "normalization": normalization}
-    (tmp_path / "model.json").write_text(json.dumps(card))
+    ModelCard(
+        name="unet4",
+        spec=spec,
+        threshold=0.5,
+        folds=(WeightFile(file="fold0.pt", sha256=sha256(tmp_path / "fold0.pt")),),
+        cv_jaccard_mean=0.9,
+        cv_jaccard_std=0.01,
+        normalization=normalization,
+        intensity_window=window,
+        cv_run_id="run",
+    ).save(tmp_path / ModelCard.FILE)
     inference = {"tile": 64, "context": 16, "batch_tiles": 2, "precision": "fp32"}
     serving = {
         "threshold": 0.5,

@@ -1,12 +1,12 @@
 """Real HAADF-STEM images (../shared) flow through import, augment and cross-validation with no special case."""
 
 import csv
-import json
 import shutil
 
 from ncseg.config import load_params
 from ncseg.data.augment import augment, read_manifest
 from ncseg.data.importer import import_dataset
+from ncseg.records import CVSummary, ModelCard
 from ncseg.training.cv import cross_validate
 from ncseg.training.folds import assign_folds
 
@@ -53,10 +53,9 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
     assert len(set(folds)) == 2
     for model in ("unet4", "classical-otsu"):
         summary = cross_validate(model, params, tmp_path)
-        assert summary["n_images"] == len(picked)
-        assert 0.0 <= summary["jaccard_mean"] <= 1.0
-        saved = json.loads((params.paths.metrics / "cv" / f"{model}.json").read_text())
-        assert saved["jaccard_mean"] == summary["jaccard_mean"]
+        assert summary.n_images == len(picked)
+        assert 0.0 <= summary.jaccard_mean <= 1.0
+        assert CVSummary.load(params.paths.metrics / "cv" / f"{model}.json") == summary
     assert (params.paths.models / "unet4" / "fold1.pt").is_file()
-    card = json.loads((params.paths.models / "unet4" / "model.json").read_text())
-    assert card["normalization"] == ["dataset", "image"] and len(card["intensity_window"]) == 2
+    card = ModelCard.load(params.paths.models / "unet4" / "model.json")
+    assert card.normalization == ("dataset", "image") and len(card.intensity_window) == 2

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ncseg.config import ConfigError, Params, load_params
 from ncseg.io.images import ImageError
+from ncseg.records import RecordError
 
 app = typer.Typer(
     help="Find nanocrystals in HAADF-STEM images: data, training, registry, prediction.",
@@ -146,6 +147,7 @@ def train(
     set_: SetOption = None,
 ) -> None:
     """Grouped k-fold cross-validation, logged to MLflow (a parent run per model, a child run per fold)."""
+    from ncseg.io.atomic import FolderBusyError
     from ncseg.tracking import project_root
     from ncseg.training.cv import cross_validate
 
@@ -154,9 +156,12 @@ def train(
     if unknown:
         _fail(f"unknown model {', '.join(unknown)}; params.yaml defines: {', '.join(p.models)}")
     for model in models or list(p.models):
-        summary = cross_validate(model, p, project_root())
-        threshold = f", threshold {summary['threshold']:.2f}" if summary["threshold"] is not None else ""
-        console.print(f"{model}: CV Jaccard {summary['jaccard_mean']:.3f} ± {summary['jaccard_std']:.3f}{threshold}")
+        try:
+            summary = cross_validate(model, p, project_root())
+        except (FolderBusyError, RecordError, ImageError, FileNotFoundError) as err:
+            _fail(str(err))
+        threshold = f", threshold {summary.threshold:.2f}" if summary.threshold is not None else ""
+        console.print(f"{model}: CV Jaccard {summary.jaccard_mean:.3f} ± {summary.jaccard_std:.3f}{threshold}")
 
 
 @app.command("evaluate")
@@ -168,25 +173,26 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
     p = _params(params, set_)
     try:
         summary = run_evaluate(p, project_root())
-    except FileNotFoundError as err:
+    except RecordError as err:
         _fail(str(err))
     console.print((p.paths.metrics / "summary.md").read_text(), highlight=False, soft_wrap=True)
-    console.print(f"best model: {summary['best']}")
+    console.print(f"best model: {summary.best}")
 
 
 @app.command("register")
 def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
-    """Register the best CV model's served fold networks in the MLflow registry; alias champion only on improvement."""
+    """Register the best CV model; alias champion only if it beats the classical baseline and the champion."""
     from ncseg.registry.promote import register_best
     from ncseg.tracking import project_root
 
     p = _params(params, set_)
     try:
         d = register_best(p, project_root())
-    except FileNotFoundError as err:
-        _fail(f"{err.filename}: missing; run `dvc repro evaluate` (or `ncseg evaluate`) first")
+    except RecordError as err:
+        _fail(str(err))
     verb = "registered" if d.created else "kept"
-    console.print(f"{verb} {d.model_name} v{d.version} ({d.architecture}) -> @{d.alias}: {d.reason}")
+    alias = f"@{d.alias}" if d.alias else "no alias"
+    console.print(f"{verb} {d.model_name} v{d.version} ({d.architecture}) -> {alias}: {d.reason}", highlight=False)
 
 
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:

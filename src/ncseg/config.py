@@ -143,6 +143,7 @@ class ThresholdParams(_Frozen):
 class RegisterParams(_Frozen):
     model_name: str = Field(min_length=1)
     margin: float = Field(ge=0)
+    min_jaccard: float | None = Field(ge=0, le=1)  # a floor for champion beside beating the classical baseline
     members: int = Field(ge=1)  # fold networks served: 1 = what CV measured, fastest; more = an ensemble
     max_pixels: int = Field(ge=64 * 64)
 

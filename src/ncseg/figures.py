@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ncseg.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ncseg.training.loop import EpochLog
 
 TP, FP, FN = (60, 200, 60), (230, 40, 40), (40, 110, 255)
 
@@ -15,7 +22,7 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def comparison(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def comparison_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Side by side: the image, the reference (ImageJ) mask, the predicted mask with errors coloured
     (green: agreed NC pixels, red: predicted but not in the reference, blue: missed)."""
     ref = _grey(truth.astype(np.float32))
@@ -23,6 +30,49 @@ def comparison(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.nda
     errors[pred & truth], errors[pred & ~truth], errors[~pred & truth] = TP, FP, FN
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([_grey(image), gap, ref, gap, errors], axis=1)
+
+
+def comparison(path: Path, image: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str) -> None:
+    """The study's Figure 6 for one image, readable on its own: a title (image, fold, score) and a colour key."""
+    from matplotlib.patches import Patch
+
+    panel = comparison_panel(image, truth, pred)
+    fig, ax = _figure(width_in=min(15.0, 2.0 + panel.shape[1] / 110), height_in=1.2 + panel.shape[0] / 110)
+    ax.imshow(panel, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{title}\nimage | reference mask | prediction", fontsize=9)
+    colours = ((TP, "agreed NC"), (FP, "false NC"), (FN, "missed NC"))
+    key = [Patch(color=np.array(c) / 255, label=label) for c, label in colours]
+    fig.legend(handles=key, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    _save(fig, path)
+
+
+def learning_curves(path: Path, histories: dict[str, list[EpochLog]]) -> None:
+    """Inner-validation Jaccard (tuned threshold) per epoch, one line per fold, each ending where it stopped."""
+    fig, ax = _figure(5.0, 3.4)
+    for label, history in histories.items():
+        ax.plot([h.epoch for h in history], [h.val_jaccard_tuned for h in history], marker="o", ms=2, label=label)
+    ax.set(xlabel="epoch", ylabel="inner-validation Jaccard (tuned threshold)", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _figure(width_in: float, height_in: float) -> tuple[Figure, Axes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width_in, height_in), dpi=110)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 210, 0)) -> np.ndarray:
@@ -42,21 +92,13 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def threshold_curve(path: Path, grid: list[float], curve: np.ndarray, chosen: float, study: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+    fig, ax = _figure(5.0, 3.4)
     ax.plot(grid, curve, marker="o", ms=3)
     ax.axvline(chosen, color="tab:green", ls="--", label=f"chosen {chosen:.2f}")
     ax.axvline(study, color="tab:red", ls=":", label=f"study {study:.2f}")
     ax.set(xlabel="probability threshold", ylabel="mean Jaccard (out-of-fold)", ylim=(0, 1))
     ax.legend(loc="lower center")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def montage(tiles: list[np.ndarray], gap: int = 6) -> np.ndarray:

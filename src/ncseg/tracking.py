@@ -13,10 +13,15 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ncseg.config import Params, flatten
+
+if TYPE_CHECKING:
+    from ncseg.records import CVSummary
+    from ncseg.training.loop import EpochLog
 
 STORE_DIR = "mlruns"
 
@@ -74,15 +79,20 @@ def run_tags(model: str, root: Path) -> dict[str, str]:
     return {"model": model, "git_commit": git_commit(root), "data_md5": data_hash(root)}
 
 
+def run_params(params: Params, model: str | None) -> dict[str, str]:
+    """Flattened params.yaml without the other models' sections: a model's run shows its own settings only."""
+    own = f"models.{model}."
+    return {k: v for k, v in flatten(params).items() if not k.startswith("models.") or k.startswith(own)}
+
+
 @contextmanager
-def parent_run(name: str, params: Params, root: Path, kind: str) -> Iterator[str]:
-    """A top-level run with all params (flattened params.yaml) and the provenance tags; yields its id."""
+def parent_run(name: str, params: Params, root: Path, kind: str, model: str | None = None) -> Iterator[str]:
+    """A top-level run with the params of `model` (all of them when None) and the provenance tags; yields its id."""
     import mlflow
 
     setup(params, root)
     with mlflow.start_run(run_name=name, tags={**run_tags(name, root), "run_kind": kind}) as run:
-        flat = flatten(params)
-        items = list(flat.items())
+        items = list(run_params(params, model).items())
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
         yield run.info.run_id
@@ -94,3 +104,68 @@ def child_run(name: str, tags: dict[str, str]) -> Iterator[str]:
 
     with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
         yield run.info.run_id
+
+
+def epoch_metrics(log: EpochLog) -> dict[str, float]:
+    """Per-epoch curves, grouped as the MLflow UI groups them: `train/…` and `val/…` (inner validation)."""
+    return {
+        "train/loss": log.train_loss,
+        "val/loss": log.val_loss,
+        "val/jaccard_study": log.val_jaccard_study,
+        "val/jaccard_tuned": log.val_jaccard_tuned,
+    }
+
+
+def log_training_data(augmented: Path, root: Path) -> None:
+    """The images a CV run learnt from, as an MLflow dataset: the manifest (name, source, group, rotation) with the
+    DVC hash of the raw data as its digest, so the UI's Datasets column tells runs on different data apart."""
+    import mlflow
+    import pandas as pd
+
+    manifest = augmented / "manifest.csv"
+    dataset = mlflow.data.from_pandas(
+        pd.read_csv(manifest, dtype=str), source=str(manifest), name=augmented.name, digest=data_hash(root)[:32]
+    )
+    mlflow.log_input(dataset, context="training")
+
+
+def log_cv_outcome(summary: CVSummary, folds: list[tuple[str, dict[str, float]]], plots: Path, weights: Path) -> None:
+    """Each fold's test scores on its child run (`test/…`), the CV aggregate on the parent, the plots, the card."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for run_id, metrics in folds:
+        for key, value in metrics.items():
+            client.log_metric(run_id, f"test/{key}", value)
+    numbers = summary.model_dump(exclude={"jaccard_per_fold", "fold_thresholds", "intensity_window"})
+    mlflow.log_metrics({_cv_metric(k): v for k, v in numbers.items() if isinstance(v, float)})
+    mlflow.log_artifacts(str(plots), "plots")  # overlays/, threshold sweep, learning curves, folds.csv
+    mlflow.log_artifact(str(weights / "model.json"), "weights")
+
+
+def _cv_metric(key: str) -> str:
+    """`jaccard_mean` -> `test/jaccard_mean` (mean over folds of the test scores); the threshold stays as it is."""
+    return key if key in ("threshold", "study_threshold") else f"test/{key}"
+
+
+def describe_run(run_id: str, text: str) -> None:
+    """The run's description in the MLflow UI (its note)."""
+    import mlflow
+
+    mlflow.MlflowClient().set_tag(run_id, "mlflow.note.content", text)
+
+
+def latest_cv_run(params: Params, model: str) -> str | None:
+    """The newest CV parent run of `model` in the experiment, or None."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        f"tags.model = '{model}' and tags.run_kind = 'cv'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

@@ -38,17 +38,44 @@ def test_mlflow_holds_parent_and_child_runs_with_metrics_and_artifacts(client):
     assert {"unet4", "classical-otsu", "comparison", "register"} <= set(parents)
     unet = parents["unet4"]
     assert unet.data.tags["git_commit"] and unet.data.tags["data_md5"] != "unknown"
-    assert unet.data.params["train.epochs"] == "10" and unet.data.params["cv.n_folds"] == "2"
-    assert {"cv_jaccard_mean", "cv_jaccard_std", "cv_threshold", "cv_object_f1_mean"} <= set(unet.data.metrics)
+    assert unet.data.params["train.epochs"] == "16" and unet.data.params["cv.n_folds"] == "2"
+    assert unet.data.params["models.unet4.base_channels"] == "16"
+    assert not any(k.startswith("models.classical-otsu") for k in unet.data.params), "only its own model's params"
+    assert {"test/jaccard_mean", "test/jaccard_std", "threshold", "test/object_f1_mean"} <= set(unet.data.metrics)
+    assert "Rank 1 of 2" in unet.data.tags["mlflow.note.content"]
+    (dataset,) = client.get_run(unet.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "augmented" and dataset.dataset.digest == unet.data.tags["data_md5"][:32]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == unet.info.run_id]
     assert sorted(r.info.run_name for r in children) == ["fold-0", "fold-1"]
     for child in children:
-        assert {"jaccard", "dice", "object_f1", "threshold"} <= set(child.data.metrics)
-        assert len(client.get_metric_history(child.info.run_id, "val_jaccard_best")) >= 2
+        assert {"test/jaccard", "test/dice", "test/object_f1", "test/threshold"} <= set(child.data.metrics)
+        for curve in ("train/loss", "val/loss", "val/jaccard_study", "val/jaccard_tuned"):
+            assert len(client.get_metric_history(child.info.run_id, curve)) >= 2, curve
         fold = child.info.run_name.split("-")[1]
         assert [a.path for a in client.list_artifacts(child.info.run_id, "weights")] == [f"weights/fold{fold}.pt"]
     artifacts = {a.path for a in client.list_artifacts(unet.info.run_id, "plots")}
     assert {"plots/threshold_sweep.csv", "plots/threshold_sweep.png", "plots/overlays"} <= artifacts
+    assert {"plots/learning_curves.png", "plots/val_jaccard"} <= artifacts
     assert [a.path for a in client.list_artifacts(unet.info.run_id, "weights")] == ["weights/model.json"]
     overlays = client.list_artifacts(unet.info.run_id, "plots/overlays")
     assert len(overlays) == 22
+
+
+def test_the_model_folder_is_whole_and_its_card_vouches_for_its_weights(tiny_project):
+    from ncseg.records import ModelCard
+
+    folder = tiny_project / "models" / "unet4"
+    card = ModelCard.load(folder / "model.json")
+    assert sorted(p.name for p in folder.iterdir()) == ["fold0.pt", "fold1.pt", "model.json"]
+    card.verify(folder)
+    assert not [p for p in (tiny_project / "models").iterdir() if ".staging." in p.name or ".previous." in p.name]
+
+
+def test_learning_curves_stop_where_each_fold_stopped(tiny_project):
+    import csv
+
+    for fold in ("fold-0", "fold-1"):
+        with (tiny_project / "plots" / "unet4" / "val_jaccard" / f"{fold}.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows and all(row["val_jaccard_tuned"] != "" for row in rows)
+        assert [int(r["epoch"]) for r in rows] == list(range(len(rows)))

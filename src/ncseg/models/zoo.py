@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from pydantic import TypeAdapter
 from torch import nn
 
-from ncseg.config import ClassicalParams, ModelParams, NeuralParams, SmpParams, UNet4Params
+from ncseg.config import ClassicalParams, NeuralParams, SmpParams, UNet4Params
 from ncseg.models.unet import Geometry, UNet4
+from ncseg.records import ModelCard
 
 SMP_GEOMETRY = Geometry(divisor=32, offset=0, margin=0)  # five stride-2 stages, `same` padding
 
@@ -40,14 +39,17 @@ def build_net(p: NeuralParams, in_channels: int) -> nn.Module:
 
 
 def load_ensemble(model_dir: Path) -> tuple[list[nn.Module], Geometry]:
-    """The fold networks a CV run saved in `model_dir` (model.json + fold<k>.pt), in eval mode on the CPU."""
-    card = json.loads((model_dir / "model.json").read_text())
-    spec = TypeAdapter(ModelParams).validate_python(card["spec"])
-    if isinstance(spec, ClassicalParams) or not card["folds"]:
-        raise ValueError(f"{model_dir}: {card['name']!r} has no trained networks to load")
+    """The fold networks a CV run saved in `model_dir` (model.json + fold<k>.pt), in eval mode on the CPU.
+
+    Each weights file is checked against the hash its model card recorded, so a folder whose weights are not
+    the ones that were scored fails here rather than serving silently."""
+    card = ModelCard.load(model_dir / ModelCard.FILE)
+    if isinstance(card.spec, ClassicalParams) or not card.folds:
+        raise ValueError(f"{model_dir}: {card.name!r} has no trained networks to load")
+    card.verify(model_dir)
     nets = []
-    for weights in card["folds"]:
-        net = build_net(spec, len(card["normalization"]))
-        net.load_state_dict(torch.load(model_dir / weights, map_location="cpu", weights_only=True))
+    for weights in card.folds:
+        net = build_net(card.spec, len(card.normalization))
+        net.load_state_dict(torch.load(model_dir / weights.file, map_location="cpu", weights_only=True))
         nets.append(net.eval())
     return nets, nets[0].geometry

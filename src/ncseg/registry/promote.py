@@ -5,75 +5,97 @@
   fastest; more make a mean-probability ensemble (typically a little better, not measured by CV, N× slower).
 - A version is identified by a fingerprint of its weights, threshold, serving settings and the ncseg code
   that travels with it: registering the same inputs again finds that version instead of creating a new one.
-- Alias `champion` moves only when the candidate's CV Jaccard beats the champion's by `register.margin`, or
-  when the champion speaks another interface (input schema) than the current code: clients and `ncseg predict`
-  call the champion, so a champion they cannot call is no champion. Otherwise the candidate becomes
-  `challenger`. (Aliases replace the deprecated registry stages.)
+- Every version is registered (so it can be inspected), but only one that passes the merit gate can become
+  `champion`: it must beat each classical baseline on the same folds (mean fold-paired Jaccard gain > 0) and
+  reach `register.min_jaccard` where set. This holds for the first version too: an untrained network from a
+  one-epoch experiment is registered without an alias, with the reason tagged, and serves nobody.
+- Past the gate, alias `champion` moves only when the candidate's CV Jaccard beats the champion's by
+  `register.margin`, or when the champion speaks another interface (input schema) than the current code:
+  clients and `ncseg predict` call the champion, so a champion they cannot call is no champion. Otherwise the
+  candidate becomes `challenger`. (Aliases replace the deprecated registry stages.)
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncseg.config import Params
-from ncseg.io.tables import write_json
+from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, Summary
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travels with the model
 
 
-@dataclass(frozen=True)
-class Decision:
-    model_name: str
-    version: str
-    alias: str
-    created: bool
-    architecture: str
-    cv_jaccard: float
-    champion_cv_jaccard: float | None
-    reason: str
-
-
-def serving_config(card: dict, params: Params) -> dict:
+def serving_config(card: ModelCard, params: Params) -> dict:
     return {
-        "architecture": card["name"],
-        "threshold": card["threshold"],
+        "architecture": card.name,
+        "threshold": card.threshold,
         "inference": params.inference.tiling(),
-        "normalization": card["normalization"],
-        "intensity_window": card["intensity_window"],
+        "normalization": list(card.normalization),
+        "intensity_window": list(card.intensity_window) if card.intensity_window else None,
         "members": params.registry.members,
         "max_pixels": params.registry.max_pixels,
     }
 
 
-def fingerprint(model_dir: Path, config: dict) -> str:
+# The modules the served model runs (src/ncseg/…): a change to them is a change of the model. Training, data,
+# CLI and registry bookkeeping code are not among them, so editing those registers no new version.
+SERVED_CODE = (
+    "config.py",
+    "inference.py",
+    "io",
+    "metrics.py",
+    "models",
+    "records.py",
+    "registry/pyfunc.py",
+)
+
+
+def served_sources() -> list[Path]:
+    files = [PACKAGE / p for p in SERVED_CODE if (PACKAGE / p).is_file()]
+    files += [f for p in SERVED_CODE if (PACKAGE / p).is_dir() for f in (PACKAGE / p).rglob("*.py")]
+    return sorted(files)
+
+
+def code_digest(source: str) -> bytes:
+    """Python source without docstrings, comments and formatting: only what runs changes the fingerprint."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
+def fingerprint(card: ModelCard, config: dict) -> str:
+    """Served weights (by the hashes the model card recorded), serving settings and the code that runs them."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    card = json.loads((model_dir / "model.json").read_text())
-    for name in card["folds"][: config["members"]]:
-        digest.update((model_dir / name).read_bytes())
-    for source in sorted(PACKAGE.rglob("*.py")):  # how the weights are run is part of the model
-        digest.update(source.relative_to(PACKAGE).as_posix().encode() + source.read_bytes())
+    for weights in card.folds[: config["members"]]:
+        digest.update(weights.sha256.encode())
+    for source in served_sources():
+        digest.update(source.relative_to(PACKAGE).as_posix().encode() + code_digest(source.read_text()))
     return digest.hexdigest()[:32]
 
 
 def _stage_members(model_dir: Path, members: int, out: Path) -> Path:
     """A copy of the model folder holding only the served fold networks, with a model card that lists them."""
-    card = json.loads((model_dir / "model.json").read_text())
-    card["folds"] = card["folds"][:members]
+    card = ModelCard.load(model_dir / ModelCard.FILE)
+    served = card.model_copy(update={"folds": card.folds[:members]})
     out.mkdir()
-    for name in card["folds"]:
-        shutil.copy2(model_dir / name, out / name)
-    (out / "model.json").write_text(json.dumps(card, indent=2))
+    for weights in served.folds:
+        shutil.copy2(model_dir / weights.file, out / weights.file)
+    served.save(out / ModelCard.FILE)
     return out
 
 
@@ -109,8 +131,10 @@ def _log_pyfunc(model_dir: Path, config: dict) -> str:
 
 
 def _find_version(client: MlflowClient, name: str, fp: str) -> ModelVersion | None:
+    """The version registered from exactly these inputs, with its aliases (search results carry none)."""
     versions = client.search_model_versions(f"name='{name}'")
-    return next((v for v in versions if v.tags.get("fingerprint") == fp), None)
+    found = next((v for v in versions if v.tags.get("fingerprint") == fp), None)
+    return client.get_model_version(name, found.version) if found is not None else None
 
 
 def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -122,54 +146,100 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def register_best(params: Params, root: Path) -> Decision:
+def merit_gate(model: str, summary: Summary, min_jaccard: float | None) -> str | None:
+    """Why `model` must not become champion whatever the registry holds, or None when it may.
+
+    The bar is the classical baseline on the same folds, paired fold by fold: a network that does not beat
+    what an ImageJ user gets with Otsu is worse than no network. Without a baseline in the study, only
+    `register.min_jaccard` can vouch for it; with neither, nothing does.
+    """
+    result = summary.models[model]
+    if min_jaccard is not None and result.jaccard_mean < min_jaccard:
+        return f"CV Jaccard {result.jaccard_mean:.4f} is below register.min_jaccard {min_jaccard}"
+    gains = summary.gains_of(model)
+    losing = [g for g in gains if g.gain_mean <= 0]
+    if losing:
+        return "; ".join(
+            f"does not beat the classical baseline {g.baseline} on the same folds (Jaccard "
+            f"{result.jaccard_mean:.4f} vs {summary.models[g.baseline].jaccard_mean:.4f}, paired gain "
+            f"{g.gain_mean:+.4f}, better on {g.folds_better} of {g.folds} folds)"
+            for g in losing
+        )
+    if not gains and min_jaccard is None:
+        return "no classical baseline in the study and no register.min_jaccard: nothing shows it beats chance"
+    return None
+
+
+def register_best(params: Params, root: Path) -> RegistryDecision:
     import mlflow
 
     from ncseg import tracking
 
-    summary = json.loads((params.paths.metrics / "summary.json").read_text())
-    best = summary["best"]
-    result = summary["models"][best]
+    summary = Summary.load(params.paths.metrics / Summary.FILE)
+    best = summary.best
+    result = summary.models[best]
     model_dir = params.paths.models / best
-    card = json.loads((model_dir / "model.json").read_text())
+    card = _checked_card(model_dir, result, params.registry.members)
     config = serving_config(card, params)
-    fp = fingerprint(model_dir, config)
+    fp = fingerprint(card, config)
     name = params.registry.model_name
     tracking.setup(params, root)
     client = mlflow.MlflowClient()
     existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
     if existing is not None:
-        alias = next(iter(existing.aliases), "none")
-        return _record(
-            params,
-            Decision(
-                name,
-                existing.version,
-                alias,
-                False,
-                best,
-                result["jaccard_mean"],
-                None,
-                f"unchanged inputs: version {existing.version} already registered",
-            ),
-        )
-    with tracking.parent_run("register", params, root, kind="register"):
+        return _record(params, _unchanged(existing, best, result.jaccard_mean))
+    gate = merit_gate(best, summary, params.registry.min_jaccard)
+    with tracking.parent_run("register", params, root, kind="register", model=best):
         uri = _log_pyfunc(model_dir, config)
-        tags = {
-            **tracking.run_tags(best, root),
-            "architecture": best,
-            "fingerprint": fp,
-            "interface": interface(),
-            "cv_jaccard_mean": f"{result['jaccard_mean']:.5f}",
-            "cv_jaccard_std": f"{result['jaccard_std']:.5f}",
-            "threshold": f"{card['threshold']}",
-        }
-        version = mlflow.register_model(uri, name, tags=tags)
-        description = _description(best, result, card, config["members"])
-        client.update_model_version(name, version.version, description=description)
-        decision = _promote(client, name, version.version, best, result["jaccard_mean"], params.registry.margin)
-        mlflow.set_tags({"decision": decision.alias, "decision_reason": decision.reason})
+        version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
+        _describe(client, name, version.version, best, result, card, config["members"])
+        decision = _promote(client, name, version.version, best, result.jaccard_mean, params.registry.margin, gate)
+        mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
     return _record(params, decision)
+
+
+def _checked_card(model_dir: Path, result: CVSummary, members: int) -> ModelCard:
+    """The model card, if it and the weights it lists are the ones the CV summary scored; else a clear error."""
+    card = ModelCard.load(model_dir / ModelCard.FILE)
+    if card.cv_jaccard_mean != result.jaccard_mean or len(card.folds) != result.n_folds:
+        raise RecordError(
+            f"{model_dir / ModelCard.FILE}: scored CV Jaccard {card.cv_jaccard_mean:.4f} on {len(card.folds)} "
+            f"folds, but the CV summary says {result.jaccard_mean:.4f} on {result.n_folds}: the model folder and "
+            f"the metrics come from different runs; rerun `dvc repro` (or `ncseg train {card.name}`)"
+        )
+    card.verify(model_dir, members)
+    return card
+
+
+def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: Path) -> dict[str, str]:
+    from ncseg import tracking
+
+    return {
+        **tracking.run_tags(arch, root),
+        "architecture": arch,
+        "fingerprint": fp,
+        "interface": interface(),
+        "cv_jaccard_mean": f"{result.jaccard_mean:.5f}",
+        "cv_jaccard_std": f"{result.jaccard_std:.5f}",
+        "threshold": f"{card.threshold}",
+        "cv_run_id": card.cv_run_id,
+    }
+
+
+def _unchanged(existing: ModelVersion, arch: str, cv_jaccard: float) -> RegistryDecision:
+    alias = CHAMPION if CHAMPION in existing.aliases else next(iter(existing.aliases), None)
+    held = f"holds @{alias}" if alias else "holds no alias"
+    return RegistryDecision(
+        model_name=existing.name,
+        version=str(existing.version),
+        alias=alias,
+        created=False,
+        architecture=arch,
+        cv_jaccard=cv_jaccard,
+        champion_cv_jaccard=None,
+        reason=f"unchanged inputs: version {existing.version} already registered and {held} "
+        f"({existing.tags.get('decision_reason', 'no recorded decision')})",
+    )
 
 
 def interface() -> str:
@@ -179,11 +249,23 @@ def interface() -> str:
     return signature(0.5).inputs.to_json()
 
 
-def _promote(client: MlflowClient, name: str, version: str, arch: str, cv_jaccard: float, margin: float) -> Decision:
+def _promote(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    arch: str,
+    cv_jaccard: float,
+    margin: float,
+    gate: str | None = None,
+) -> RegistryDecision:
+    """Move an alias to the new version on merit; `gate`, when set, is why it can never be champion."""
     champion = _champion(client, name)
     best_so_far = float(champion.tags["cv_jaccard_mean"]) if champion is not None else None
-    if champion is None:
-        alias, reason = CHAMPION, "first version: no champion yet"
+    alias: str | None
+    if gate is not None:
+        alias, reason = None, f"not promoted: {gate}"
+    elif champion is None:
+        alias, reason = CHAMPION, "first version to pass the gate (beats the classical baseline): no champion yet"
     elif champion.tags.get("interface") != interface():
         alias, reason = CHAMPION, f"champion v{champion.version} takes another input than today's clients send"
     elif cv_jaccard > best_so_far + margin:
@@ -194,20 +276,51 @@ def _promote(client: MlflowClient, name: str, version: str, arch: str, cv_jaccar
             f"CV Jaccard {cv_jaccard:.4f} does not beat champion v{champion.version} ({best_so_far:.4f}) "
             f"by the margin {margin}"
         )
-    client.set_registered_model_alias(name, alias, version)
-    return Decision(name, version, alias, True, arch, cv_jaccard, best_so_far, reason)
-
-
-def _description(arch: str, result: dict, card: dict, members: int) -> str:
-    return (
-        f"{arch}: {members} of its {len(card['folds'])} CV fold networks (mean probability), thresholded at "
-        f"{card['threshold']:.2f} (chosen on out-of-fold predictions). CV Jaccard "
-        f"{result['jaccard_mean']:.4f} ± {result['jaccard_std']:.4f}. Input: column 'image', a base64 TIFF/PNG "
-        "per row; output: column 'tiff', a base64 TIFF (0/255 mask or float32 probability); params: threshold, "
-        "output=mask|probability."
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "decision", alias or REJECTED)
+    client.set_model_version_tag(name, version, "decision_reason", reason)
+    return RegistryDecision(
+        model_name=name,
+        version=str(version),
+        alias=alias,
+        created=True,
+        architecture=arch,
+        cv_jaccard=cv_jaccard,
+        champion_cv_jaccard=best_so_far,
+        reason=reason,
     )
 
 
-def _record(params: Params, decision: Decision) -> Decision:
-    write_json(params.paths.metrics / "registry.json", asdict(decision))
+def _describe(
+    client: MlflowClient, name: str, version: str, arch: str, result: CVSummary, card: ModelCard, members: int
+) -> None:
+    """Descriptions a user reads in the registry UI: the model's purpose and rule, and what this version is."""
+    client.update_registered_model(name, description=MODEL_DESCRIPTION)
+    client.set_registered_model_tag(name, "task", "binary segmentation of nanocrystals in HAADF-STEM images")
+    client.set_registered_model_tag(name, "promotion_rule", "beats the classical baseline, then the champion")
+    client.update_model_version(
+        name,
+        version,
+        description=(
+            f"{arch}: {members} of its {len(card.folds)} CV fold networks (mean probability), thresholded at "
+            f"{card.threshold:.2f} (chosen on out-of-fold predictions). CV Jaccard "
+            f"{result.jaccard_mean:.4f} ± {result.jaccard_std:.4f} (CV run {card.cv_run_id}). Input: column "
+            "'image', a base64 TIFF/PNG per row; output: column 'tiff', a base64 TIFF (0/255 mask or float32 "
+            "probability); params: threshold, output=mask|probability."
+        ),
+    )
+
+
+MODEL_DESCRIPTION = (
+    "Finds nanocrystals in HAADF-STEM micrographs: a TIFF/PNG in, the 0/255 NC mask (or the probability map) "
+    "out. Each version is one cross-validated architecture of the ncseg study. @champion is the version to "
+    "use: it beat the classical (Otsu) baseline on the same folds and every earlier champion by "
+    "register.margin; @challenger passed that gate but not the champion; versions without an alias did not "
+    "pass it (see their decision_reason tag)."
+)
+
+
+def _record(params: Params, decision: RegistryDecision) -> RegistryDecision:
+    decision.save(params.paths.metrics / RegistryDecision.FILE)
     return decision

@@ -6,6 +6,10 @@ Honesty rules (nnU-Net style):
 - the threshold reported for fold k is chosen on the out-of-fold predictions of the *other* folds, so no
   fold is scored at a threshold tuned on itself; the deployed ensemble's threshold uses all folds;
 - the classical baseline is scored on exactly the same folds.
+
+A model folder appears whole or not at all: the fold networks and the model card are built in a staging folder
+that replaces `models/<name>` only when every fold has finished, under a lock, so an interrupted or concurrent
+run can never pair old scores with new weights (or leave `fold4.pt` of an earlier 5-fold run behind).
 """
 
 from __future__ import annotations
@@ -21,15 +25,14 @@ from ncseg import figures
 from ncseg.config import ClassicalParams, ModelParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
 from ncseg.inference import pick_device, predict_proba
-from ncseg.io.atomic import atomic_path
-from ncseg.io.tables import write_csv, write_json
+from ncseg.io.atomic import atomic_path, folder_lock, staged_folder
+from ncseg.io.tables import write_csv
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score
 from ncseg.models import classical
 from ncseg.models.zoo import build_net
+from ncseg.records import SCORE_KEYS, CVSummary, ModelCard, WeightFile, sha256
 from ncseg.training.folds import assign_folds, inner_validation_groups
 from ncseg.training.loop import EpochLog, train_net
-
-MODEL_CARD = "model.json"
 
 
 @dataclass
@@ -41,6 +44,9 @@ class FoldResult:
     study_scores: list[Scores] = field(default_factory=list)
     threshold: float | None = None
     history: list[EpochLog] = field(default_factory=list)
+
+    def mean(self, key: str, study: bool = False) -> float:
+        return float(np.mean([getattr(s, key) for s in (self.study_scores if study else self.scores)]))
 
 
 @dataclass
@@ -55,9 +61,25 @@ class CVRun:
     probs: dict[int, np.ndarray] = field(default_factory=dict)  # out-of-fold probabilities (networks only)
     preds: dict[int, np.ndarray] = field(default_factory=dict)  # out-of-fold masks
 
+    @property
+    def trainable(self) -> bool:
+        return not isinstance(self.spec, ClassicalParams)
+
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+def fit_and_validation(
+    samples: list[Sample], folds: list[int], k: int, fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], set[str]]:
+    """Fold k's training side split by group into the images a network is fitted on and the inner-validation
+    images its checkpoint is chosen on; fold k's test images are in neither."""
+    train_idx = [i for i, f in enumerate(folds) if f != k]
+    inner = inner_validation_groups([samples[i].group for i in train_idx], fraction, seed + k)
+    fit = [samples[i] for i in train_idx if samples[i].group not in inner]
+    val = [samples[i] for i in train_idx if samples[i].group in inner]
+    return fit, val, inner
 
 
 def _train_fold(
@@ -70,24 +92,21 @@ def _train_fold(
 ) -> tuple[torch.nn.Module, list[np.ndarray]]:
     import mlflow
 
-    train_idx = [i for i, f in enumerate(folds) if f != fold.fold]
-    inner = inner_validation_groups(
-        [samples[i].group for i in train_idx], params.cv.inner_val_fraction, params.seed + fold.fold
-    )
-    fit = [samples[i] for i in train_idx if samples[i].group not in inner]
-    val = [samples[i] for i in train_idx if samples[i].group in inner]
+    from ncseg import tracking
+
+    fit, val, inner = fit_and_validation(samples, folds, fold.fold, params.cv.inner_val_fraction, params.seed)
     torch.manual_seed(params.seed + fold.fold)
     net = build_net(spec, len(params.inference.normalization)).to(pick_device(params.train.device))
 
     def log_epoch(log: EpochLog) -> None:
-        mlflow.log_metrics({k: v for k, v in asdict(log).items() if k != "epoch"}, step=log.epoch)
+        mlflow.log_metrics(tracking.epoch_metrics(log), step=log.epoch)
 
     fold.history = train_net(net, spec, fit, val, params, params.seed + fold.fold, log_epoch, progress)
     mlflow.log_params(
         {
             "fit_images": len(fit),
             "inner_val_groups": ",".join(sorted(inner)),
-            "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_best).epoch,
+            "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_tuned).epoch,
         }
     )
     probs = [predict_proba([net], net.geometry, samples[i].image, **params.inference.tiling()) for i in fold.test]
@@ -99,7 +118,7 @@ def _save_weights(net: torch.nn.Module, path: Path) -> None:
         torch.save(net.state_dict(), tmp)
 
 
-def _nested_thresholds(
+def nested_thresholds(
     results: list[FoldResult], probs: dict[int, np.ndarray], samples: list[Sample], grid: list[float]
 ) -> None:
     """Fold k's threshold from the other folds' out-of-fold predictions."""
@@ -108,10 +127,8 @@ def _nested_thresholds(
         r.threshold = best_threshold([probs[i] for i in others], [samples[i].mask for i in others], grid)
 
 
-def cross_validate(name: str, params: Params, root: Path) -> dict:
+def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
     """Run every fold of model `name`, write its artefacts and metrics, log it all to MLflow; return the summary."""
-    import mlflow
-
     from ncseg import tracking
 
     spec = params.model(name)
@@ -119,60 +136,79 @@ def cross_validate(name: str, params: Params, root: Path) -> dict:
     folds = assign_folds([s.group for s in samples], params.cv.n_folds, params.seed)
     model_dir, plot_dir = params.paths.models / name, params.paths.plots / name
     run = CVRun(name, spec, params, samples)
-    with tracking.parent_run(name, params, root, kind="cv") as parent_id, _progress() as progress:
-        for k in progress.track(range(params.cv.n_folds), description=f"{name}: folds"):
-            test = [i for i, f in enumerate(folds) if f == k]
-            with tracking.child_run(f"fold-{k}", {"fold": str(k), "model": name}) as run_id:
-                fold = FoldResult(k, test, run_id)
-                mlflow.log_param("test_images", ",".join(samples[i].name for i in test))
-                if isinstance(spec, ClassicalParams):
-                    run.preds |= {i: classical.segment(samples[i].raw, samples[i].pixel_size_nm, spec) for i in test}
-                else:
-                    net, fold_probs = _train_fold(spec, samples, fold, folds, params, progress)
-                    run.probs |= dict(zip(test, fold_probs, strict=True))
-                    _save_weights(net, model_dir / f"fold{k}.pt")
-                    mlflow.log_artifact(str(model_dir / f"fold{k}.pt"), "weights")
-            run.results.append(fold)
-        summary = _score(run)
-        summary["intensity_window"] = list(window) if window else None
-        _write_outputs(run, summary, model_dir, plot_dir)
-        _log_outcome(summary, run.results, plot_dir)
-        mlflow.log_artifact(str(model_dir / MODEL_CARD), "weights")
-        summary["run_id"] = parent_id
+    with (
+        folder_lock(model_dir),
+        staged_folder(model_dir) as weights_dir,
+        staged_folder(plot_dir) as plots_out,
+        tracking.parent_run(name, params, root, kind="cv", model=name) as parent_id,
+    ):
+        tracking.log_training_data(params.paths.augmented, root)
+        _run_folds(run, folds, weights_dir)
+        summary = _score(run, window)
+        _write_outputs(run, summary, plots_out)
+        _card(run, summary, weights_dir, parent_id).save(weights_dir / ModelCard.FILE)
+        tracking.log_cv_outcome(summary, [(r.run_id, _fold_metrics(r)) for r in run.results], plots_out, weights_dir)
+    summary.save(params.paths.metrics / "cv" / f"{name}.json")  # only once the model folder is in place
     return summary
 
 
-def _score(run: CVRun) -> dict:
+def _run_folds(run: CVRun, folds: list[int], weights_dir: Path) -> None:
+    import mlflow
+
+    from ncseg import tracking
+
+    with _progress() as progress:
+        for k in progress.track(range(run.params.cv.n_folds), description=f"{run.name}: folds"):
+            test = [i for i, f in enumerate(folds) if f == k]
+            with tracking.child_run(f"fold-{k}", {"fold": str(k), "model": run.name}) as run_id:
+                fold = FoldResult(k, test, run_id)
+                mlflow.log_param("test_images", ",".join(run.samples[i].name for i in test))
+                if isinstance(run.spec, ClassicalParams):
+                    run.preds |= {i: _classical(run, i) for i in test}
+                else:
+                    net, fold_probs = _train_fold(run.spec, run.samples, fold, folds, run.params, progress)
+                    run.probs |= dict(zip(test, fold_probs, strict=True))
+                    _save_weights(net, weights_dir / f"fold{k}.pt")
+                    mlflow.log_artifact(str(weights_dir / f"fold{k}.pt"), "weights")
+            run.results.append(fold)
+
+
+def _classical(run: CVRun, i: int) -> np.ndarray:
+    return classical.segment(run.samples[i].raw, run.samples[i].pixel_size_nm, run.spec)
+
+
+def _score(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
     """Score every fold's test images; networks at the nested threshold (and the study's), the baseline as is."""
-    final = _score_networks(run) if run.probs else None
-    if not run.probs:
+    final = _score_networks(run) if run.trainable else None
+    if not run.trainable:
         for r in run.results:
             r.scores = [score(run.preds[i], run.samples[i].mask) for i in r.test]
-    summary: dict = {
-        "model": run.name,
-        "kind": run.spec.kind,
-        "n_folds": len(run.results),
-        "n_images": len(run.samples),
-        "threshold": final,
-        "study_threshold": run.params.threshold.study if run.probs else None,
-        "fold_thresholds": [r.threshold for r in run.results] if run.probs else None,
-    }
-    for key in Scores.__dataclass_fields__:
-        per_fold = [float(np.mean([getattr(s, key) for s in r.scores])) for r in run.results]
-        summary[f"{key}_mean"], summary[f"{key}_std"] = float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
-        if key == "jaccard":
-            summary["jaccard_per_fold"] = per_fold  # for paired comparisons on the same folds
-    if run.probs:
-        study = [float(np.mean([s.jaccard for s in r.study_scores])) for r in run.results]
-        summary["jaccard_at_study_threshold_mean"] = float(np.mean(study))
-        summary["jaccard_at_study_threshold_std"] = float(np.std(study, ddof=1))
-    return summary
+    values: dict = {}
+    for key in SCORE_KEYS:
+        per_fold = [r.mean(key) for r in run.results]
+        values[f"{key}_mean"], values[f"{key}_std"] = float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
+    if run.trainable:
+        study = [r.mean("jaccard", study=True) for r in run.results]
+        values["jaccard_at_study_threshold_mean"] = float(np.mean(study))
+        values["jaccard_at_study_threshold_std"] = float(np.std(study, ddof=1))
+    return CVSummary(
+        model=run.name,
+        kind=run.spec.kind,
+        n_folds=len(run.results),
+        n_images=len(run.samples),
+        threshold=final,
+        study_threshold=run.params.threshold.study if run.trainable else None,
+        fold_thresholds=tuple(r.threshold for r in run.results) if run.trainable else None,
+        jaccard_per_fold=tuple(r.mean("jaccard") for r in run.results),
+        intensity_window=window,
+        **values,
+    )
 
 
 def _score_networks(run: CVRun) -> float:
     """Fold scores at nested thresholds; returns the threshold chosen on all out-of-fold predictions."""
     samples, probs, grid = run.samples, run.probs, run.params.threshold.grid()
-    _nested_thresholds(run.results, probs, samples, grid)
+    nested_thresholds(run.results, probs, samples, grid)
     for r in run.results:
         r.scores = [score(probs[i] > r.threshold, samples[i].mask) for i in r.test]
         r.study_scores = [score(probs[i] > run.params.threshold.study, samples[i].mask) for i in r.test]
@@ -180,37 +216,44 @@ def _score_networks(run: CVRun) -> float:
     return best_threshold([probs[i] for i in range(len(samples))], [s.mask for s in samples], grid)
 
 
-def _write_outputs(run: CVRun, summary: dict, model_dir: Path, plot_dir: Path) -> None:
-    params = run.params
-    write_json(params.paths.metrics / "cv" / f"{run.name}.json", {k: v for k, v in summary.items() if k != "run_id"})
-    card = {
-        "name": run.name,
-        "spec": run.spec.model_dump(),
-        "threshold": summary["threshold"],
-        "folds": [f"fold{r.fold}.pt" for r in run.results] if run.probs else [],
-        "cv_jaccard_mean": summary["jaccard_mean"],
-        "cv_jaccard_std": summary["jaccard_std"],
-        "normalization": list(params.inference.normalization),  # the input channels, in order
-        "intensity_window": summary["intensity_window"],  # None unless a 'dataset' view is used
-    }
-    write_json(model_dir / MODEL_CARD, card)
+def _fold_metrics(r: FoldResult) -> dict[str, float]:
+    """A fold's test scores as its child run records them."""
+    metrics = {key: r.mean(key) for key in SCORE_KEYS}
+    if r.threshold is not None:
+        metrics |= {"threshold": r.threshold, "jaccard_at_study_threshold": r.mean("jaccard", study=True)}
+    return metrics
+
+
+def _card(run: CVRun, summary: CVSummary, weights_dir: Path, run_id: str) -> ModelCard:
+    files = [f"fold{r.fold}.pt" for r in run.results] if run.trainable else []
+    return ModelCard(
+        name=run.name,
+        spec=run.spec,
+        threshold=summary.threshold,
+        folds=tuple(WeightFile(file=f, sha256=sha256(weights_dir / f)) for f in files),
+        cv_jaccard_mean=summary.jaccard_mean,
+        cv_jaccard_std=summary.jaccard_std,
+        normalization=run.params.inference.normalization,
+        intensity_window=summary.intensity_window,
+        cv_run_id=run_id,
+    )
+
+
+def _write_outputs(run: CVRun, summary: CVSummary, plot_dir: Path) -> None:
     write_csv(
         plot_dir / "folds.csv",
         [
-            {
-                "fold": r.fold,
-                "threshold": r.threshold,
-                "images": len(r.test),
-                **{k: float(np.mean([getattr(s, k) for s in r.scores])) for k in Scores.__dataclass_fields__},
-            }
+            {"fold": r.fold, "threshold": r.threshold, "images": len(r.test), **{k: r.mean(k) for k in SCORE_KEYS}}
             for r in run.results
         ],
     )
-    for i, s in enumerate(run.samples):
-        overlay = figures.comparison(s.image[0], s.mask, run.preds[i])
-        figures.save_png(plot_dir / "overlays" / f"{s.name}.png", overlay)
-    if run.probs:
-        _write_curves(run, summary["threshold"], plot_dir)
+    for r in run.results:
+        for i, scores in zip(r.test, r.scores, strict=True):
+            s = run.samples[i]
+            title = f"{s.name} · fold {r.fold} (test) · Jaccard {scores.jaccard:.3f}"
+            figures.comparison(plot_dir / "overlays" / f"{s.name}.png", s.image[0], s.mask, run.preds[i], title)
+    if run.trainable:
+        _write_curves(run, summary.threshold, plot_dir)
 
 
 def _write_curves(run: CVRun, threshold: float, plot_dir: Path) -> None:
@@ -223,25 +266,7 @@ def _write_curves(run: CVRun, threshold: float, plot_dir: Path) -> None:
     )
     figures.threshold_curve(plot_dir / "threshold_sweep.png", grid, curve, threshold, run.params.threshold.study)
     write_csv(plot_dir / "learning_curve.csv", [{"fold": r.fold, **asdict(h)} for r in results for h in r.history])
-    by_epoch = [{"epoch": e} for e in range(max(len(r.history) for r in results))]
-    for r in results:  # one column per fold (early stopping ends folds at different epochs)
-        for row in by_epoch:
-            row[f"fold-{r.fold}"] = r.history[row["epoch"]].val_jaccard_best if row["epoch"] < len(r.history) else ""
-    write_csv(plot_dir / "val_jaccard.csv", by_epoch)
-
-
-def _log_outcome(summary: dict, results: list[FoldResult], plot_dir: Path) -> None:
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for r in results:
-        for key in Scores.__dataclass_fields__:
-            client.log_metric(r.run_id, key, float(np.mean([getattr(s, key) for s in r.scores])))
-        if r.threshold is not None:
-            client.log_metric(r.run_id, "threshold", r.threshold)
-            client.log_metric(
-                r.run_id, "jaccard_at_study_threshold", float(np.mean([s.jaccard for s in r.study_scores]))
-            )
-    numbers = {f"cv_{k}": v for k, v in summary.items() if isinstance(v, float)}
-    mlflow.log_metrics(numbers)
-    mlflow.log_artifacts(str(plot_dir), "plots")  # overlays/, threshold sweep, learning curves, folds.csv
+    for r in results:  # one file per fold: folds stop early at different epochs, and a missing epoch is no 0
+        rows = [{"epoch": h.epoch, "val_jaccard_tuned": h.val_jaccard_tuned} for h in r.history]
+        write_csv(plot_dir / "val_jaccard" / f"fold-{r.fold}.csv", rows)
+    figures.learning_curves(plot_dir / "learning_curves.png", {f"fold {r.fold}": r.history for r in results})

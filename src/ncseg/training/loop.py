@@ -28,8 +28,8 @@ class EpochLog:
     epoch: int
     train_loss: float
     val_loss: float
-    val_jaccard: float  # at the study threshold
-    val_jaccard_best: float  # at the inner-validation set's best threshold: what early stopping watches
+    val_jaccard_study: float  # at the study's fixed threshold (0.75)
+    val_jaccard_tuned: float  # at the inner-validation images' best threshold: what early stopping watches
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -109,9 +109,9 @@ def train_net(
         history.append(log)
         on_epoch(log)
         if progress:
-            progress.update(task, advance=1, description=f"epoch {epoch + 1} val J={log.val_jaccard_best:.3f}")
-        if log.val_jaccard_best > best_score:
-            best_score, best_epoch, best_state = log.val_jaccard_best, epoch, copy.deepcopy(net.state_dict())
+            progress.update(task, advance=1, description=f"epoch {epoch + 1} val J={log.val_jaccard_tuned:.3f}")
+        if log.val_jaccard_tuned > best_score:
+            best_score, best_epoch, best_state = log.val_jaccard_tuned, epoch, copy.deepcopy(net.state_dict())
         elif epoch - best_epoch >= t.patience:
             break
     if progress:

@@ -2,98 +2,122 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from ncseg.config import Params
 from ncseg.io.atomic import atomic_path
-from ncseg.io.tables import write_json
+from ncseg.records import CVSummary, PairedGain, RecordError, Summary
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "object_f1")
 
 
-def load_results(params: Params) -> dict[str, dict]:
+def load_results(params: Params) -> dict[str, CVSummary]:
     results = {}
     for name in params.models:
         path = params.paths.metrics / "cv" / f"{name}.json"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no CV result for model {name!r}; run `ncseg train {name}` first")
-        results[name] = json.loads(path.read_text())
+            raise RecordError(f"{path}: no CV result for model {name!r}; run `ncseg train {name}` first")
+        results[name] = CVSummary.load(path)
     return results
 
 
-def best_model(results: dict[str, dict]) -> str:
+def best_model(results: dict[str, CVSummary]) -> str:
     """The trainable model with the highest mean CV Jaccard (the classical baseline cannot be registered)."""
-    trainable = {n: r for n, r in results.items() if r["kind"] != "classical"}
+    trainable = {n: r for n, r in results.items() if r.trainable}
     if not trainable:
-        raise ValueError("no trainable model among the results")
-    return max(trainable, key=lambda n: trainable[n]["jaccard_mean"])
+        raise RecordError("no trainable model among the results: params.yaml `models:` lists only baselines")
+    return max(trainable, key=lambda n: trainable[n].jaccard_mean)
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-    def pm(r: dict, key: str) -> str:
-        return f"{r[f'{key}_mean']:.3f} ± {r[f'{key}_std']:.3f}"
+def markdown_table(results: dict[str, CVSummary]) -> str:
+    def pm(r: CVSummary, key: str) -> str:
+        return f"{r.mean(key):.3f} ± {r.std(key):.3f}"
 
     head = "| model | Jaccard | Jaccard @ 0.75 | threshold | Dice | precision | recall | object F1 |"
     lines = [head, "|" + "---|" * 8]
-    for name, r in sorted(results.items(), key=lambda kv: -kv[1]["jaccard_mean"]):
-        study = pm(r, "jaccard_at_study_threshold") if r.get("threshold") is not None else "—"
-        threshold = f"{r['threshold']:.2f}" if r.get("threshold") is not None else "Otsu"
+    for name, r in sorted(results.items(), key=lambda kv: -kv[1].jaccard_mean):
+        study = pm(r, "jaccard_at_study_threshold") if r.threshold is not None else "—"
+        threshold = f"{r.threshold:.2f}" if r.threshold is not None else "Otsu"
         cells = [pm(r, "jaccard"), study, threshold, *(pm(r, k) for k in COLUMNS[1:])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def paired_gains(results: dict[str, dict]) -> list[dict]:
+def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
     """Each network's Jaccard gain over each classical baseline, fold by fold on the same test images: the
     honest way to say whether a model beats the baseline (the folds' difficulty differs more than the models)."""
     rows = []
-    baselines = [n for n, r in results.items() if r["kind"] == "classical"]
+    baselines = [n for n, r in results.items() if not r.trainable]
     for name, r in results.items():
-        for base in baselines if r["kind"] != "classical" else []:
-            gains = [a - b for a, b in zip(r["jaccard_per_fold"], results[base]["jaccard_per_fold"], strict=True)]
+        for base in baselines if r.trainable else []:
+            gains = [a - b for a, b in zip(r.jaccard_per_fold, results[base].jaccard_per_fold, strict=True)]
             rows.append(
-                {
-                    "model": name,
-                    "baseline": base,
-                    "gain_mean": statistics.mean(gains),
-                    "gain_std": statistics.stdev(gains),
-                    "folds_better": sum(g > 0 for g in gains),
-                    "folds": len(gains),
-                }
+                PairedGain(
+                    model=name,
+                    baseline=base,
+                    gain_mean=statistics.mean(gains),
+                    gain_std=statistics.stdev(gains),
+                    folds_better=sum(g > 0 for g in gains),
+                    folds=len(gains),
+                )
             )
     return rows
 
 
-def paired_table(rows: list[dict]) -> str:
+def paired_table(rows: list[PairedGain]) -> str:
     lines = ["| model | vs baseline | Δ Jaccard per fold (mean ± std) | folds better |", "|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: -r["gain_mean"]):
-        gain = f"{row['gain_mean']:+.3f} ± {row['gain_std']:.3f}"
-        lines.append(f"| {row['model']} | {row['baseline']} | {gain} | {row['folds_better']} of {row['folds']} |")
+    for row in sorted(rows, key=lambda r: -r.gain_mean):
+        gain = f"{row.gain_mean:+.3f} ± {row.gain_std:.3f}"
+        lines.append(f"| {row.model} | {row.baseline} | {gain} | {row.folds_better} of {row.folds} |")
     return "\n".join(lines) + "\n"
 
 
-def evaluate(params: Params, root: Path) -> dict:
-    """metrics/summary.json + metrics/summary.md, and an MLflow `comparison` run holding the same table."""
+def evaluate(params: Params, root: Path) -> Summary:
+    """metrics/summary.json + metrics/summary.md, and an MLflow `comparison` run holding the same table; each
+    model's CV run gets a description with its rank."""
     import mlflow
 
     from ncseg import tracking
 
     results = load_results(params)
     gains = paired_gains(results)
-    summary = {"best": best_model(results), "models": results, "paired_gains": gains}
+    summary = Summary(best=best_model(results), models=results, paired_gains=tuple(gains))
     table = markdown_table(results) + ("\n" + paired_table(gains) if gains else "")
-    write_json(params.paths.metrics / "summary.json", summary)
+    summary.save(params.paths.metrics / Summary.FILE)
     with atomic_path(params.paths.metrics / "summary.md") as tmp:
         tmp.write_text(table)
-    with tracking.parent_run("comparison", params, root, kind="comparison"):
-        mlflow.set_tag("best_model", summary["best"])
+    with tracking.parent_run("comparison", params, root, kind="comparison") as run_id:
+        mlflow.set_tag("best_model", summary.best)
         for name, r in results.items():
-            mlflow.log_metrics({f"{name}/{k}": r[f"{k}_mean"] for k in COLUMNS})
+            mlflow.log_metrics({f"{name}/test/{k}_mean": r.mean(k) for k in COLUMNS})
         mlflow.log_table(
-            {"model": list(results), **{f"{k}_mean": [r[f"{k}_mean"] for r in results.values()] for k in COLUMNS}},
+            {"model": list(results), **{f"{k}_mean": [r.mean(k) for r in results.values()] for k in COLUMNS}},
             "cv_summary.json",
         )
         mlflow.log_text(table, "cv_summary.md")
+        tracking.describe_run(run_id, f"Comparison of {len(results)} models on the same folds.\n\n{table}")
+    _describe_cv_runs(params, summary)
     return summary
+
+
+def _describe_cv_runs(params: Params, summary: Summary) -> None:
+    """Rank and score in each model's newest CV run description: what a user sees first in the run list."""
+    from ncseg import tracking
+
+    ranked = sorted(summary.models.values(), key=lambda r: -r.jaccard_mean)
+    for rank, r in enumerate(ranked, start=1):
+        run_id = tracking.latest_cv_run(params, r.model)
+        if run_id is None:
+            continue
+        gains = "; ".join(
+            f"{g.gain_mean:+.3f} over {g.baseline} ({g.folds_better} of {g.folds} folds better)"
+            for g in summary.gains_of(r.model)
+        )
+        text = (
+            f"Rank {rank} of {len(ranked)}: CV Jaccard {r.jaccard_mean:.3f} ± {r.jaccard_std:.3f} "
+            f"over {r.n_folds} grouped folds ({r.n_images} images)."
+            + (f" Paired: {gains}." if gains else "")
+            + (" Best trainable model: the register stage's candidate." if r.model == summary.best else "")
+        )
+        tracking.describe_run(run_id, text)

@@ -1,0 +1,25 @@
+"""Small, valid stage records for unit tests (the real ones come from a CV run)."""
+
+from __future__ import annotations
+
+import statistics
+
+from ncseg.records import SCORE_KEYS, CVSummary
+
+
+def cv_summary(model: str, kind: str, per_fold: list[float]) -> CVSummary:
+    mean, std = statistics.mean(per_fold), statistics.stdev(per_fold)
+    scores = {f"{k}_{stat}": value for k in SCORE_KEYS for stat, value in (("mean", mean), ("std", std))}
+    network = kind != "classical"
+    return CVSummary(
+        model=model,
+        kind=kind,
+        n_folds=len(per_fold),
+        n_images=2 * len(per_fold),
+        threshold=0.5 if network else None,
+        study_threshold=0.75 if network else None,
+        fold_thresholds=(0.5,) * len(per_fold) if network else None,
+        jaccard_per_fold=tuple(per_fold),
+        intensity_window=None,
+        **scores,
+    )
