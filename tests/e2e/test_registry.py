@@ -42,4 +42,9 @@ def test_reregistering_unchanged_inputs_creates_no_version(tiny_project):
     before = len(client.search_model_versions("name='ncseg-nc-segmenter'"))
     out = run(["ncseg", "register"], tiny_project).stderr
     assert "kept" in out and "unchanged inputs" in out, out
+    assert "-> @champion" in out and "holds @champion" in out, "v1 holds champion: say so, not @none"
+    assert json.loads((tiny_project / "metrics" / "registry.json").read_text())["alias"] == "champion"
     assert len(client.search_model_versions("name='ncseg-nc-segmenter'")) == before == 1
+    version = client.get_model_version("ncseg-nc-segmenter", "1")
+    assert version.tags["decision"] == "champion" and "beats the classical baseline" in version.tags["decision_reason"]
+    assert version.tags["cv_run_id"] and client.get_registered_model("ncseg-nc-segmenter").description
