@@ -24,6 +24,17 @@ if TYPE_CHECKING:
     from ncseg.training.loop import EpochLog
 
 STORE_DIR = "mlruns"
+# MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) view, where training runs do not show;
+# the kind tag opens it on the runs table. The note is the experiment's description in the UI.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "ncseg: nanocrystal segmentation in HAADF-STEM images. One parent run per model (grouped k-fold CV; "
+        "description = rank and Jaccard), a child run per fold, a `comparison` run with the table across models, "
+        "and `register` runs with the registry decision. Metrics: train/…, val/… (inner validation, per epoch), "
+        "test/… (each fold's held-out images; parents: mean and std over folds)."
+    ),
+}
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -51,10 +62,14 @@ def setup(params: Params, root: Path) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
         local = uri.startswith("sqlite:") or uri.startswith("file:")
         location = (root / STORE_DIR / "artifacts").as_uri() if local else None
-        mlflow.create_experiment(params.tracking.experiment, artifact_location=location)
+        mlflow.create_experiment(params.tracking.experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
+    elif any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+        for key, value in EXPERIMENT_TAGS.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(params.tracking.experiment)
     return uri
 
