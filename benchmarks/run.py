@@ -51,7 +51,7 @@ def peak_rss_mb() -> float:
 def child_train(name: str, precision: str) -> dict:
     """fp32: plain eager steps; bf16: what `train.precision: bf16` runs (autocast, channels-last)."""
     from ncseg.config import load_params
-    from ncseg.inference import autocast
+    from ncseg.inference.runtime import autocast
     from ncseg.models.zoo import build_net
     from ncseg.training.loop import segmentation_loss
 
@@ -107,10 +107,10 @@ def forward_flops(net: torch.nn.Module, size: int) -> float:
 
 
 def run_path(nets: list[torch.nn.Module], image: np.ndarray, path: str, tile: int, context: int) -> np.ndarray:
-    from ncseg.inference import predict_proba
+    from ncseg.inference.tiling import predict_proba
 
     precision = "bf16" if path.startswith("bf16") else "fp32"
-    return predict_proba(nets, nets[0].geometry, image, tile=tile, context=context, precision=precision)
+    return predict_proba(nets, nets[0].geometry, image, tile=tile, context=context, batch_tiles=4, precision=precision)
 
 
 def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dict]]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ncseg.inference import intensity_window, normalize, views
+from ncseg.normalization import intensity_window, normalize, views
 
 
 def _field(hot_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

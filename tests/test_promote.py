@@ -146,7 +146,7 @@ def test_docstrings_and_comments_do_not_change_the_code_digest():
 
 def test_the_served_model_imports_only_code_the_fingerprint_covers():
     probe = (
-        "import sys, ncseg.registry.pyfunc, ncseg.models.zoo, ncseg.inference;"
+        "import sys, ncseg.registry.pyfunc, ncseg.models.zoo, ncseg.inference.tiling;"
         "print('\\n'.join(m for m in sys.modules if m.startswith('ncseg.')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()

@@ -75,8 +75,9 @@ def test_served_model_feeds_the_networks_the_views_they_were_trained_on(tmp_path
     import torch
 
     from ncseg.config import UNet4Params
-    from ncseg.inference import predict_proba, views
+    from ncseg.inference.tiling import predict_proba
     from ncseg.models.zoo import build_net
+    from ncseg.normalization import views
     from ncseg.records import ModelCard, WeightFile, sha256
     from ncseg.registry.pyfunc import NcSegmenter
 

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from ncseg.inference import predict_proba
+from ncseg.inference.tiling import predict_proba
 from ncseg.models.unet import UNet4, l2_penalty
 from ncseg.models.zoo import build_net
+
+FP32 = {"batch_tiles": 4, "precision": "fp32"}
 
 
 @pytest.mark.parametrize("size", [64, 96, 160])
@@ -55,8 +57,10 @@ def test_overlap_tiling_equals_whole_image_inference(padding, context, shape):
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.mul_(3)
     image = np.random.default_rng(1).random(shape, dtype=np.float32)
-    whole = predict_proba([net], net.geometry, image, tile=2048, context=context)
-    tiled = predict_proba([net], net.geometry, image, tile=2 * context + 64 if context else 204, context=context)
+    whole = predict_proba([net], net.geometry, image, tile=2048, context=context, **FP32)
+    tiled = predict_proba(
+        [net], net.geometry, image, tile=2 * context + 64 if context else 204, context=context, **FP32
+    )
     assert whole.shape == tiled.shape == shape
     assert whole.std() > 1e-4
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
@@ -66,16 +70,16 @@ def test_any_image_size_gets_a_full_mask_from_every_model(params):
     image = np.random.default_rng(2).random((75, 131), dtype=np.float32)
     for name in ("unet4", "smp-unet-resnet18"):
         net = build_net(params.model(name), 1).eval()
-        assert predict_proba([net], net.geometry, image, tile=64, context=16).shape == (75, 131)
+        assert predict_proba([net], net.geometry, image, tile=64, context=16, **FP32).shape == (75, 131)
 
 
 def test_ensemble_is_the_mean_of_member_probabilities():
     torch.manual_seed(3)
     nets = [UNet4(base_channels=4, dropout=0.0).eval() for _ in range(2)]
     image = np.random.default_rng(3).random((64, 64), dtype=np.float32)
-    single = [predict_proba([n], n.geometry, image, tile=64, context=0) for n in nets]
+    single = [predict_proba([n], n.geometry, image, tile=64, context=0, **FP32) for n in nets]
     np.testing.assert_allclose(
-        predict_proba(nets, nets[0].geometry, image, tile=64, context=0), (single[0] + single[1]) / 2, atol=1e-6
+        predict_proba(nets, nets[0].geometry, image, tile=64, context=0, **FP32), (single[0] + single[1]) / 2, atol=1e-6
     )
 
 
@@ -84,6 +88,6 @@ def test_channels_last_networks_give_the_same_probabilities():
     torch.manual_seed(4)
     net = UNet4(base_channels=4, dropout=0.0, in_channels=2).eval()
     image = np.random.default_rng(4).random((2, 90, 70), dtype=np.float32)
-    plain = predict_proba([net], net.geometry, image, tile=64, context=16)
-    fast = predict_proba([net.to(memory_format=torch.channels_last)], net.geometry, image, tile=64, context=16)
+    plain = predict_proba([net], net.geometry, image, tile=64, context=16, **FP32)
+    fast = predict_proba([net.to(memory_format=torch.channels_last)], net.geometry, image, tile=64, context=16, **FP32)
     np.testing.assert_allclose(fast, plain, atol=1e-5)

@@ -66,8 +66,8 @@ def data_preview(
     import numpy as np
 
     from ncseg import figures
-    from ncseg.inference import normalize
     from ncseg.io.images import list_images, read_image, read_mask
+    from ncseg.normalization import normalize
 
     images = list_images(folder / "images")
     if not images:

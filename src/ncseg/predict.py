@@ -15,7 +15,6 @@ from mlflow.exceptions import MlflowException
 
 from ncseg import figures
 from ncseg.config import ParticleParams
-from ncseg.inference import normalize
 from ncseg.io.atomic import atomic_path
 from ncseg.io.images import (
     IMAGE_SUFFIXES,
@@ -27,6 +26,7 @@ from ncseg.io.images import (
     write_tiff,
 )
 from ncseg.io.tables import write_csv
+from ncseg.normalization import normalize
 from ncseg.particles import Particle, measure, split
 
 

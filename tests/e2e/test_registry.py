@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ncseg.inference import normalize, predict_proba
+from ncseg.inference.tiling import predict_proba
 from ncseg.io.images import read_image
 from ncseg.models.zoo import load_ensemble
+from ncseg.normalization import normalize
 from ncseg.registry.pyfunc import decode_answer, encode_request
 
 from .conftest import run
@@ -27,9 +28,9 @@ def test_pyfunc_round_trip_equals_the_direct_ensemble(tiny_project):
     nets, geometry = load_ensemble(tiny_project / "models" / "unet4")
     nets = [net.to(memory_format=torch.channels_last) for net in nets[:1]]  # register.members: 1; served layout
     inference = json.loads((tiny_project / "metrics" / "registry.json").read_text())
-    direct = predict_proba(nets, geometry, normalize(image), tile=256, context=16, precision="bf16")
+    direct = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="bf16")
     np.testing.assert_allclose(served, direct, atol=1e-5)
-    fp32 = predict_proba(nets, geometry, normalize(image), tile=256, context=16)
+    fp32 = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="fp32")
     assert np.abs(fp32 - direct).max() < 0.02 and ((fp32 > 0.5) == (direct > 0.5)).mean() > 0.999
     mask = decode_answer(model.predict(request))[0] > 0
     threshold = json.loads((tiny_project / "models" / "unet4" / "model.json").read_text())["threshold"]

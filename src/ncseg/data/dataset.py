@@ -12,8 +12,8 @@ import torch
 
 from ncseg.config import View
 from ncseg.data.augment import read_manifest
-from ncseg.inference import intensity_window, views
 from ncseg.io.images import read_image, read_mask
+from ncseg.normalization import intensity_window, views
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations 2.x asks PyPI for updates at import
 import albumentations as A

@@ -8,29 +8,14 @@ the size, which makes training on small crops cheaper. The study's regulariser (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from ncseg.models.geometry import Geometry
+
 DEPTH = 4
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Which input sizes a network takes and how much smaller its output is.
-
-    Valid inputs are n ≡ offset (mod divisor); the output is n - 2 * margin.
-    """
-
-    divisor: int
-    offset: int
-    margin: int
-
-    def fit(self, n: int) -> int:
-        """The smallest valid input size >= n."""
-        return n + (self.offset - n) % self.divisor
 
 
 class DoubleConv(nn.Sequential):

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ncseg.config import ClassicalParams, NeuralParams, SmpParams, UNet4Params
-from ncseg.models.unet import Geometry, UNet4
+from ncseg.models.geometry import Geometry
+from ncseg.models.unet import UNet4
 from ncseg.records import ModelCard
 
 SMP_GEOMETRY = Geometry(divisor=32, offset=0, margin=0)  # five stride-2 stages, `same` padding

@@ -52,10 +52,11 @@ def serving_config(card: ModelCard, params: Params) -> dict:
 # CLI and registry bookkeeping code are not among them, so editing those registers no new version.
 SERVED_CODE = (
     "config.py",
-    "inference.py",
+    "inference",
     "io",
     "metrics.py",
     "models",
+    "normalization.py",
     "records.py",
     "registry/pyfunc.py",
 )

@@ -101,7 +101,8 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({OUTPUT_COLUMN: answers})
 
     def probability(self, image: np.ndarray) -> np.ndarray:
-        from ncseg.inference import predict_proba, views
+        from ncseg.inference.tiling import predict_proba
+        from ncseg.normalization import views
 
         stacked = views(image, self.config["normalization"], self.config["intensity_window"])
         return predict_proba(self.nets, self.geometry, stacked, **self.config["inference"])

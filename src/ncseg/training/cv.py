@@ -24,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ncseg import figures
 from ncseg.config import ClassicalParams, ModelParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
-from ncseg.inference import pick_device, predict_proba
+from ncseg.inference.runtime import pick_device
+from ncseg.inference.tiling import predict_proba
 from ncseg.io.atomic import atomic_path, folder_lock, staged_folder
 from ncseg.io.tables import write_csv
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score

@@ -18,7 +18,8 @@ from torch import nn
 
 from ncseg.config import NeuralParams, Params, UNet4Params
 from ncseg.data.dataset import CropSampler, Sample, augmentations
-from ncseg.inference import autocast, predict_proba
+from ncseg.inference.runtime import autocast
+from ncseg.inference.tiling import predict_proba
 from ncseg.metrics import jaccard, jaccard_sweep
 from ncseg.models.unet import l2_penalty
 

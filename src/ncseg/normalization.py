@@ -1,0 +1,49 @@
+"""Intensity normalisation: how a microscope image of any bit depth becomes the network's input channels.
+
+Training (ncseg.data.dataset), every inference path and the served model use these functions, so the numbers a
+network sees are the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ncseg.config import View
+
+PERCENTILES = (0.5, 99.5)
+
+
+def normalize(image: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Scale to [0, 1] by an intensity window: the image's own percentiles, or a dataset-wide window.
+
+    Per image is robust to any detector's bit depth, gain and offset, but makes a pixel's value depend on how
+    much of the field is material. A dataset-wide window (`intensity_window`) keeps HAADF's quantitative
+    Z-contrast comparable across images recorded with the same settings.
+    """
+    image = image.astype(np.float32, copy=False)
+    lo, hi = window or (float(v) for v in np.percentile(image, PERCENTILES))  # floats keep the result float32
+    if hi <= lo:
+        return np.zeros_like(image)
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+
+
+def views(image: np.ndarray, normalization: Sequence[View], window: tuple[float, float] | None) -> np.ndarray:
+    """The network's input channels, (C, H, W): one normalised copy of the image per entry of `normalization`.
+
+    Each view knows something the other does not: the dataset window keeps the absolute Z-contrast level,
+    the image's own percentiles say where that level sits within this field of view — the adaptivity a
+    per-image threshold such as Otsu's has. A network given both can learn either, or their combination.
+    """
+    if "dataset" in normalization and window is None:
+        raise ValueError("the 'dataset' view needs the dataset's intensity window")
+    return np.stack([normalize(image, window if view == "dataset" else None) for view in normalization])
+
+
+def intensity_window(images: Sequence[np.ndarray], max_values: int = 4_000_000) -> tuple[float, float]:
+    """The percentile window of all images' pixels together (label-free), subsampled evenly per image."""
+    per_image = max(1, max_values // len(images))
+    values = np.concatenate([im.ravel()[:: max(1, im.size // per_image)].astype(np.float32) for im in images])
+    lo, hi = np.percentile(values, PERCENTILES)
+    return float(lo), float(hi)
