@@ -16,7 +16,7 @@ import yaml
 from ncseg.config import apply_override
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_FILES = ["src", "dvc.yaml", "data.dvc", ".dvc/config", ".dvcignore", "dvc-store"]
+PROJECT_FILES = ["src", "dvc.yaml", "data.dvc", ".dvc/config", ".dvc/plots", ".dvcignore", "dvc-store"]
 TINY_PROFILE = [
     "cv.n_folds=2",
     "train.epochs=16",
