@@ -27,9 +27,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ncseg.config import Params, load_params
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.md"
-NEURAL = ("unet4", "smp-unet-resnet18", "smp-unet-resnet34")
+
+
+def study_params() -> Params:
+    return load_params(ROOT / "params.yaml")
+
+
+def neural_models() -> list[str]:
+    """The networks params.yaml trains, in its order (the classical baseline has no speed worth a table)."""
+    return [name for name, spec in study_params().models.items() if spec.kind != "classical"]
+
+
+def cpu_model() -> str:
+    """The processor and the bf16 instructions it has: the figures below depend on both."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{name} ({', '.join(bf16) or 'no bf16 instructions'})"
 
 
 def median_s(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -50,12 +69,11 @@ def peak_rss_mb() -> float:
 # --- training throughput and memory: one fresh process per model, so peak RSS is that model's alone -------------
 def child_train(name: str, precision: str) -> dict:
     """fp32: plain eager steps; bf16: what `train.precision: bf16` runs (autocast, channels-last)."""
-    from ncseg.config import load_params
     from ncseg.inference.runtime import autocast
     from ncseg.models.zoo import build_net
     from ncseg.training.loop import segmentation_loss
 
-    p = load_params(ROOT / "params.yaml")
+    p = study_params()
     torch.manual_seed(0)
     net = build_net(p.model(name), 1)
     memory = torch.channels_last if precision == "bf16" else torch.contiguous_format
@@ -89,7 +107,7 @@ def child_train(name: str, precision: str) -> dict:
 
 def training_table() -> list[dict]:
     rows = []
-    for name in NEURAL:
+    for name in neural_models():
         for precision in ("fp32", "bf16"):
             command = [sys.executable, __file__, "--child", name, "--precision", precision]
             out = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -114,13 +132,14 @@ def run_path(nets: list[torch.nn.Module], image: np.ndarray, path: str, tile: in
 
 
 def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dict]]:
-    """ms per image for each model and path; FLOPs and achieved GFLOP/s for fp32 and bf16."""
-    from ncseg.config import load_params
+    """ms per image for the first network of each kind (the custom U-Net, the first smp baseline) and path;
+    FLOPs and achieved GFLOP/s for fp32 and bf16."""
     from ncseg.models.zoo import build_net
 
-    p = load_params(ROOT / "params.yaml")
+    p = study_params()
     rows, flops_rows = [], []
-    for name in ("unet4", "smp-unet-resnet18"):
+    first_of_kind = {p.model(name).kind: name for name in reversed(neural_models())}
+    for name in first_of_kind.values():
         torch.manual_seed(0)
         net = build_net(p.model(name), 1).eval()
         flops = forward_flops(net, 512)
@@ -164,10 +183,9 @@ def achievable_gflops() -> dict[str, float]:
 def scaling_rows(crops_per_s: float) -> list[dict]:
     """How one model's CV time grows with image count and size, from measured parts:
     per fold, epochs x (steps x batch / crops_per_s + inner-val inference) + test inference."""
-    from ncseg.config import load_params
     from ncseg.models.zoo import build_net
 
-    p = load_params(ROOT / "params.yaml")
+    p = study_params()
     net = build_net(p.model("unet4"), 1).eval().to(memory_format=torch.channels_last)  # as during training
     path = "bf16+channels_last" if p.inference.precision == "bf16" else "fp32"
     rng = np.random.default_rng(1)
@@ -285,28 +303,10 @@ def table(rows: list[dict], columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--child")
-    parser.add_argument("--child-registered", action="store_true")
-    parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--no-serve", action="store_true")
-    parser.add_argument("--model-uri", default="models:/ncseg-nc-segmenter@champion")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child_train(args.child, args.precision)))
-        return
-    if args.child_registered:
-        print(json.dumps(child_registered(args.model_uri)))
-        return
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
-    images = benchmark_images()
-    sections = [
-        f"# Benchmarks\n\nMachine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Command: `python benchmarks/run.py`.\n"
-    ]
+def training_sections() -> tuple[list[str], list[dict]]:
     train = training_table()
-    sections.append(
+    unet = next(r["crops_per_s"] for r in train if (r["model"], r["precision"]) == ("unet4", "bf16"))
+    sections = [
         "## Training throughput (forward + backward, default crop and batch)\n\n"
         + table(
             train,
@@ -320,30 +320,31 @@ def main() -> None:
                 "peak_mb": "peak RSS (MB)",
                 "train_extra_mb": "training extra (MB)",
             },
-        )
-    )
-    scaling = scaling_rows(next(r["crops_per_s"] for r in train if (r["model"], r["precision"]) == ("unet4", "bf16")))
-    sections.append(
+        ),
         "## How CV time grows (unet4, default params; computed from measured step and inference times)\n\n"
         "Training cost per epoch is fixed by `steps_per_epoch x batch_size` crops; what grows with the "
         "data is inference on inner-validation images every epoch and on test images once.\n\n"
         + table(
-            scaling,
+            scaling_rows(unet),
             {
                 "images": "images",
                 "size": "image px",
                 "infer_s": "s / image (inference)",
                 "cv_min": "5-fold CV (min, upper bound: no early stop)",
             },
-        )
-    )
+        ),
+    ]
+    return sections, train
+
+
+def inference_sections(images: dict[int, np.ndarray]) -> list[str]:
     ceiling = achievable_gflops()
     inference, flops = inference_table(images)
     for r in flops:
         r["of_ceiling"] = (
             f"{100 * r['gflop_per_s'] / ceiling['bf16' if r['path'].startswith('bf16') else 'fp32']:.0f} %"
         )
-    sections.append(
+    return [
         "## Inference, one network (tiled as in production; median of 5)\n\n"
         + table(
             inference,
@@ -355,9 +356,7 @@ def main() -> None:
                 "max_abs_diff": "max |Δp| vs fp32",
                 "mask_agreement": "mask agreement",
             },
-        )
-    )
-    sections.append(
+        ),
         f"## FLOPs and achieved throughput (one 512 x 512 forward)\n\nAchievable on this CPU (2048^3 "
         f"matmul): fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s.\n\n"
         + table(
@@ -369,19 +368,21 @@ def main() -> None:
                 "gflop_per_s": "GFLOP/s",
                 "of_ceiling": "of achievable",
             },
-        )
-    )
-    ensemble = registered_rows(args.model_uri)
-    sections.append(
-        f"## The registered model ({args.model_uri}, in process: a 16-bit TIFF in, the mask TIFF out)\n\n"
-        + table(ensemble, {"size": "image px", "ms": "ms per image"})
-    )
-    if not args.no_serve:
-        served = served_rows(args.model_uri, images, ensemble)
+        ),
+    ]
+
+
+def registered_sections(model_uri: str, images: dict[int, np.ndarray], serve: bool) -> list[str]:
+    in_process = registered_rows(model_uri)
+    sections = [
+        f"## The registered model ({model_uri}, in process: a 16-bit TIFF in, the mask TIFF out)\n\n"
+        + table(in_process, {"size": "image px", "ms": "ms per image"})
+    ]
+    if serve:
         sections.append(
             "## Served (`mlflow models serve`, base64 TIFF in JSON over loopback) vs in process\n\n"
             + table(
-                served,
+                served_rows(model_uri, images, in_process),
                 {
                     "size": "image px",
                     "payload_mb": "request (MB)",
@@ -391,6 +392,32 @@ def main() -> None:
                 },
             )
         )
+    return sections
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child")
+    parser.add_argument("--child-registered", action="store_true")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--no-serve", action="store_true")
+    parser.add_argument("--model-uri", default=f"models:/{study_params().registry.model_name}@champion")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child_train(args.child, args.precision)))
+        return
+    if args.child_registered:
+        print(json.dumps(child_registered(args.model_uri)))
+        return
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
+    images = benchmark_images()
+    header = (
+        f"# Benchmarks\n\nMachine: {cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads. Command: `python benchmarks/run.py`.\n"
+    )
+    training, _ = training_sections()
+    sections = [header, *training, *inference_sections(images)]
+    sections += registered_sections(args.model_uri, images, serve=not args.no_serve)
     report = "\n\n".join(sections) + "\n"
     print(report)
     RESULTS.write_text(report)
