@@ -6,7 +6,7 @@ import sys
 import mlflow
 import pytest
 
-from ncseg.records import ModelCard, RecordError, Summary, WeightFile, sha256
+from ncseg.records import ModelCard, RecordError, ServingConfig, Summary, WeightFile, sha256
 from ncseg.registry.promote import (
     CHALLENGER,
     CHAMPION,
@@ -114,17 +114,31 @@ def _card(model_dir, n):
     return card
 
 
+def _serving(members: int) -> ServingConfig:
+    return ServingConfig(
+        architecture="unet4",
+        threshold=0.5,
+        inference={"tile": 256, "context": 16, "batch_tiles": 4, "precision": "bf16"},
+        normalization=("image",),
+        intensity_window=None,
+        members=members,
+        max_pixels=4096**2,
+        max_rows=16,
+        max_request_pixels=4 * 4096**2,
+    )
+
+
 def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fingerprinted(tmp_path):
     card = _card(tmp_path / "unet4", 3)
     staged = _stage_members(tmp_path / "unet4", 2, tmp_path / "served")
     assert sorted(p.name for p in staged.iterdir()) == ["fold0.pt", "fold1.pt", "model.json"]
     assert [w.file for w in ModelCard.load(staged / "model.json").folds] == ["fold0.pt", "fold1.pt"]
-    one, two = fingerprint(card, {"members": 1}), fingerprint(card, {"members": 2})
+    one, two = fingerprint(card, _serving(members=1)), fingerprint(card, _serving(members=2))
     assert one != two
     retrained = card.model_copy(update={"folds": (*card.folds[:2], WeightFile(file="fold2.pt", sha256="0" * 64))})
-    assert fingerprint(retrained, {"members": 2}) == two, "only served weights count"
+    assert fingerprint(retrained, _serving(members=2)) == two, "only served weights count"
     changed = card.model_copy(update={"folds": (card.folds[0], WeightFile(file="fold1.pt", sha256="1" * 64))})
-    assert fingerprint(changed, {"members": 2}) != two
+    assert fingerprint(changed, _serving(members=2)) != two
 
 
 def test_weights_that_are_not_the_scored_ones_are_refused(tmp_path):

@@ -1,20 +1,58 @@
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import imageio.v3 as iio
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 from mlflow.exceptions import MlflowException
 
-from ncseg.registry.pyfunc import decode_answer, decode_images, encode_request, signature
+from ncseg.config import UNet4Params
+from ncseg.models.zoo import build_net
+from ncseg.records import ModelCard, ServingConfig, WeightFile, sha256
+from ncseg.registry import pyfunc
+from ncseg.registry.pyfunc import NcSegmenter, decode_answer, decode_images, encode_request, signature
+
+LIMITS = {"max_pixels": 32 * 32, "max_rows": 4, "max_request_pixels": 64 * 64}
+INFERENCE = {"tile": 64, "context": 16, "batch_tiles": 2, "precision": "fp32"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _b64_tiff(data: np.ndarray) -> str:
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, data)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return _b64(buffer.getvalue())
+
+
+def tiff_declaring(height: int, width: int) -> bytes:
+    """A 220-byte zlib TIFF whose header declares `height` x `width` uint16 pixels (3.2 GB at 40000²)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((8, 8), np.uint16), compression="zlib", metadata=None, rowsperstrip=8)
+    buffer.seek(0)
+    with tifffile.TiffFile(buffer) as tif:
+        tags = tif.pages.first.tags
+        tags["ImageLength"].overwrite(height)
+        tags["ImageWidth"].overwrite(width)
+        tags["RowsPerStrip"].overwrite(height)
+    return buffer.getvalue()
+
+
+def _png_declaring(height: int, width: int) -> bytes:
+    """A tiny 16-bit PNG whose IHDR chunk declares `height` x `width` pixels."""
+    data = bytearray(iio.imwrite("<bytes>", np.zeros((8, 8), np.uint16), extension=".png"))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
 
 
 @pytest.mark.parametrize(
@@ -44,18 +82,24 @@ def _b64_tiff(data: np.ndarray) -> str:
             "request image 1: 40x40 px exceeds the limit",
         ),
         (pd.DataFrame({"image": [_b64_tiff(np.full((8, 8), np.nan, np.float32))]}), "NaN"),
+        (pd.DataFrame({"image": [_b64_tiff(np.zeros((5, 8, 8), np.uint8))]}), "request image 0: multi-page TIFF"),
+        (
+            pd.DataFrame({"image": [_b64(iio.imwrite("<bytes>", np.zeros((8, 8, 2), np.uint8), extension=".png"))]}),
+            "request image 0: expected one greyscale plane, the file declares 2 values per pixel",
+        ),
+        (pd.DataFrame({"image": [_b64_tiff(np.zeros((8, 8), np.complex64))]}), "unsupported pixel type complex64"),
     ],
 )
 def test_bad_requests_are_refused_as_client_errors_naming_the_image(payload, message):
     with pytest.raises(MlflowException, match=message) as err:
-        decode_images(payload, max_pixels=32 * 32)
+        list(decode_images(payload, **LIMITS))
     assert err.value.get_http_status_code() == 400
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_microscope_files_of_any_bit_depth_arrive_as_their_pixel_values(dtype):
     image = (np.arange(12 * 10).reshape(12, 10) * 2).astype(dtype)
-    (decoded,) = decode_images(encode_request([image]), max_pixels=1000)
+    (decoded,) = decode_images(encode_request([image]), **LIMITS)
     assert decoded.dtype == np.float32
     np.testing.assert_array_equal(decoded, image.astype(np.float32))
 
@@ -67,54 +111,184 @@ def test_signature_declares_image_files_in_and_out_and_the_inference_params():
     assert params == {"threshold": 0.45, "output": "mask"}
 
 
-@pytest.mark.parametrize("normalization", [["image"], ["dataset"], ["dataset", "image"]])
-def test_served_model_feeds_the_networks_the_views_they_were_trained_on(tmp_path, normalization):
-    """The served model applies the card's views and dataset window, not a default normalisation."""
-    from types import SimpleNamespace
-
-    import torch
-
-    from ncseg.config import UNet4Params
-    from ncseg.inference.tiling import predict_proba
-    from ncseg.models.zoo import build_net
-    from ncseg.normalization import views
-    from ncseg.records import ModelCard, WeightFile, sha256
-    from ncseg.registry.pyfunc import NcSegmenter
-
+def _model_folder(folder: Path, normalization: list[str], window: list[float] | None) -> torch.nn.Module:
+    """A trained-looking model folder holding one tiny fold network, as `train` leaves it."""
     spec = UNet4Params(kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0)
     torch.manual_seed(0)
     net = build_net(spec, len(normalization)).eval()
-    torch.save(net.state_dict(), tmp_path / "fold0.pt")
-    window = [10.0, 90.0] if "dataset" in normalization else None
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), folder / "fold0.pt")
     ModelCard(
         name="unet4",
         spec=spec,
         threshold=0.5,
-        folds=(WeightFile(file="fold0.pt", sha256=sha256(tmp_path / "fold0.pt")),),
+        folds=(WeightFile(file="fold0.pt", sha256=sha256(folder / "fold0.pt")),),
         cv_jaccard_mean=0.9,
         cv_jaccard_std=0.01,
         normalization=normalization,
         intensity_window=window,
         cv_run_id="run",
-    ).save(tmp_path / ModelCard.FILE)
-    inference = {"tile": 64, "context": 16, "batch_tiles": 2, "precision": "fp32"}
-    serving = {
+    ).save(folder / ModelCard.FILE)
+    return net
+
+
+def _serving(normalization: list[str], window: list[float] | None, **limits: int) -> dict:
+    return {
+        "architecture": "unet4",
         "threshold": 0.5,
-        "inference": inference,
+        "inference": INFERENCE,
         "normalization": normalization,
         "intensity_window": window,
+        "members": 1,
         "max_pixels": 10**6,
-    }
-    (tmp_path / "serving.json").write_text(json.dumps(serving))
+        "max_rows": 16,
+        "max_request_pixels": 4 * 10**6,
+    } | limits
+
+
+def _served(folder: Path, normalization: list[str], window: list[float] | None = None, **limits: int) -> NcSegmenter:
+    """The served model, loaded the way MLflow loads it: artifacts `weights` (a model folder) and `serving`."""
+    _model_folder(folder / "weights", normalization, window)
+    (folder / "serving.json").write_text(json.dumps(_serving(normalization, window, **limits)))
     model = NcSegmenter()
-    model.load_context(SimpleNamespace(artifacts={"weights": str(tmp_path), "serving": str(tmp_path / "serving.json")}))
+    model.load_context(
+        mlflow.pyfunc.PythonModelContext(
+            artifacts={"weights": str(folder / "weights"), "serving": str(folder / "serving.json")}, model_config={}
+        )
+    )
+    return model
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Decoding is where a huge image costs memory: these requests must be refused before it."""
+
+    def refuse(data: bytes, name: str) -> np.ndarray:
+        raise AssertionError(f"{name} was decoded although the request breaks a limit")
+
+    monkeypatch.setattr(pyfunc, "decode_image", refuse)
+
+
+@pytest.mark.parametrize("declaring", [tiff_declaring, _png_declaring])
+def test_a_tiny_file_declaring_a_huge_image_is_refused_from_its_header_before_any_row_is_decoded(
+    tmp_path, no_decoding, declaring
+):
+    model = _served(tmp_path, ["image"], max_pixels=4096 * 4096)
+    huge = declaring(40000, 40000)
+    assert len(huge) < 1000
+    request = pd.DataFrame({"image": [_b64_tiff(np.zeros((64, 64), np.uint16)), _b64(huge)]})
+    with pytest.raises(
+        MlflowException, match="request image 1: 40000x40000 px exceeds the limit of 16777216 px"
+    ) as err:
+        model.predict(None, request)
+    assert err.value.get_http_status_code() == 400
+
+
+@pytest.mark.parametrize(
+    ("rows", "side", "message"),
+    [
+        (5, 8, "5 images in one request, over the limit of 4; send fewer"),
+        (3, 40, "request image 2: brings the request to 4800 px, over the limit of 4096 px per request"),
+    ],
+)
+def test_a_request_is_capped_in_rows_and_in_pixels_all_images_together(tmp_path, no_decoding, rows, side, message):
+    model = _served(tmp_path, ["image"], max_pixels=48 * 48, max_rows=4, max_request_pixels=64 * 64)
+    request = pd.DataFrame({"image": [_b64_tiff(np.zeros((side, side), np.uint16))] * rows})
+    with pytest.raises(MlflowException, match=message) as err:
+        model.predict(None, request)
+    assert err.value.get_http_status_code() == 400
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"threshold": None},
+        {"threshold": "0.5"},
+        {"threshold": float("nan")},
+        {"threshold": 0.0},
+        {"threshold": 1.0},
+        {"threshold": True},
+        {"output": None},
+        {"output": "labels"},
+        {"output": ["mask"]},
+    ],
+)
+def test_a_bad_param_is_a_short_client_error(tmp_path, params):
+    """What MLflow passes through (null, NaN) or a direct caller sends: HTTP 400 with one line, never a crash."""
+    model = _served(tmp_path, ["image"])
+    with pytest.raises(MlflowException) as err:
+        model.predict(None, encode_request([np.zeros((64, 64), np.uint16)]), params=params)
+    assert err.value.get_http_status_code() == 400 and err.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "\n" not in err.value.message and len(err.value.message) < 120, err.value.message
+    assert next(iter(params)) in err.value.message
+
+
+@pytest.mark.parametrize("normalization", [["image"], ["dataset"], ["dataset", "image"]])
+def test_served_model_feeds_the_networks_the_views_they_were_trained_on(tmp_path, normalization):
+    """The served model applies the card's views and dataset window, not a default normalisation."""
+    from ncseg.inference.tiling import predict_proba
+    from ncseg.normalization import views
+
+    window = [10.0, 90.0] if "dataset" in normalization else None
+    model = _served(tmp_path, normalization, window)
+    net = build_net(ModelCard.load(tmp_path / "weights" / ModelCard.FILE).spec, len(normalization))
+    net.load_state_dict(torch.load(tmp_path / "weights" / "fold0.pt", weights_only=True))
 
     image = np.random.default_rng(0).uniform(0, 120, (70, 90)).astype(np.float32)
     request = encode_request([image, image[:40]])
     served = decode_answer(model.predict(None, request, params={"output": "probability"}))
-    expected = predict_proba([net], net.geometry, views(image, normalization, window), **inference)
+    expected = predict_proba([net.eval()], net.geometry, views(image, normalization, window), **INFERENCE)
     np.testing.assert_allclose(served[0], expected, atol=1e-5)
     assert served[1].shape == (40, 90)
     mask = decode_answer(model.predict(None, request, params={"threshold": 0.5}))[0]
     assert mask.dtype == np.uint8
     np.testing.assert_array_equal(mask, np.where(served[0] > 0.5, 255, 0))
+
+
+@pytest.fixture(scope="module")
+def logged_model(tmp_path_factory) -> Path:
+    """The folder `register` logs for a tiny model folder, downloaded from a fresh SQLite-backed store."""
+    from ncseg.registry.promote import _log_pyfunc
+
+    tmp = tmp_path_factory.mktemp("logged")
+    _model_folder(tmp / "unet4", ["image"], None)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("pyfunc", artifact_location=(tmp / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            uri = _log_pyfunc(tmp / "unet4", ServingConfig.model_validate(_serving(["image"], None)))
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp / "model")))
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_the_logged_model_is_code_and_weights_not_a_pickle(logged_model):
+    """MLflow builds the model by running model_code.py with the ncseg code logged beside it: no pickle to run."""
+    assert not [f for f in logged_model.rglob("*") if f.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    flavor = mlflow.models.Model.load(logged_model).flavors["python_function"]
+    assert Path(flavor["model_code_path"]).name == "model_code.py" and "python_model" not in flavor
+    assert (logged_model / "code" / "ncseg" / "registry" / "pyfunc.py").is_file(), "the ncseg code travels with it"
+
+
+LOAD_AND_PREDICT = """
+import sys, numpy as np, mlflow
+model = mlflow.pyfunc.load_model(sys.argv[1])
+from ncseg.registry.pyfunc import decode_answer, encode_request
+(mask,) = decode_answer(model.predict(encode_request([np.zeros((64, 64), np.uint16)]), params={"output": "mask"}))
+assert mask.shape == (64, 64), mask.shape
+"""
+
+
+def test_the_logged_model_loads_with_pickles_disallowed_and_predicts_without_type_hint_warnings(logged_model):
+    """In a fresh process: MLflow warns about predict's type hints once per process, when the class is defined."""
+    env = os.environ | {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(logged_model)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "type hint" not in loaded.stderr.lower(), loaded.stderr[-3000:]

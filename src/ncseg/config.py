@@ -145,7 +145,15 @@ class RegisterParams(_Frozen):
     margin: float = Field(ge=0)
     min_jaccard: float | None = Field(ge=0, le=1)  # a floor for champion beside beating the classical baseline
     members: int = Field(ge=1)  # fold networks served: 1 = what CV measured, fastest; more = an ensemble
-    max_pixels: int = Field(ge=64 * 64)
+    max_pixels: int = Field(ge=64 * 64)  # per image
+    max_rows: int = Field(ge=1)  # images per request
+    max_request_pixels: int = Field(ge=64 * 64)  # all images of a request together: what one request may cost
+
+    @model_validator(mode="after")
+    def _largest_image_fits_a_request(self) -> RegisterParams:
+        if self.max_request_pixels < self.max_pixels:
+            raise ValueError(f"max_request_pixels ({self.max_request_pixels}) is below max_pixels ({self.max_pixels})")
+        return self
 
 
 class ParticleParams(_Frozen):

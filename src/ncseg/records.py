@@ -154,7 +154,9 @@ class ServingConfig(Record):
     normalization: tuple[View, ...]
     intensity_window: tuple[float, float] | None
     members: int = Field(ge=1)
-    max_pixels: int
+    max_pixels: int = Field(ge=1)  # per image
+    max_rows: int = Field(ge=1)  # images per request
+    max_request_pixels: int = Field(ge=1)  # all images of a request together
 
 
 class RegistryDecision(Record):

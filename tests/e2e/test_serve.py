@@ -19,6 +19,7 @@ from ncseg.io.images import encode_tiff, read_image, read_mask
 from ncseg.metrics import jaccard
 from ncseg.registry.pyfunc import decode_answer
 
+from ..test_pyfunc import tiff_declaring
 from .conftest import project_env
 
 pytestmark = pytest.mark.slow
@@ -121,6 +122,8 @@ def _tiff(data: np.ndarray) -> str:
         (_rows(base64.b64encode(b"GIF89a not an image").decode()), "not TIFF/PNG"),
         (_rows(_tiff(np.zeros((8, 8, 3), np.uint8) + np.arange(3, dtype=np.uint8))), "RGB"),
         (_rows(_tiff(np.zeros((300, 300), np.uint16))), "oversize"),
+        (_rows(base64.b64encode(tiff_declaring(40000, 40000)).decode()), "220 bytes declaring 3.2 GB of pixels"),
+        (_rows(*[_tiff(np.zeros((8, 8), np.uint16))] * 17), "more rows than register.max_rows"),
         (_rows(_tiff(np.zeros((8, 8), np.uint16))) | {"params": {"threshold": 2.0}}, "bad threshold"),
         ("not json at all", "not JSON"),
     ],
@@ -132,3 +135,24 @@ def test_malformed_payloads_get_a_client_error_not_a_crash(server, payload, why)
     assert "message" in text or "error" in text.lower(), text[:300]
     ping_status = urllib.request.urlopen(f"{server}/ping", timeout=10).status
     assert ping_status == 200, "the server must survive a bad request"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"threshold": None},
+        {"threshold": "0.5"},
+        {"threshold": float("nan")},
+        {"threshold": 0.0},
+        {"output": None},
+        {"output": "labels"},
+    ],
+)
+def test_a_bad_param_gets_a_short_client_error_without_a_stack_trace(server, params):
+    """MLflow passes null and NaN on to the model: the model refuses them itself, as a client error."""
+    payload = _rows(_tiff(np.zeros((8, 8), np.uint16))) | {"params": params}
+    status, text = _post(f"{server}/invocations", json.dumps(payload).encode(), timeout=60)
+    assert status == 400, f"HTTP {status}: {text[:300]}"
+    body = json.loads(text)
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE" and next(iter(params)) in body["message"], body
+    assert "stack_trace" not in body and "Traceback" not in text, text[:3000]

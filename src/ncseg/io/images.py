@@ -183,6 +183,68 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return _check_plane(name, plane)
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file declares about its pixels: what decoding it will allocate."""
+
+    height: int
+    width: int
+    samples: int  # values per pixel: 1 greyscale, 3 or 4 RGB(A)
+    dtype: np.dtype
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+# PNG colour type -> values per decoded pixel (a palette decodes to RGB).
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def read_header(data: bytes, name: str) -> ImageHeader:
+    """The size and pixel type a TIFF or PNG file declares, read from its header without decoding a pixel.
+
+    A few kB of zlib TIFF can declare a 40000 x 40000 image whose decoding alone takes gigabytes: a server checks
+    this before it decodes. Refuses here, as `decode_image` would, what is not one greyscale(-like) plane of a
+    supported pixel type, so the header bounds the memory decoding takes (at most 4 values of 8 bytes per pixel).
+    """
+    if data[:4] in _TIFF_MAGIC:
+        header, planes = _tiff_header(data, name)
+        if planes != 1:
+            raise ImageError(name, f"multi-page TIFF ({planes} pages); save one plane per file")
+    elif data[:8] == _PNG_MAGIC:
+        header = _png_header(data, name)
+    else:
+        raise ImageError(name, "not a TIFF or PNG file")
+    if header.samples not in (1, 3, 4):
+        raise ImageError(name, f"expected one greyscale plane, the file declares {header.samples} values per pixel")
+    if header.dtype.type not in _SUPPORTED_DTYPES:
+        raise ImageError(name, f"unsupported pixel type {header.dtype}")
+    return header
+
+
+def _tiff_header(data: bytes, name: str) -> tuple[ImageHeader, int]:
+    """The first page's header and the number of planes the file holds (pages, or ImageJ frames in one page)."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            values = max(page.imagelength * page.imagewidth * page.samplesperpixel, 1)
+            planes = max(len(tif.pages), tif.series[0].size // values)
+    except Exception as err:  # tifffile raises many types for corrupt files
+        raise ImageError(name, f"unreadable TIFF ({err})") from err
+    if page.dtype is None:
+        raise ImageError(name, f"unsupported pixel type ({page.bitspersample}-bit, sample format {page.sampleformat})")
+    return ImageHeader(page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype), planes
+
+
+def _png_header(data: bytes, name: str) -> ImageHeader:
+    """From the IHDR chunk, which the PNG format puts first: width and height at bytes 16-24, big-endian."""
+    if len(data) < 26 or data[12:16] != b"IHDR" or data[25] not in _PNG_SAMPLES:
+        raise ImageError(name, "unreadable PNG (no valid IHDR header)")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return ImageHeader(height, width, _PNG_SAMPLES[data[25]], np.dtype(np.uint16 if data[24] == 16 else np.uint8))
+
+
 def encode_tiff(data: np.ndarray) -> bytes:
     """A zlib-compressed TIFF of `data` in memory: the served model's answer (masks compress ~50x)."""
     buffer = io.BytesIO()

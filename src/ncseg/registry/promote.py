@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncseg.config import Params
-from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, Summary
+from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, ServingConfig, Summary
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -36,16 +36,20 @@ CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travels with the model
 
 
-def serving_config(card: ModelCard, params: Params) -> dict:
-    return {
-        "architecture": card.name,
-        "threshold": card.threshold,
-        "inference": params.inference.tiling(),
-        "normalization": list(card.normalization),
-        "intensity_window": list(card.intensity_window) if card.intensity_window else None,
-        "members": params.registry.members,
-        "max_pixels": params.registry.max_pixels,
-    }
+def serving_config(card: ModelCard, params: Params) -> ServingConfig:
+    """The served model's settings beside its weights (validated here, at register time, not when a server loads
+    them)."""
+    return ServingConfig(
+        architecture=card.name,
+        threshold=card.threshold,
+        inference=params.inference.tiling(),
+        normalization=card.normalization,
+        intensity_window=card.intensity_window,
+        members=params.registry.members,
+        max_pixels=params.registry.max_pixels,
+        max_rows=params.registry.max_rows,
+        max_request_pixels=params.registry.max_request_pixels,
+    )
 
 
 # The modules the served model runs (src/ncseg/…): a change to them is a change of the model. Training, data,
@@ -58,6 +62,7 @@ SERVED_CODE = (
     "models",
     "normalization.py",
     "records.py",
+    "registry/model_code.py",
     "registry/pyfunc.py",
 )
 
@@ -79,10 +84,10 @@ def code_digest(source: str) -> bytes:
     return ast.dump(tree).encode()
 
 
-def fingerprint(card: ModelCard, config: dict) -> str:
+def fingerprint(card: ModelCard, config: ServingConfig) -> str:
     """Served weights (by the hashes the model card recorded), serving settings and the code that runs them."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for weights in card.folds[: config["members"]]:
+    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
+    for weights in card.folds[: config.members]:
         digest.update(weights.sha256.encode())
     for source in served_sources():
         digest.update(source.relative_to(PACKAGE).as_posix().encode() + code_digest(source.read_text()))
@@ -100,24 +105,28 @@ def _stage_members(model_dir: Path, members: int, out: Path) -> Path:
     return out
 
 
-def _log_pyfunc(model_dir: Path, config: dict) -> str:
-    """Log the served fold networks as a pyfunc model in the active run; returns its model URI."""
+def _log_pyfunc(model_dir: Path, config: ServingConfig) -> str:
+    """Log the served fold networks as a pyfunc model in the active run; returns its model URI.
+
+    Logged from code (MODEL_CODE), not pickled: loading the model runs that file and the ncseg package logged with
+    it (code_paths), and reads the weights as state dicts and the settings as JSON.
+    """
     import mlflow
     import numpy as np
     import torch
 
-    from ncseg.registry.pyfunc import NcSegmenter, encode_request, signature
+    from ncseg.registry.pyfunc import MODEL_CODE, encode_request, signature
 
     with tempfile.TemporaryDirectory() as tmp:
-        serving = Path(tmp) / "serving.json"
-        serving.write_text(json.dumps(config, indent=2))
-        weights = _stage_members(model_dir, config["members"], Path(tmp) / "weights")
+        serving = Path(tmp) / ServingConfig.FILE
+        config.save(serving)
+        weights = _stage_members(model_dir, config.members, Path(tmp) / "weights")
         info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=NcSegmenter(),
+            name=config.architecture,  # the logged model is named after what it is
+            python_model=str(MODEL_CODE),
             artifacts={"weights": str(weights), "serving": str(serving)},
             code_paths=[str(PACKAGE)],
-            signature=signature(config["threshold"]),
+            signature=signature(config.threshold),
             input_example=encode_request([np.zeros((64, 64), np.uint16)]),
             pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",
@@ -193,7 +202,7 @@ def register_best(params: Params, root: Path) -> RegistryDecision:
     with tracking.parent_run("register", params, root, kind="register", model=best):
         uri = _log_pyfunc(model_dir, config)
         version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
-        _describe(client, name, version.version, best, result, card, config["members"])
+        _describe(client, name, version.version, best, result, card, config.members)
         decision = _promote(client, name, version.version, best, result.jaccard_mean, params.registry.margin, gate)
         mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
     return _record(params, decision)

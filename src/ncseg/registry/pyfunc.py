@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+from collections.abc import Iterator
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from ncseg.io.images import ImageError, decode_image, encode_tiff
+from ncseg.io.images import ImageError, decode_image, encode_tiff, read_header
+from ncseg.records import ServingConfig
 
 OUTPUTS = ("mask", "probability")
 INPUT_COLUMN, OUTPUT_COLUMN = "image", "tiff"
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow logs as the model: it builds an NcSegmenter
 
 
 def signature(threshold: float) -> ModelSignature:
@@ -55,46 +58,106 @@ def _refuse(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)  # served as HTTP 400
 
 
-def decode_images(model_input: Any, max_pixels: int) -> list[np.ndarray]:
-    """Each row's image as a 2-D float32 array, or a clear error naming the row and what is wrong with it."""
+def _checked_files(
+    model_input: Any, *, max_pixels: int, max_rows: int, max_request_pixels: int
+) -> list[tuple[str, bytes]]:
+    """Each row's file with its name for errors, once every row's header is within the limits.
+
+    The limits are checked on what the headers declare, for all rows before any is decoded: a few kB of zlib TIFF
+    can declare a 40000 x 40000 image whose decoding alone takes gigabytes.
+    """
     if not isinstance(model_input, pd.DataFrame) or INPUT_COLUMN not in model_input:
         raise _refuse(f"expected a table with a column {INPUT_COLUMN!r} of base64-encoded TIFF or PNG files")
     if model_input.empty:
         raise _refuse("empty request: no images")
-    images = []
+    if len(model_input) > max_rows:
+        raise _refuse(f"{len(model_input)} images in one request, over the limit of {max_rows}; send fewer per request")
+    files, total = [], 0
     for row, text in enumerate(model_input[INPUT_COLUMN]):
         name = f"request image {row}"
         try:
-            image = decode_image(base64.b64decode(str(text), validate=True), name)
-        except (binascii.Error, ValueError) as err:  # ImageError is a ValueError
-            raise _refuse(str(err) if isinstance(err, ImageError) else f"{name}: not valid base64 ({err})") from err
-        if image.size > max_pixels:
-            raise _refuse(f"{name}: {image.shape[0]}x{image.shape[1]} px exceeds the limit of {max_pixels} px")
-        images.append(image.astype(np.float32))
-    return images
+            data = base64.b64decode(str(text), validate=True)
+        except binascii.Error as err:
+            raise _refuse(f"{name}: not valid base64 ({err})") from err
+        try:
+            header = read_header(data, name)
+        except ImageError as err:
+            raise _refuse(str(err)) from err
+        if header.pixels > max_pixels:
+            raise _refuse(f"{name}: {header.height}x{header.width} px exceeds the limit of {max_pixels} px")
+        total += header.pixels
+        if total > max_request_pixels:
+            raise _refuse(
+                f"{name}: brings the request to {total} px, over the limit of {max_request_pixels} px per request; "
+                "send fewer images per request"
+            )
+        files.append((name, data))
+    return files
+
+
+def decode_images(model_input: Any, *, max_pixels: int, max_rows: int, max_request_pixels: int) -> Iterator[np.ndarray]:
+    """Each row's image as a 2-D float32 array, or a clear error naming the row and what is wrong with it.
+
+    The limits are checked for every row first; the images are then decoded one at a time, as they are used, so a
+    request holds one decoded image, not all of them.
+    """
+    files = _checked_files(model_input, max_pixels=max_pixels, max_rows=max_rows, max_request_pixels=max_request_pixels)
+    return (_decode(data, name) for name, data in files)
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    try:
+        return decode_image(data, name).astype(np.float32)
+    except ImageError as err:
+        raise _refuse(str(err)) from err
+
+
+def request_params(params: dict[str, Any] | None, default_threshold: float) -> tuple[float, str]:
+    """The request's threshold and output, or a short client error.
+
+    MLflow fills in the defaults and refuses a value of the wrong type, but passes null and NaN through: without
+    this check `"threshold": null` ended in a TypeError, which the server answers with its stack trace.
+    """
+    params = params or {}
+    threshold, output = params.get("threshold", default_threshold), params.get("output", "mask")
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0.0 < threshold < 1.0:  # NaN too
+        raise _refuse(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
+    if not isinstance(output, str) or output not in OUTPUTS:
+        raise _refuse(f"output must be one of {OUTPUTS}, got {output!r}")
+    return float(threshold), output
 
 
 class NcSegmenter(mlflow.pyfunc.PythonModel):
-    """The served CV fold networks (mean probability), thresholded at the CV-chosen threshold by default."""
+    """The served CV fold networks (mean probability), thresholded at the CV-chosen threshold by default.
+
+    Logged as models-from-code (MODEL_CODE builds it), so a model folder holds no pickle.
+    """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from ncseg.models.zoo import load_ensemble
 
-        self.config = json.loads(Path(context.artifacts["serving"]).read_text())
+        self.config = ServingConfig.load(Path(context.artifacts["serving"]))
         nets, self.geometry = load_ensemble(Path(context.artifacts["weights"]))
         self.nets = [net.to(memory_format=torch.channels_last) for net in nets]  # oneDNN's fast convolutions
 
-    # No type hints on predict's arguments: MLflow 3 reads them as a signature and warns on ones it cannot map.
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        params = params or {}
-        threshold = float(params.get("threshold", self.config["threshold"]))
-        output = params.get("output", "mask")
-        if not 0.0 < threshold < 1.0:
-            raise _refuse(f"threshold must lie strictly between 0 and 1, got {threshold}")
-        if output not in OUTPUTS:
-            raise _refuse(f"output must be one of {OUTPUTS}, got {output!r}")
+    # pd.DataFrame: a type hint MLflow accepts without inferring a signature from it (the explicit one, with the
+    # params, stays) and without warning; it is what MLflow passes after enforcing that signature.
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        threshold, output = request_params(params, self.config.threshold)
+        config = self.config
+        images = decode_images(
+            model_input,
+            max_pixels=config.max_pixels,
+            max_rows=config.max_rows,
+            max_request_pixels=config.max_request_pixels,
+        )
         answers = []
-        for image in decode_images(model_input, self.config["max_pixels"]):
+        for image in images:
             prob = self.probability(image)
             result = prob if output == "probability" else np.where(prob > threshold, 255, 0).astype(np.uint8)
             answers.append(base64.b64encode(encode_tiff(result)).decode())
@@ -104,5 +167,5 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         from ncseg.inference.tiling import predict_proba
         from ncseg.normalization import views
 
-        stacked = views(image, self.config["normalization"], self.config["intensity_window"])
-        return predict_proba(self.nets, self.geometry, stacked, **self.config["inference"])
+        stacked = views(image, self.config.normalization, self.config.intensity_window)
+        return predict_proba(self.nets, self.geometry, stacked, **self.config.inference.model_dump())
