@@ -14,8 +14,6 @@ import argparse
 import json
 import os
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -243,35 +241,10 @@ def micrograph(image: np.ndarray) -> np.ndarray:
 
 def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[dict]) -> list[dict]:
     from ncseg.registry.pyfunc import encode_request
+    from ncseg.registry.serving import local_server, server_env
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    server = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
+    env = server_env(os.environ["MLFLOW_TRACKING_URI"])
+    with Path(os.devnull).open("w") as log, local_server(model_uri, env, ROOT, log) as url:
         rows = []
         for (size, image), local in zip(images.items(), in_process, strict=True):
             request = encode_request([micrograph(image)])
@@ -288,9 +261,6 @@ def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[
                 }
             )
         return rows
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 # --- report ---------------------------------------------------------------------------------------------------

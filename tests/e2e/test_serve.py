@@ -2,11 +2,6 @@
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,22 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncseg.cli import serve_command
 from ncseg.io.images import encode_tiff, read_image, read_mask
 from ncseg.metrics import jaccard
 from ncseg.registry.pyfunc import decode_answer
+from ncseg.registry.serving import local_server
 
 from ..test_pyfunc import tiff_declaring
 from .conftest import project_env
 
 pytestmark = pytest.mark.slow
 STARTUP_S = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: bytes, timeout: float = 120) -> tuple[int, str]:
@@ -43,39 +32,11 @@ def _post(url: str, body: bytes, timeout: float = 120) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def server(tiny_project, tmp_path_factory):
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    command = serve_command("models:/ncseg-nc-segmenter@champion", "127.0.0.1", port)
-    process = subprocess.Popen(
-        command,
-        cwd=tiny_project,
-        env=project_env(tiny_project),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"server exited early, see {log.name}"
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail(f"server did not answer /ping within {STARTUP_S} s, see {log.name}")
+    with (
+        (tmp_path_factory.mktemp("serve") / "server.log").open("w") as log,
+        local_server("models:/ncseg-nc-segmenter@champion", project_env(tiny_project), tiny_project, log) as url,
+    ):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def _request(path: Path, params: dict | None = None, crop: int | None = None) -> dict:
