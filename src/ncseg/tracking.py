@@ -24,10 +24,8 @@ if TYPE_CHECKING:
     from ncseg.training.loop import EpochLog
 
 STORE_DIR = "mlruns"
-# MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) view, where training runs do not show;
-# the kind tag opens it on the runs table. The note is the experiment's description in the UI.
+# The experiment's description in the MLflow UI (its note).
 EXPERIMENT_TAGS = {
-    "mlflow.experimentKind": "custom_model_development",
     "mlflow.note.content": (
         "ncseg: nanocrystal segmentation in HAADF-STEM images. One parent run per model (grouped k-fold CV; "
         "description = rank and Jaccard), a child run per fold, a `comparison` run with the table across models, "
