@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,9 +137,11 @@ def log_training_data(augmented: Path, root: Path) -> None:
     import pandas as pd
 
     manifest = augmented / "manifest.csv"
-    dataset = mlflow.data.from_pandas(
-        pd.read_csv(manifest, dtype=str), source=str(manifest), name=augmented.name, digest=data_hash(root)[:32]
-    )
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it cannot choose
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            pd.read_csv(manifest, dtype=str), source=manifest.as_uri(), name=augmented.name, digest=data_hash(root)[:32]
+        )
     mlflow.log_input(dataset, context="training")
 
 
