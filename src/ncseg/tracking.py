@@ -140,7 +140,10 @@ def log_training_data(augmented: Path, root: Path) -> None:
     with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it cannot choose
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(
-            pd.read_csv(manifest, dtype=str), source=manifest.as_uri(), name=augmented.name, digest=data_hash(root)[:32]
+            pd.read_csv(manifest, dtype=str),
+            source=manifest.resolve().as_uri(),
+            name=augmented.name,
+            digest=data_hash(root)[:32],
         )
     mlflow.log_input(dataset, context="training")
 
