@@ -121,6 +121,7 @@ def _serving(members: int) -> ServingConfig:
         inference={"tile": 256, "context": 16, "batch_tiles": 4, "precision": "bf16"},
         normalization=("image",),
         intensity_window=None,
+        tta="none",
         members=members,
         max_pixels=4096**2,
         max_rows=16,

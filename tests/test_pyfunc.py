@@ -105,10 +105,10 @@ def test_microscope_files_of_any_bit_depth_arrive_as_their_pixel_values(dtype):
 
 
 def test_signature_declares_image_files_in_and_out_and_the_inference_params():
-    sig = signature(0.45)
+    sig = signature(0.45, "flip")
     assert sig.inputs.input_names() == ["image"] and sig.outputs.input_names() == ["tiff"]
     params = {p.name: p.default for p in sig.params.params}
-    assert params == {"threshold": 0.45, "output": "mask"}
+    assert params == {"threshold": 0.45, "output": "mask", "tta": "flip"}
 
 
 def _model_folder(folder: Path, normalization: list[str], window: list[float] | None) -> torch.nn.Module:
@@ -139,6 +139,7 @@ def _serving(normalization: list[str], window: list[float] | None, **limits: int
         "inference": INFERENCE,
         "normalization": normalization,
         "intensity_window": window,
+        "tta": "none",
         "members": 1,
         "max_pixels": 10**6,
         "max_rows": 16,
@@ -292,3 +293,20 @@ def test_the_logged_model_loads_with_pickles_disallowed_and_predicts_without_typ
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "type hint" not in loaded.stderr.lower(), loaded.stderr[-3000:]
+
+
+def test_a_request_can_ask_for_test_time_augmentation_and_gets_exactly_it(tmp_path):
+    from ncseg.inference.tta import predict_tta
+    from ncseg.normalization import views
+
+    model = _served(tmp_path, ["image"])
+    image = np.random.default_rng(5).uniform(0, 100, (40, 56)).astype(np.float32)
+    request = encode_request([image])
+    served = decode_answer(model.predict(None, request, params={"output": "probability", "tta": "d4"}))[0]
+    expected = predict_tta(model.nets, model.geometry, views(image, ["image"], None), "d4", **INFERENCE)
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    plain = decode_answer(model.predict(None, request, params={"output": "probability"}))[0]
+    assert not np.allclose(served, plain, atol=1e-4), "the default (params.yaml: none) is plain inference"
+    with pytest.raises(MlflowException, match="tta must be one of") as err:
+        model.predict(None, request, params={"tta": "d8"})
+    assert err.value.get_http_status_code() == 400

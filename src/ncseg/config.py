@@ -70,6 +70,7 @@ class TrainParams(_Frozen):
     device: Literal["auto", "cpu", "cuda"]
 
 
+TTA = Literal["none", "flip", "d4"]  # test-time augmentation: none, the 4 mirror images, the 8 dihedral transforms
 View = Literal["image", "dataset"]  # one normalised input channel: the image's own percentiles, or the dataset's
 
 
@@ -81,6 +82,7 @@ class InferenceParams(_Frozen):
     context: int = Field(ge=0)
     batch_tiles: int = Field(ge=1)
     precision: Literal["fp32", "bf16"]  # bf16 autocast: validation, CV predictions, served model, predict alike
+    tta: TTA  # CV test predictions, the served model's default, `ncseg predict`; not validation during training
 
     @model_validator(mode="after")
     def _distinct_views(self) -> InferenceParams:

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ncseg.config import ModelParams, View
+from ncseg.config import TTA, ModelParams, View
 from ncseg.io.tables import write_json
 from ncseg.metrics import Scores
 
@@ -153,6 +153,7 @@ class ServingConfig(Record):
     inference: Tiling
     normalization: tuple[View, ...]
     intensity_window: tuple[float, float] | None
+    tta: TTA  # the default; a request may ask for another
     members: int = Field(ge=1)
     max_pixels: int = Field(ge=1)  # per image
     max_rows: int = Field(ge=1)  # images per request

@@ -45,6 +45,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         inference=params.inference.tiling(),
         normalization=card.normalization,
         intensity_window=card.intensity_window,
+        tta=params.inference.tta,
         members=params.registry.members,
         max_pixels=params.registry.max_pixels,
         max_rows=params.registry.max_rows,
@@ -126,7 +127,7 @@ def _log_pyfunc(model_dir: Path, config: ServingConfig) -> str:
             python_model=str(MODEL_CODE),
             artifacts={"weights": str(weights), "serving": str(serving)},
             code_paths=[str(PACKAGE)],
-            signature=signature(config.threshold),
+            signature=signature(config.threshold, config.tta),
             input_example=encode_request([np.zeros((64, 64), np.uint16)]),
             pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",
@@ -256,7 +257,7 @@ def interface() -> str:
     """What a caller sends the served model: its input schema, recorded as a tag on every version."""
     from ncseg.registry.pyfunc import signature
 
-    return signature(0.5).inputs.to_json()
+    return signature(0.5, "none").inputs.to_json()
 
 
 def _promote(

@@ -27,6 +27,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from ncseg.inference.tta import TRANSFORMS, predict_tta
 from ncseg.io.images import ImageError, decode_image, encode_tiff, read_header
 from ncseg.records import ServingConfig
 
@@ -35,11 +36,17 @@ INPUT_COLUMN, OUTPUT_COLUMN = "image", "tiff"
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow logs as the model: it builds an NcSegmenter
 
 
-def signature(threshold: float) -> ModelSignature:
+def signature(threshold: float, tta: str) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", OUTPUT_COLUMN)]),
-        params=ParamSchema([ParamSpec("threshold", "double", threshold), ParamSpec("output", "string", "mask")]),
+        params=ParamSchema(
+            [
+                ParamSpec("threshold", "double", threshold),
+                ParamSpec("output", "string", "mask"),
+                ParamSpec("tta", "string", tta),
+            ]
+        ),
     )
 
 
@@ -112,8 +119,8 @@ def _decode(data: bytes, name: str) -> np.ndarray:
         raise _refuse(str(err)) from err
 
 
-def request_params(params: dict[str, Any] | None, default_threshold: float) -> tuple[float, str]:
-    """The request's threshold and output, or a short client error.
+def request_params(params: dict[str, Any] | None, default_threshold: float, default_tta: str) -> tuple[float, str, str]:
+    """The request's threshold, output and test-time augmentation, or a short client error.
 
     MLflow fills in the defaults and refuses a value of the wrong type, but passes null and NaN through: without
     this check `"threshold": null` ended in a TypeError, which the server answers with its stack trace.
@@ -124,7 +131,10 @@ def request_params(params: dict[str, Any] | None, default_threshold: float) -> t
         raise _refuse(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
     if not isinstance(output, str) or output not in OUTPUTS:
         raise _refuse(f"output must be one of {OUTPUTS}, got {output!r}")
-    return float(threshold), output
+    tta = params.get("tta", default_tta)
+    if not isinstance(tta, str) or tta not in TRANSFORMS:
+        raise _refuse(f"tta must be one of {tuple(TRANSFORMS)}, got {tta!r}")
+    return float(threshold), output, tta
 
 
 class NcSegmenter(mlflow.pyfunc.PythonModel):
@@ -148,7 +158,7 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        threshold, output = request_params(params, self.config.threshold)
+        threshold, output, tta = request_params(params, self.config.threshold, self.config.tta)
         config = self.config
         images = decode_images(
             model_input,
@@ -158,14 +168,13 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         )
         answers = []
         for image in images:
-            prob = self.probability(image)
+            prob = self.probability(image, tta)
             result = prob if output == "probability" else np.where(prob > threshold, 255, 0).astype(np.uint8)
             answers.append(base64.b64encode(encode_tiff(result)).decode())
         return pd.DataFrame({OUTPUT_COLUMN: answers})
 
-    def probability(self, image: np.ndarray) -> np.ndarray:
-        from ncseg.inference.tiling import predict_proba
+    def probability(self, image: np.ndarray, tta: str) -> np.ndarray:
         from ncseg.normalization import views
 
         stacked = views(image, self.config.normalization, self.config.intensity_window)
-        return predict_proba(self.nets, self.geometry, stacked, **self.config.inference.model_dump())
+        return predict_tta(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())

@@ -25,7 +25,7 @@ from ncseg import figures
 from ncseg.config import ClassicalParams, ModelParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
 from ncseg.inference.runtime import pick_device
-from ncseg.inference.tiling import predict_proba
+from ncseg.inference.tta import predict_tta
 from ncseg.io.atomic import atomic_path, folder_lock, staged_folder
 from ncseg.io.tables import write_csv
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score
@@ -110,7 +110,8 @@ def _train_fold(
             "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_tuned).epoch,
         }
     )
-    probs = [predict_proba([net], net.geometry, samples[i].image, **params.inference.tiling()) for i in fold.test]
+    inference = params.inference
+    probs = [predict_tta([net], net.geometry, samples[i].image, inference.tta, **inference.tiling()) for i in fold.test]
     return net, probs
 
 

@@ -1,0 +1,52 @@
+"""Test-time augmentation: the network sees the image in several orientations and its answers, turned back, are
+averaged. A HAADF image has no preferred orientation, so every dihedral transform is an equally valid view.
+
+`flip` uses the four mirror images (nnU-Net's test-time mirroring in 2-D), `d4` all eight dihedral transforms (the
+four quarter turns, each mirrored). Every transform is a lossless permutation of pixels and is exactly inverted,
+so a network that is itself symmetric gives the same answer with and without TTA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from torch import nn
+
+from ncseg.config import TTA
+from ncseg.inference.tiling import predict_proba
+from ncseg.models.geometry import Geometry
+
+Transform = tuple[int, bool]  # (quarter turns, then mirrored left-right)
+
+TRANSFORMS: dict[str, tuple[Transform, ...]] = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True), (2, False), (2, True)),  # identity, left-right, both axes, up-down
+    "d4": tuple((k, mirror) for k in range(4) for mirror in (False, True)),
+}
+
+
+def forward(image: np.ndarray, transform: Transform) -> np.ndarray:
+    """Transform the last two axes of a (..., H, W) array."""
+    k, mirror = transform
+    turned = np.rot90(image, k, axes=(-2, -1))
+    return np.ascontiguousarray(turned[..., ::-1] if mirror else turned)
+
+
+def inverse(image: np.ndarray, transform: Transform) -> np.ndarray:
+    k, mirror = transform
+    unmirrored = image[..., ::-1] if mirror else image
+    return np.ascontiguousarray(np.rot90(unmirrored, -k, axes=(-2, -1)))
+
+
+def predict_tta(
+    nets: Sequence[nn.Module], geometry: Geometry, image: np.ndarray, tta: TTA, **tiling: int | str
+) -> np.ndarray:
+    """`predict_proba` averaged over the transforms of `tta` (each answer turned back first); `none` is
+    `predict_proba` itself, at no extra cost."""
+    transforms = TRANSFORMS[tta]
+    total = None
+    for transform in transforms:
+        prob = inverse(predict_proba(nets, geometry, forward(image, transform), **tiling), transform)
+        total = prob if total is None else total + prob
+    return total / len(transforms)
