@@ -1,11 +1,12 @@
 import pytest
 
+from ncseg.records import Summary
 from ncseg.training.report import best_model, paired_gains, paired_table
 
 from .builders import cv_summary
 
 
-def test_gains_over_the_baseline_are_paired_fold_by_fold():
+def test_gains_over_the_baseline_are_paired_fold_by_fold_with_an_interval():
     results = {
         "unet4": cv_summary("unet4", "unet4", [0.88, 0.90, 0.89]),
         "otsu": cv_summary("otsu", "classical", [0.89, 0.80, 0.88]),
@@ -13,5 +14,22 @@ def test_gains_over_the_baseline_are_paired_fold_by_fold():
     (row,) = paired_gains(results)
     assert (row.model, row.baseline, row.folds_better, row.folds) == ("unet4", "otsu", 2, 3)
     assert row.gain_mean == pytest.approx((-0.01 + 0.10 + 0.01) / 3)
-    assert "| unet4 | otsu | +0.033 ± 0.059 | 2 of 3 |" in paired_table([row])
+    # t(0.975, 2) = 4.303: the interval is mean ± 4.303 · sd / √3, and it spans 0 -> not beyond noise
+    assert row.ci_high - row.gain_mean == pytest.approx(4.303 * row.gain_std / 3**0.5, rel=1e-3)
+    assert not row.beyond_noise
+    assert "| unet4 | otsu | +0.033 ± 0.059 | [-0.112, +0.179] | 2 of 3 | no |" in paired_table([row])
     assert best_model(results) == "unet4", "the classical baseline is never the model to register"
+
+
+def test_every_network_is_compared_with_the_networks_below_it_and_every_baseline():
+    results = {
+        "smp": cv_summary("smp", "smp", [0.97, 0.96, 0.97, 0.98]),
+        "otsu": cv_summary("otsu", "classical", [0.92, 0.93, 0.92, 0.93]),
+        "unet4": cv_summary("unet4", "unet4", [0.90, 0.91, 0.90, 0.91]),
+    }
+    rows = paired_gains(results)
+    assert {(r.model, r.baseline) for r in rows} == {("smp", "otsu"), ("smp", "unet4"), ("unet4", "otsu")}
+    smp_vs_otsu = next(r for r in rows if (r.model, r.baseline) == ("smp", "otsu"))
+    assert smp_vs_otsu.beyond_noise and smp_vs_otsu.ci_low > 0
+    summary = Summary(best="smp", models=results, paired_gains=tuple(rows))
+    assert [g.baseline for g in summary.baseline_gains("smp")] == ["otsu"], "the gate compares with baselines only"

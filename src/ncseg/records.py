@@ -119,12 +119,21 @@ class CVSummary(Record):
 
 
 class PairedGain(Record):
+    """`model` minus `baseline`, fold by fold on the same test images."""
+
     model: str
     baseline: str
     gain_mean: float
     gain_std: float
+    ci_low: float  # 95 % t-interval of the mean gain over folds
+    ci_high: float
     folds_better: int
     folds: int
+
+    @property
+    def beyond_noise(self) -> bool:
+        """The interval excludes 0: the difference is larger than what the folds' spread explains."""
+        return self.ci_low > 0 or self.ci_high < 0
 
 
 class Summary(Record):
@@ -135,6 +144,10 @@ class Summary(Record):
 
     def gains_of(self, model: str) -> list[PairedGain]:
         return [g for g in self.paired_gains if g.model == model]
+
+    def baseline_gains(self, model: str) -> list[PairedGain]:
+        """`model`'s gains over the classical baselines: the bar every network must clear."""
+        return [g for g in self.gains_of(model) if not self.models[g.baseline].trainable]
 
 
 class Tiling(Record):

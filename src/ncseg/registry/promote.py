@@ -167,7 +167,7 @@ def merit_gate(model: str, summary: Summary, min_jaccard: float | None) -> str |
     result = summary.models[model]
     if min_jaccard is not None and result.jaccard_mean < min_jaccard:
         return f"CV Jaccard {result.jaccard_mean:.4f} is below register.min_jaccard {min_jaccard}"
-    gains = summary.gains_of(model)
+    gains = summary.baseline_gains(model)
     losing = [g for g in gains if g.gain_mean <= 0]
     if losing:
         return "; ".join(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from scipy import stats
+
 from ncseg.config import Params
 from ncseg.io.atomic import atomic_path
 from ncseg.records import CVSummary, PairedGain, RecordError, Summary
@@ -45,31 +47,48 @@ def markdown_table(results: dict[str, CVSummary]) -> str:
 
 
 def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
-    """Each network's Jaccard gain over each classical baseline, fold by fold on the same test images: the
-    honest way to say whether a model beats the baseline (the folds' difficulty differs more than the models)."""
-    rows = []
-    baselines = [n for n, r in results.items() if not r.trainable]
-    for name, r in results.items():
-        for base in baselines if r.trainable else []:
-            gains = [a - b for a, b in zip(r.jaccard_per_fold, results[base].jaccard_per_fold, strict=True)]
-            rows.append(
-                PairedGain(
-                    model=name,
-                    baseline=base,
-                    gain_mean=statistics.mean(gains),
-                    gain_std=statistics.stdev(gains),
-                    folds_better=sum(g > 0 for g in gains),
-                    folds=len(gains),
-                )
-            )
-    return rows
+    """Each network's Jaccard gain over each classical baseline and over each network ranked below it, fold by
+    fold on the same test images: the honest way to compare (the folds' difficulty differs more than the models),
+    with a 95 % t-interval over folds that says whether the difference exceeds the noise."""
+    ranked = sorted(results, key=lambda n: -results[n].jaccard_mean)
+    pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :] if results[a].trainable]
+    pairs += [
+        (a, b)
+        for i, b in enumerate(ranked)
+        for a in ranked[i + 1 :]
+        if results[a].trainable and not results[b].trainable
+    ]
+    return [_paired(results[a], results[b]) for a, b in pairs]
+
+
+def _paired(model: CVSummary, baseline: CVSummary) -> PairedGain:
+    gains = [a - b for a, b in zip(model.jaccard_per_fold, baseline.jaccard_per_fold, strict=True)]
+    mean, std = statistics.mean(gains), statistics.stdev(gains)
+    half = float(stats.t.ppf(0.975, len(gains) - 1)) * std / len(gains) ** 0.5
+    return PairedGain(
+        model=model.model,
+        baseline=baseline.model,
+        gain_mean=mean,
+        gain_std=std,
+        ci_low=mean - half,
+        ci_high=mean + half,
+        folds_better=sum(g > 0 for g in gains),
+        folds=len(gains),
+    )
 
 
 def paired_table(rows: list[PairedGain]) -> str:
-    lines = ["| model | vs baseline | Δ Jaccard per fold (mean ± std) | folds better |", "|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: -r.gain_mean):
+    lines = [
+        "| model | vs | Δ Jaccard per fold (mean ± std) | 95 % interval | folds better | beyond noise |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
         gain = f"{row.gain_mean:+.3f} ± {row.gain_std:.3f}"
-        lines.append(f"| {row.model} | {row.baseline} | {gain} | {row.folds_better} of {row.folds} |")
+        interval = f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+        verdict = "yes" if row.beyond_noise else "no"
+        lines.append(
+            f"| {row.model} | {row.baseline} | {gain} | {interval} | {row.folds_better} of {row.folds} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +131,7 @@ def _describe_cv_runs(params: Params, summary: Summary) -> None:
             continue
         gains = "; ".join(
             f"{g.gain_mean:+.3f} over {g.baseline} ({g.folds_better} of {g.folds} folds better)"
-            for g in summary.gains_of(r.model)
+            for g in summary.baseline_gains(r.model)
         )
         text = (
             f"Rank {rank} of {len(ranked)}: CV Jaccard {r.jaccard_mean:.3f} ± {r.jaccard_std:.3f} "
