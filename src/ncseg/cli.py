@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,6 +11,9 @@ from rich.console import Console
 from ncseg.config import ConfigError, Params, load_params
 from ncseg.io.images import ImageError
 from ncseg.records import RecordError
+
+if TYPE_CHECKING:
+    from ncseg.predict import Segmenter
 
 app = typer.Typer(
     help="Find nanocrystals in HAADF-STEM images: data, training, registry, prediction.",
@@ -195,10 +198,6 @@ def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
     console.print(f"{verb} {d.model_name} v{d.version} ({d.architecture}) -> {alias}: {d.reason}", highlight=False)
 
 
-def serve_command(model_uri: str, host: str, port: int) -> list[str]:
-    return ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", host, "-p", str(port)]
-
-
 @app.command("serve")
 def serve(
     model_uri: Annotated[str, typer.Option("--model-uri", "-m", help="Model to serve.")] = "",
@@ -209,14 +208,18 @@ def serve(
 ) -> None:
     """Print, then run, the exact `mlflow models serve` command for the registered champion."""
     import os
-    import sys
 
+    from ncseg.registry.lookup import ModelLookupError, check_model_uri
+    from ncseg.registry.serving import serve_command, server_env
     from ncseg.tracking import project_root, tracking_uri
 
     p = _params(params, set_)
     uri = model_uri or f"models:/{p.registry.model_name}@champion"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(p, project_root())}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn comes from PATH
+    env = server_env(tracking_uri(p, project_root()))
+    try:
+        check_model_uri(uri, env["MLFLOW_TRACKING_URI"])
+    except ModelLookupError as err:
+        _fail(str(err))
     command = serve_command(uri, host, port)
     console.print(f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} {' '.join(command)}", highlight=False)
     os.execvpe(command[0], command, env)
@@ -230,6 +233,9 @@ def predict(
     pixel_size: Annotated[float | None, typer.Option(help="Pixel size in nm (overrides the files').")] = None,
     threshold: Annotated[float | None, typer.Option(help="Probability threshold (default: the model's).")] = None,
     save_probability: Annotated[bool, typer.Option(help="Also write the probability map (float32 TIFF).")] = False,
+    tta: Annotated[
+        str | None, typer.Option(help="Test-time augmentation: none, flip or d4 (default: the model's).")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
 ) -> None:
@@ -240,12 +246,14 @@ def predict(
     from ncseg import tracking
 
     p = _params(params, set_)
-    tracking.setup(p, tracking.project_root())
     try:
         files = prediction.collect_inputs(inputs)
+        problems = prediction.check_settings(out, threshold, pixel_size, tta) + prediction.output_collisions(files)
+        if problems:
+            raise prediction.PredictRefusedError(problems)
     except ValueError as err:
         _fail(str(err))
-    segmenter = prediction.Segmenter(model_uri)
+    segmenter = _load_segmenter(model_uri, tracking.tracking_uri(p, tracking.project_root()))
     with Progress(console=console) as progress:
         task = progress.add_task("segmenting", total=len(files))
         report = prediction.run(
@@ -256,9 +264,28 @@ def predict(
             threshold=threshold,
             pixel_size_nm=pixel_size,
             save_probability=save_probability,
+            tta=tta,
             on_image=lambda _: progress.advance(task),
         )
     n = sum(row["n_particles"] for row in report.done)
     console.print(f"{len(report.done)} images, {n} particles -> {out}")
     if report.failed:
         _fail(f"{len(report.failed)} of {len(files)} images failed:\n  " + "\n  ".join(report.failed))
+
+
+def _load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:
+    """The model, or one line saying why not: no store here, no such model or alias, an unreadable folder."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ncseg.predict import Segmenter
+    from ncseg.registry.lookup import ModelLookupError, check_model_uri
+
+    try:
+        check_model_uri(model_uri, tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
+        return Segmenter(model_uri)
+    except ModelLookupError as err:
+        _fail(str(err))
+    except (MlflowException, OSError) as err:
+        _fail(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})")

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from ncseg.particles import Particle
     from ncseg.training.loop import EpochLog
 
 TP, FP, FN = (60, 200, 60), (230, 40, 40), (40, 110, 255)
@@ -106,3 +107,16 @@ def montage(tiles: list[np.ndarray], gap: int = 6) -> np.ndarray:
     spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
     row = [part for tile in tiles for part in (tile, spacer)][:-1]
     return np.concatenate(row, axis=1)
+
+
+def size_histogram(path: Path, particles: list[Particle]) -> None:
+    """Edge lengths (sqrt(area), nm) of the particles away from the image border: those are measured whole."""
+    edges = [p.edge_length_nm for p in particles if p.edge_length_nm is not None and not p.touches_border]
+    fig, ax = _figure(5.0, 3.4)
+    if edges:
+        ax.hist(edges, bins=min(30, max(5, len(edges) // 4)), color="tab:blue", alpha=0.8)
+        ax.set_title(f"n = {len(edges)}, edge {np.mean(edges):.2f} ± {np.std(edges):.2f} nm")
+    else:
+        ax.set_title("no calibrated particles away from the border")
+    ax.set(xlabel="edge length sqrt(area) (nm)", ylabel="NCs")
+    _save(fig, path)

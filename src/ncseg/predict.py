@@ -6,6 +6,8 @@ skipped, so one bad file never costs the results of the others.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from ncseg import figures
 from ncseg.config import ParticleParams
-from ncseg.io.atomic import atomic_path
+from ncseg.inference.tta import TRANSFORMS
 from ncseg.io.images import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -35,6 +37,44 @@ class Report:
     done: list[dict] = field(default_factory=list)  # one summary row per image
     failed: list[str] = field(default_factory=list)  # "path: problem"
     particles: list[Particle] = field(default_factory=list)
+
+
+class PredictRefusedError(ValueError):
+    """Settings or inputs that would give wrong or lost results; found before any model is loaded."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("nothing segmented:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def check_settings(out: Path, threshold: float | None, pixel_size_nm: float | None, tta: str | None) -> list[str]:
+    """What is wrong with the options, before minutes of inference would end in empty masks, a lost
+    calibration or a traceback."""
+    problems = []
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
+        problems.append(f"--threshold {threshold}: must lie strictly between 0 and 1 (0.75 is the study's)")
+    if pixel_size_nm is not None and not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+        problems.append(f"--pixel-size {pixel_size_nm}: must be a positive number of nm per pixel")
+    if tta is not None and tta not in TRANSFORMS:
+        problems.append(f"--tta {tta}: must be one of {', '.join(TRANSFORMS)}")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out}: is a file, not a folder")
+    elif existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        problems.append(f"--out {out}: cannot be written ({existing} is not a writable folder)")
+    return problems
+
+
+def output_collisions(files: list[Path]) -> list[str]:
+    """Inputs that would write the same outputs: results are named by file stem (masks/<stem>.tif, …)."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path)
+    return [
+        f"{', '.join(map(str, paths))}: would all be written as {stem}.*; rename them or run them separately"
+        for stem, paths in by_stem.items()
+        if len(paths) > 1
+    ]
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -59,10 +99,11 @@ class Segmenter:
         schema = self.model.metadata.get_params_schema()
         self.threshold = float(next(p.default for p in schema.params if p.name == "threshold"))
 
-    def probability(self, image: np.ndarray) -> np.ndarray:
+    def probability(self, image: np.ndarray, tta: str | None = None) -> np.ndarray:
         from ncseg.registry.pyfunc import decode_answer, encode_request
 
-        answer = self.model.predict(encode_request([image]), params={"output": "probability"})
+        params = {"output": "probability"} | ({"tta": tta} if tta else {})
+        answer = self.model.predict(encode_request([image]), params=params)
         return decode_answer(answer)[0]
 
 
@@ -105,8 +146,11 @@ def run(
     threshold: float | None = None,
     pixel_size_nm: float | None = None,
     save_probability: bool = False,
+    tta: str | None = None,
     on_image: Callable[[Path], None] | None = None,
 ) -> Report:
+    """Segment every file; a file that cannot be read is reported and the others go on. `tta` overrides the
+    model's default test-time augmentation."""
     report = Report()
     cut = threshold if threshold is not None else segmenter.threshold
     for path in files:
@@ -114,7 +158,7 @@ def run(
             image = read_image(path)
             if pixel_size_nm is not None:
                 image = Micrograph(image.data, pixel_size_nm, image.path)
-            prob = segmenter.probability(image.data)
+            prob = segmenter.probability(image.data, tta)
         except (ImageError, ValueError, MlflowException) as err:
             report.failed.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         else:
@@ -128,25 +172,5 @@ def run(
             on_image(path)
     if report.done:
         write_csv(out / "summary.csv", report.done, list(report.done[0]))
-        _size_histogram(out / "size_distribution.png", report.particles)
+        figures.size_histogram(out / "size_distribution.png", report.particles)
     return report
-
-
-def _size_histogram(path: Path, particles: list[Particle]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    edges = [p.edge_length_nm for p in particles if p.edge_length_nm is not None and not p.touches_border]
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
-    if edges:
-        ax.hist(edges, bins=min(30, max(5, len(edges) // 4)), color="tab:blue", alpha=0.8)
-        ax.set_title(f"n = {len(edges)}, edge {np.mean(edges):.2f} ± {np.std(edges):.2f} nm")
-    else:
-        ax.set_title("no calibrated particles away from the border")
-    ax.set(xlabel="edge length sqrt(area) (nm)", ylabel="NCs")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
