@@ -46,3 +46,24 @@ def test_group_manifest_carries_into_rotated_copies():
 def test_more_rotations_than_images_is_an_error():
     with pytest.raises(ValueError, match="n_rotated"):
         plan(["a"], {}, AugmentParams(n_rotated=2, angles=(90,)), 0)
+
+
+def test_an_interrupted_augment_leaves_the_previous_set_and_no_staging(small_raw, small_params, tmp_path, monkeypatch):
+    from ncseg.data import augment as module
+
+    out = tmp_path / "augmented"
+    augment(small_raw, out, small_params.augment, small_params.seed)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real, calls = module.write_mask, []
+
+    def interrupted(path, mask, pixel_size_nm):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(path, mask, pixel_size_nm)
+
+    monkeypatch.setattr(module, "write_mask", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        augment(small_raw, out, small_params.augment, small_params.seed + 1)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["augmented"]

@@ -16,6 +16,11 @@ def _invoke(*args):
     return runner.invoke(app, ["data", "import", *map(str, args)])
 
 
+def _said(result) -> str:
+    """The command's output with the terminal's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
 def test_imports_the_real_shared_dataset_with_groups(shared_dataset, tmp_path):
     out = tmp_path / "raw"
     result = _invoke(
@@ -86,7 +91,24 @@ BAD_INPUTS = {
     ),
     "empty": (lambda d: (d / "images" / "a.tif").write_bytes(b""), "a.tif", "empty"),
     "unreadable": (lambda d: (d / "masks" / "a.tif").write_bytes(b"not a tiff at all"), "a.tif", "unreadable"),
+    "alpha-only mask": (
+        lambda d: tifffile.imwrite(d / "masks" / "a.tif", _alpha_only_mask(), photometric="rgb", extrasamples=[2]),
+        "a.tif",
+        "drawn in the alpha (transparency) channel only",
+    ),
+    "every mask empty": (
+        lambda d: [tifffile.imwrite(d / "masks" / f"{n}.tif", np.zeros((32, 32), np.uint8)) for n in ("a", "b")],
+        "every mask is empty",
+        "a, b",
+    ),
 }
+
+
+def _alpha_only_mask() -> np.ndarray:
+    """What some drawing tools save: black everywhere, the NC painted as opacity."""
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[4:12, 4:12, 3] = 255
+    return rgba
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -101,7 +123,7 @@ def test_bad_input_is_refused_by_name_and_nothing_is_written(tmp_path, case):
     damage(src)
     result = _invoke(src / "images", src / "masks", "--out", out, "--force")
     assert result.exit_code != 0
-    assert filename in result.output and problem in result.output, result.output
+    assert filename in result.output and problem in _said(result), result.output
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"], "the raw folder must be untouched"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "src"], "no staging folder may remain"
 
@@ -122,3 +144,111 @@ def test_pixel_size_option_calibrates_uncalibrated_images(tmp_path):
     _good_pair(src, "a")
     assert _invoke(src / "images", src / "masks", "--out", tmp_path / "raw", "--pixel-size", "0.8").exit_code == 0
     assert read_image(tmp_path / "raw" / "images" / "a.tif").pixel_size_nm == pytest.approx(0.8)
+
+
+def _groups_csv(path, text: str, bom: bool = False):
+    path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name,slice\na,s1\nb,\n", "line 3: image 'b' has an empty 'slice'"),
+        ("name,slice\na,s1\nb,s2\nb,s3\n", "line 4: image 'b' is in 's2' and in 's3'"),
+        ("name,group\na,s1\nb,s2\n", "needs columns 'name' and 'slice' (found: name, group)"),
+        ("name,slice\na,s1\n", "no group for image 'b'"),
+    ],
+)
+def test_group_manifest_mistakes_are_named_with_their_line(tmp_path, text, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        _good_pair(src, name)
+    groups = _groups_csv(tmp_path / "groups.csv", text)
+    result = _invoke(
+        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
+    )
+    assert result.exit_code != 0 and message in _said(result), result.output
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_group_manifest_saved_by_excel_with_a_bom_and_extra_rows_imports_with_a_warning(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        _good_pair(src, name)
+    groups = _groups_csv(tmp_path / "groups.csv", "name,slice\na,s1\nb,s1\nb,s1\nzz,s9\n", bom=True)
+    result = _invoke(
+        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
+    )
+    assert result.exit_code == 0, result.output
+    assert read_groups(tmp_path / "raw") == {"a": "s1", "b": "s1"}
+    assert "1 rows name images that are not imported (zz)" in _said(result)
+
+
+@pytest.mark.parametrize("where", ["parent", "same", "inside"])
+def test_an_out_that_overlaps_the_inputs_is_refused_and_nothing_is_deleted(tmp_path, where):
+    project = tmp_path / "project"
+    src = project / "src"
+    src.mkdir(parents=True)
+    _good_pair(src, "a")
+    (project / "notes.txt").write_text("the user's unrelated file")
+    out = {"parent": project, "same": src / "images", "inside": src / "masks" / "raw"}[where]
+    result = _invoke(src / "images", src / "masks", "--out", out, "--force")
+    assert result.exit_code != 0 and "overlaps the input" in _said(result), result.output
+    assert (project / "notes.txt").read_text() == "the user's unrelated file"
+    assert (src / "images" / "a.tif").is_file() and (src / "masks" / "a.tif").is_file()
+
+
+def test_foreground_labels_that_do_not_occur_are_an_error_not_an_empty_mask(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _good_pair(src, "a")
+    result = _invoke(src / "images", src / "masks", "--out", tmp_path / "raw", "--foreground", "7")
+    assert result.exit_code != 0
+    assert "a.tif: none of the --foreground labels 7 occurs; its labels are 255" in _said(result)
+
+
+def test_one_image_without_nc_imports_with_a_warning_naming_it(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        _good_pair(src, name)
+    tifffile.imwrite(src / "masks" / "b.tif", np.zeros((32, 32), np.uint8))
+    result = _invoke(src / "images", src / "masks", "--out", tmp_path / "raw")
+    assert result.exit_code == 0 and "warning: b: its mask marks no NC" in _said(result), result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_pixel_size_that_is_no_length_is_refused(tmp_path, value):
+    src = tmp_path / "src"
+    src.mkdir()
+    _good_pair(src, "a")
+    result = _invoke(src / "images", src / "masks", "--out", tmp_path / "raw", "--pixel-size", value)
+    assert result.exit_code != 0 and "--pixel-size" in result.output and not (tmp_path / "raw").exists()
+
+
+def test_an_interrupted_import_leaves_the_old_folder_and_no_staging(tmp_path, monkeypatch):
+    from ncseg.data import importer
+
+    src, out = tmp_path / "src", tmp_path / "raw"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        _good_pair(src, name)
+    out.mkdir()
+    (out / "keep.txt").write_text("existing raw data")
+    calls = []
+
+    def interrupted(path, mask, pixel_size_nm):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        importer_write_mask(path, mask, pixel_size_nm)
+
+    importer_write_mask = importer.write_mask
+    monkeypatch.setattr(importer, "write_mask", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        importer.import_dataset(src / "images", src / "masks", out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "src"]

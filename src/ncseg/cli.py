@@ -106,7 +106,7 @@ def data_import(
     except ValueError:
         _fail(f"--foreground {foreground!r}: expected comma-separated integer labels, e.g. 1,2")
     try:
-        pairs = import_dataset(
+        result = import_dataset(
             images,
             masks,
             out,
@@ -118,8 +118,10 @@ def data_import(
         )
     except ImportRefusedError as err:
         _fail(str(err))
-    uncalibrated = [p.name for p in pairs if p.image.pixel_size_nm is None]
-    console.print(f"imported {len(pairs)} image/mask pairs into {out}")
+    uncalibrated = [p.name for p in result.pairs if p.image.pixel_size_nm is None]
+    console.print(f"imported {len(result.pairs)} image/mask pairs into {out}")
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     if uncalibrated:
         console.print(
             f"[yellow]note:[/] {len(uncalibrated)} images carry no pixel size; sizes will be in px "

@@ -8,13 +8,13 @@ region can sit on both sides of a fold.
 from __future__ import annotations
 
 import csv
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ncseg.config import AugmentParams
+from ncseg.io.atomic import staged_folder
 from ncseg.io.images import list_images, read_image, read_mask, write_mask, write_tiff
 from ncseg.io.tables import write_csv
 
@@ -62,17 +62,14 @@ def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
     if unpaired:
         raise ValueError(f"{raw}: images and masks do not pair up: {', '.join(unpaired)}")
     entries = plan(sorted(images), read_groups(raw), p, seed)
-    staging = out.with_name(f".{out.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    for entry in entries:
-        image = read_image(images[entry.source])
-        mask = read_mask(masks[entry.source])
-        k = entry.rotation_deg // 90
-        write_tiff(staging / "images" / f"{entry.name}.tif", np.rot90(image.data, k), image.pixel_size_nm)
-        write_mask(staging / "masks" / f"{entry.name}.tif", np.rot90(mask, k), image.pixel_size_nm)
-    write_manifest(staging / MANIFEST, entries)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    with staged_folder(out) as staging:  # a failure leaves the previous augmented set, and no staging folder
+        for entry in entries:
+            image = read_image(images[entry.source])
+            mask = read_mask(masks[entry.source])
+            k = entry.rotation_deg // 90
+            write_tiff(staging / "images" / f"{entry.name}.tif", np.rot90(image.data, k), image.pixel_size_nm)
+            write_mask(staging / "masks" / f"{entry.name}.tif", np.rot90(mask, k), image.pixel_size_nm)
+        write_manifest(staging / MANIFEST, entries)
     return entries
 
 

@@ -135,6 +135,12 @@ def _check_plane(path: Path | str, data: np.ndarray) -> np.ndarray:
         raise ImageError(path, "empty image (no pixels)")
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         channels = data[..., :3]
+        if data.shape[-1] == 4 and channels.min() == channels.max() and data[..., 3].min() != data[..., 3].max():
+            raise ImageError(
+                path,
+                "drawn in the alpha (transparency) channel only, its colour is blank; flatten it onto a black "
+                "background (ImageJ: Image > Type > 8-bit) and save again",
+            )
         if np.array_equal(channels[..., 0], channels[..., 1]) and np.array_equal(channels[..., 0], channels[..., 2]):
             return channels[..., 0]  # greyscale saved as RGB(A): lossless to take one channel
         raise ImageError(path, f"colour (RGB) image of shape {data.shape}; HAADF images are greyscale")
@@ -260,6 +266,10 @@ def read_mask(path: Path | str, foreground: frozenset[int] | None = None) -> np.
         missing = set(values.tolist()) - {0, *foreground}
         if not np.issubdtype(values.dtype, np.integer) or any(v < 0 for v in missing):
             raise ImageError(path, f"label map must hold non-negative integer labels, found {values[:8].tolist()}")
+        if values.any() and not foreground & set(values.tolist()):
+            shown = ", ".join(str(v) for v in values[values > 0][:8])
+            wanted = ",".join(map(str, sorted(foreground)))
+            raise ImageError(path, f"none of the --foreground labels {wanted} occurs; its labels are {shown}")
         return np.isin(image.data, sorted(foreground))
     if not set(values.tolist()) <= {0, 255} and not set(values.tolist()) <= {0, 1}:
         shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")
