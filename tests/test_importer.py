@@ -207,7 +207,7 @@ def test_foreground_labels_that_do_not_occur_are_an_error_not_an_empty_mask(tmp_
     _good_pair(src, "a")
     result = _invoke(src / "images", src / "masks", "--out", tmp_path / "raw", "--foreground", "7")
     assert result.exit_code != 0
-    assert "a.tif: none of the --foreground labels 7 occurs; its labels are 255" in _said(result)
+    assert "every mask is empty with --foreground 7: a; nothing to learn from" in _said(result)
 
 
 def test_one_image_without_nc_imports_with_a_warning_naming_it(tmp_path):

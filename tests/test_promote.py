@@ -108,6 +108,7 @@ def _card(model_dir, n):
         cv_jaccard_std=0.01,
         normalization=("image",),
         intensity_window=None,
+        tta="none",
         cv_run_id="abc",
     )
     card.save(model_dir / ModelCard.FILE)
@@ -131,7 +132,7 @@ def _serving(members: int) -> ServingConfig:
 
 def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fingerprinted(tmp_path):
     card = _card(tmp_path / "unet4", 3)
-    staged = _stage_members(tmp_path / "unet4", 2, tmp_path / "served")
+    staged = _stage_members(tmp_path / "unet4", card, 2, tmp_path / "served")
     assert sorted(p.name for p in staged.iterdir()) == ["fold0.pt", "fold1.pt", "model.json"]
     assert [w.file for w in ModelCard.load(staged / "model.json").folds] == ["fold0.pt", "fold1.pt"]
     one, two = fingerprint(card, _serving(members=1)), fingerprint(card, _serving(members=2))

@@ -127,6 +127,7 @@ def _model_folder(folder: Path, normalization: list[str], window: list[float] | 
         cv_jaccard_std=0.01,
         normalization=normalization,
         intensity_window=window,
+        tta="none",
         cv_run_id="run",
     ).save(folder / ModelCard.FILE)
     return net
@@ -306,7 +307,7 @@ def test_a_request_can_ask_for_test_time_augmentation_and_gets_exactly_it(tmp_pa
     expected = predict_tta(model.nets, model.geometry, views(image, ["image"], None), "d4", **INFERENCE)
     np.testing.assert_allclose(served, expected, atol=1e-6)
     plain = decode_answer(model.predict(None, request, params={"output": "probability"}))[0]
-    assert not np.allclose(served, plain, atol=1e-4), "the default (params.yaml: none) is plain inference"
+    assert not np.allclose(served, plain, atol=1e-4), "the served default (tta: none here) is plain inference"
     with pytest.raises(MlflowException, match="tta must be one of") as err:
         model.predict(None, request, params={"tta": "d8"})
     assert err.value.get_http_status_code() == 400

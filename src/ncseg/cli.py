@@ -118,6 +118,8 @@ def data_import(
         )
     except ImportRefusedError as err:
         _fail(str(err))
+    except OSError as err:
+        _fail(f"{err.filename or out}: cannot write the imported data ({err.strerror or err})")
     uncalibrated = [p.name for p in result.pairs if p.image.pixel_size_nm is None]
     console.print(f"imported {len(result.pairs)} image/mask pairs into {out}")
     for warning in result.warnings:
@@ -163,7 +165,7 @@ def train(
     for model in models or list(p.models):
         try:
             summary = cross_validate(model, p, project_root())
-        except (FolderBusyError, RecordError, ImageError, FileNotFoundError) as err:
+        except (FolderBusyError, ValueError, FileNotFoundError) as err:  # ImageError, RecordError: ValueErrors
             _fail(str(err))
         threshold = f", threshold {summary.threshold:.2f}" if summary.threshold is not None else ""
         console.print(f"{model}: CV Jaccard {summary.jaccard_mean:.3f} ± {summary.jaccard_std:.3f}{threshold}")
@@ -187,14 +189,19 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
 @app.command("register")
 def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
     """Register the best CV model; alias champion only if it beats the classical baseline and the champion."""
+    from mlflow.exceptions import MlflowException
+
+    from ncseg.io.atomic import FolderBusyError
     from ncseg.registry.promote import register_best
     from ncseg.tracking import project_root
 
     p = _params(params, set_)
     try:
         d = register_best(p, project_root())
-    except RecordError as err:
+    except (RecordError, FolderBusyError) as err:
         _fail(str(err))
+    except MlflowException as err:
+        _fail(f"the MLflow registry refused: {str(err).splitlines()[0]}")
     verb = "registered" if d.created else "kept"
     alias = f"@{d.alias}" if d.alias else "no alias"
     console.print(f"{verb} {d.model_name} v{d.version} ({d.architecture}) -> {alias}: {d.reason}", highlight=False)

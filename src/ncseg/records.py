@@ -64,6 +64,7 @@ class ModelCard(Record):
     cv_jaccard_std: float
     normalization: tuple[View, ...]  # the input channels, in order
     intensity_window: tuple[float, float] | None  # set where a 'dataset' view is used
+    tta: TTA  # the test-time augmentation CV scored (and tuned the threshold) with: the served default
     cv_run_id: str  # the MLflow parent run that measured it
 
     def verify(self, folder: Path, members: int | None = None) -> None:

@@ -172,19 +172,3 @@ def describe_run(run_id: str, text: str) -> None:
     import mlflow
 
     mlflow.MlflowClient().set_tag(run_id, "mlflow.note.content", text)
-
-
-def latest_cv_run(params: Params, model: str) -> str | None:
-    """The newest CV parent run of `model` in the experiment, or None."""
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
-    if experiment is None:
-        return None
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment.experiment_id],
-        f"tags.model = '{model}' and tags.run_kind = 'cv'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None

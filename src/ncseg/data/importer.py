@@ -101,9 +101,8 @@ def read_group_table(path: Path, column: str, names: list[str]) -> tuple[dict[st
         name, group = (row["name"] or "").strip(), (row[column] or "").strip()
         if not group:
             problems.append(f"{path}, line {line}: image {name!r} has an empty {column!r}")
-        elif groups.get(name, group) != group:
+        elif groups.setdefault(name, group) != group:
             problems.append(f"{path}, line {line}: image {name!r} is in {groups[name]!r} and in {group!r}")
-        groups.setdefault(name, group)
     problems += [f"{path}: no group for image {n!r}" for n in names if n not in groups]
     return groups, problems
 

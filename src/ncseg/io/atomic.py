@@ -2,9 +2,10 @@
 
 Every output of ncseg goes through here: a single file is written to a temp file beside its target and renamed
 over it; a folder (an imported dataset, the augmented set, a model's fold networks) is built in a staging folder
-beside its target and swapped in by renames, with the previous one kept until the new one is in place. A crash,
-a Ctrl-C or a refused input leaves the target as it was, and no staging folder behind. `folder_lock` keeps two
-processes from building the same folder at once.
+beside its target and swapped in by renames, with the previous one kept until the new one is in place (and put
+back if the swap fails). A crash, a Ctrl-C or a refused input leaves the target as it was, and no staging folder
+behind. `folder_lock` keeps two processes from building or reading the same model folder at once (`ncseg train`
+and `ncseg register` take it).
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    Path(tmp).chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs are for sharing, like any new file
+    Path(tmp).chmod(0o666 & ~_umask())  # mkstemp makes 0600; outputs are for sharing, like any new file
     try:
         yield Path(tmp)
         Path(tmp).replace(target)
@@ -40,19 +39,37 @@ def staged_folder(target: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside `target`; on success it replaces `target` whole.
 
     On any error (or KeyboardInterrupt) the staging folder is removed and `target` is untouched. The old
-    `target` is renamed aside, not deleted, until the new one is in place, so there is no moment without one.
+    `target` is renamed aside, not deleted, until the new one is in place, and renamed back if that fails: two
+    renames apart, there is always a whole folder, old or new.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs are for sharing, like any new folder
     try:
         yield staging
-        backup = target.with_name(f".{target.name}.previous.{os.getpid()}")
-        if target.exists():
-            target.rename(backup)
-        staging.rename(target)
-        shutil.rmtree(backup, ignore_errors=True)
+        _swap(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap(staging: Path, target: Path) -> None:
+    backup = target.with_name(f".{target.name}.previous.{os.getpid()}")
+    had_target = target.exists()
+    if had_target:
+        target.rename(backup)
+    try:
+        staging.rename(target)
+    except BaseException:
+        if had_target:
+            backup.rename(target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 class FolderBusyError(RuntimeError):

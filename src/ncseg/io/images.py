@@ -248,7 +248,23 @@ def _png_header(data: bytes, name: str) -> ImageHeader:
     if len(data) < 26 or data[12:16] != b"IHDR" or data[25] not in _PNG_SAMPLES:
         raise ImageError(name, "unreadable PNG (no valid IHDR header)")
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if _png_is_animated(data):
+        raise ImageError(name, "animated PNG (several frames); send one plane per file")
     return ImageHeader(height, width, _PNG_SAMPLES[data[25]], np.dtype(np.uint16 if data[24] == 16 else np.uint8))
+
+
+def _png_is_animated(data: bytes) -> bool:
+    """An APNG declares its frames in an acTL chunk before the image data; each frame would be decoded, so the
+    first header alone does not bound the memory decoding takes."""
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = int.from_bytes(data[position : position + 4], "big"), data[position + 4 : position + 8]
+        if kind == b"acTL":
+            return True
+        if kind == b"IDAT":
+            return False
+        position += 12 + length
+    return False
 
 
 def encode_tiff(data: np.ndarray) -> bytes:
@@ -266,10 +282,6 @@ def read_mask(path: Path | str, foreground: frozenset[int] | None = None) -> np.
         missing = set(values.tolist()) - {0, *foreground}
         if not np.issubdtype(values.dtype, np.integer) or any(v < 0 for v in missing):
             raise ImageError(path, f"label map must hold non-negative integer labels, found {values[:8].tolist()}")
-        if values.any() and not foreground & set(values.tolist()):
-            shown = ", ".join(str(v) for v in values[values > 0][:8])
-            wanted = ",".join(map(str, sorted(foreground)))
-            raise ImageError(path, f"none of the --foreground labels {wanted} occurs; its labels are {shown}")
         return np.isin(image.data, sorted(foreground))
     if not set(values.tolist()) <= {0, 255} and not set(values.tolist()) <= {0, 1}:
         shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")

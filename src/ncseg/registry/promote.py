@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncseg.config import Params
+from ncseg.io.atomic import folder_lock
 from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, ServingConfig, Summary
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         inference=params.inference.tiling(),
         normalization=card.normalization,
         intensity_window=card.intensity_window,
-        tta=params.inference.tta,
+        tta=card.tta,  # what CV measured and tuned the threshold with, not today's params
         members=params.registry.members,
         max_pixels=params.registry.max_pixels,
         max_rows=params.registry.max_rows,
@@ -95,18 +96,19 @@ def fingerprint(card: ModelCard, config: ServingConfig) -> str:
     return digest.hexdigest()[:32]
 
 
-def _stage_members(model_dir: Path, members: int, out: Path) -> Path:
-    """A copy of the model folder holding only the served fold networks, with a model card that lists them."""
-    card = ModelCard.load(model_dir / ModelCard.FILE)
+def _stage_members(model_dir: Path, card: ModelCard, members: int, out: Path) -> Path:
+    """A copy of the model folder holding only the served fold networks, with a model card that lists them; the
+    copies are checked against the card, so what is logged is what was scored."""
     served = card.model_copy(update={"folds": card.folds[:members]})
     out.mkdir()
     for weights in served.folds:
         shutil.copy2(model_dir / weights.file, out / weights.file)
     served.save(out / ModelCard.FILE)
+    served.verify(out)
     return out
 
 
-def _log_pyfunc(model_dir: Path, config: ServingConfig) -> str:
+def _log_pyfunc(model_dir: Path, card: ModelCard, config: ServingConfig) -> str:
     """Log the served fold networks as a pyfunc model in the active run; returns its model URI.
 
     Logged from code (MODEL_CODE), not pickled: loading the model runs that file and the ncseg package logged with
@@ -121,7 +123,7 @@ def _log_pyfunc(model_dir: Path, config: ServingConfig) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         serving = Path(tmp) / ServingConfig.FILE
         config.save(serving)
-        weights = _stage_members(model_dir, config.members, Path(tmp) / "weights")
+        weights = _stage_members(model_dir, card, config.members, Path(tmp) / "weights")
         info = mlflow.pyfunc.log_model(
             name=config.architecture,  # the logged model is named after what it is
             python_model=str(MODEL_CODE),
@@ -182,31 +184,37 @@ def merit_gate(model: str, summary: Summary, min_jaccard: float | None) -> str |
 
 
 def register_best(params: Params, root: Path) -> RegistryDecision:
+
+    summary = Summary.load(params.paths.metrics / Summary.FILE)
+    best = summary.best
+    model_dir = params.paths.models / best
+    with folder_lock(model_dir):  # no `ncseg train` may swap the folder between its check and its upload
+        return _record(params, _register(params, root, summary, model_dir))
+
+
+def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> RegistryDecision:
     import mlflow
 
     from ncseg import tracking
 
-    summary = Summary.load(params.paths.metrics / Summary.FILE)
-    best = summary.best
-    result = summary.models[best]
-    model_dir = params.paths.models / best
+    best, result = summary.best, summary.models[summary.best]
     card = _checked_card(model_dir, result, params.registry.members)
     config = serving_config(card, params)
     fp = fingerprint(card, config)
     name = params.registry.model_name
     tracking.setup(params, root)
     client = mlflow.MlflowClient()
+    gate = merit_gate(best, summary, params.registry.min_jaccard)
     existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
     if existing is not None:
-        return _record(params, _unchanged(existing, best, result.jaccard_mean))
-    gate = merit_gate(best, summary, params.registry.min_jaccard)
+        return _unchanged(client, existing, best, result.jaccard_mean, gate)
     with tracking.parent_run("register", params, root, kind="register", model=best):
-        uri = _log_pyfunc(model_dir, config)
+        uri = _log_pyfunc(model_dir, card, config)
         version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
         _describe(client, name, version.version, best, result, card, config.members)
         decision = _promote(client, name, version.version, best, result.jaccard_mean, params.registry.margin, gate)
         mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
-    return _record(params, decision)
+    return decision
 
 
 def _checked_card(model_dir: Path, result: CVSummary, members: int) -> ModelCard:
@@ -237,7 +245,16 @@ def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: 
     }
 
 
-def _unchanged(existing: ModelVersion, arch: str, cv_jaccard: float) -> RegistryDecision:
+def _unchanged(
+    client: MlflowClient, existing: ModelVersion, arch: str, cv_jaccard: float, gate: str | None
+) -> RegistryDecision:
+    """The version registered from these inputs before. It keeps its alias unless the gate now fails (a retuned
+    baseline, a new register.min_jaccard): a champion that no longer clears it is demoted."""
+    if gate is not None and CHAMPION in existing.aliases:
+        client.delete_registered_model_alias(existing.name, CHAMPION)
+        client.set_model_version_tag(existing.name, existing.version, "decision", REJECTED)
+        client.set_model_version_tag(existing.name, existing.version, "decision_reason", f"demoted: {gate}")
+        existing = client.get_model_version(existing.name, existing.version)
     alias = CHAMPION if CHAMPION in existing.aliases else next(iter(existing.aliases), None)
     held = f"holds @{alias}" if alias else "holds no alias"
     return RegistryDecision(
@@ -271,7 +288,7 @@ def _promote(
 ) -> RegistryDecision:
     """Move an alias to the new version on merit; `gate`, when set, is why it can never be champion."""
     champion = _champion(client, name)
-    best_so_far = float(champion.tags["cv_jaccard_mean"]) if champion is not None else None
+    best_so_far = float(champion.tags.get("cv_jaccard_mean", "nan")) if champion is not None else None
     alias: str | None
     if gate is not None:
         alias, reason = None, f"not promoted: {gate}"

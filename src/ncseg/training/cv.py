@@ -237,6 +237,7 @@ def _card(run: CVRun, summary: CVSummary, weights_dir: Path, run_id: str) -> Mod
         cv_jaccard_std=summary.jaccard_std,
         normalization=run.params.inference.normalization,
         intensity_window=summary.intensity_window,
+        tta=run.params.inference.tta,
         cv_run_id=run_id,
     )
 

@@ -9,7 +9,7 @@ from scipy import stats
 
 from ncseg.config import Params
 from ncseg.io.atomic import atomic_path
-from ncseg.records import CVSummary, PairedGain, RecordError, Summary
+from ncseg.records import CVSummary, ModelCard, PairedGain, RecordError, Summary
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "object_f1")
 
@@ -62,6 +62,12 @@ def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
 
 
 def _paired(model: CVSummary, baseline: CVSummary) -> PairedGain:
+    if (model.n_images, model.n_folds) != (baseline.n_images, baseline.n_folds):
+        raise RecordError(
+            f"{model.model} ({model.n_images} images, {model.n_folds} folds) and {baseline.model} "
+            f"({baseline.n_images} images, {baseline.n_folds} folds) were not scored on the same folds: retrain "
+            "both on the current data (`dvc repro`)"
+        )
     gains = [a - b for a, b in zip(model.jaccard_per_fold, baseline.jaccard_per_fold, strict=True)]
     mean, std = statistics.mean(gains), statistics.stdev(gains)
     half = float(stats.t.ppf(0.975, len(gains) - 1)) * std / len(gains) ** 0.5
@@ -126,9 +132,10 @@ def _describe_cv_runs(params: Params, summary: Summary) -> None:
 
     ranked = sorted(summary.models.values(), key=lambda r: -r.jaccard_mean)
     for rank, r in enumerate(ranked, start=1):
-        run_id = tracking.latest_cv_run(params, r.model)
-        if run_id is None:
+        card = params.paths.models / r.model / ModelCard.FILE
+        if not card.exists():
             continue
+        run_id = ModelCard.load(card).cv_run_id  # the run that measured these numbers, not merely the newest
         gains = "; ".join(
             f"{g.gain_mean:+.3f} over {g.baseline} ({g.folds_better} of {g.folds} folds better)"
             for g in summary.baseline_gains(r.model)
