@@ -181,3 +181,18 @@ def test_a_champion_that_takes_another_input_gives_way_to_one_clients_can_call(c
     decision = _promote(client, "nc", new, "smp", 0.96, margin=0.0)
     assert decision.alias == CHAMPION and "another input" in decision.reason
     assert client.get_model_version_by_alias("nc", CHAMPION).version == new
+
+
+def test_an_unchanged_champion_that_no_longer_clears_the_gate_is_demoted(client, tmp_path):
+    from ncseg.registry.promote import _unchanged
+
+    v1 = _version(client, tmp_path, 0.93)
+    _promote(client, "nc", v1, "unet4", 0.93, margin=0.0)
+    existing = client.get_model_version("nc", v1)
+    kept = _unchanged(client, existing, "unet4", 0.93, gate=None)
+    assert kept.alias == CHAMPION and not kept.created
+    demoted = _unchanged(client, existing, "unet4", 0.93, gate="CV Jaccard 0.9300 is below register.min_jaccard 0.95")
+    assert demoted.alias is None and "holds no alias" in demoted.reason
+    assert client.get_model_version("nc", v1).tags["decision_reason"].startswith("demoted: CV Jaccard")
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("nc", CHAMPION)

@@ -311,3 +311,13 @@ def test_a_request_can_ask_for_test_time_augmentation_and_gets_exactly_it(tmp_pa
     with pytest.raises(MlflowException, match="tta must be one of") as err:
         model.predict(None, request, params={"tta": "d8"})
     assert err.value.get_http_status_code() == 400
+
+
+def test_an_animated_png_is_refused_at_its_header():
+    from ncseg.io.images import ImageError, read_header
+
+    png = _png_declaring(8, 8)
+    animated = png[:33] + (8).to_bytes(4, "big") + b"acTL" + (50).to_bytes(4, "big") + bytes(8) + png[33:]
+    with pytest.raises(ImageError, match="animated PNG"):
+        read_header(animated, "request image 0")
+    assert read_header(png, "request image 0").pixels == 64

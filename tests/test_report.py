@@ -33,3 +33,14 @@ def test_every_network_is_compared_with_the_networks_below_it_and_every_baseline
     assert smp_vs_otsu.beyond_noise and smp_vs_otsu.ci_low > 0
     summary = Summary(best="smp", models=results, paired_gains=tuple(rows))
     assert [g.baseline for g in summary.baseline_gains("smp")] == ["otsu"], "the gate compares with baselines only"
+
+
+def test_models_scored_on_different_folds_are_refused_not_paired():
+    from ncseg.records import RecordError
+
+    results = {
+        "unet4": cv_summary("unet4", "unet4", [0.9, 0.91, 0.92]),
+        "otsu": cv_summary("otsu", "classical", [0.88, 0.89]),
+    }
+    with pytest.raises(RecordError, match="were not scored on the same folds"):
+        paired_gains(results)
