@@ -6,6 +6,8 @@ from typer.testing import CliRunner
 
 from ncseg.registry.lookup import ModelLookupError, check_model_uri
 
+from .conftest import ROOT
+
 
 @pytest.fixture
 def store(tmp_path):
@@ -22,7 +24,7 @@ def _version(client, tmp_path, name, tags):
 
 def test_an_unregistered_model_is_named(store):
     uri, _, _ = store
-    with pytest.raises(ModelLookupError, match="no model named 'nc' is registered"):
+    with pytest.raises(ModelLookupError, match="model 'nc' is not registered"):
         check_model_uri("models:/nc@champion", uri)
 
 
@@ -56,5 +58,5 @@ def test_serve_refuses_a_missing_champion_before_starting_a_server(store, monkey
     client.create_registered_model("ncseg-nc-segmenter")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setattr("os.execvpe", lambda *a: pytest.fail("the server was started"))
-    result = CliRunner().invoke(app, ["serve"])
-    assert result.exit_code != 0 and "no model named 'ncseg-nc-segmenter'" in result.output.replace("\n", " ")
+    result = CliRunner().invoke(app, ["serve", "-p", str(ROOT / "params.yaml")])
+    assert result.exit_code != 0 and "model 'ncseg-nc-segmenter' has no versions" in result.output.replace("\n", " ")

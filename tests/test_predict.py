@@ -1,7 +1,9 @@
 """`ncseg predict` refuses what would lose or falsify results before it loads a model or runs a network."""
 
 import os
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -9,7 +11,7 @@ from typer.testing import CliRunner
 from ncseg.cli import app
 from ncseg.config import ParticleParams
 from ncseg.io.images import write_tiff
-from ncseg.predict import run
+from ncseg.predict import collect_inputs, output_collisions, run
 
 from .conftest import ROOT
 
@@ -52,6 +54,47 @@ def test_bad_options_fail_before_any_model_is_loaded(images, option, value, mess
     result = _predict("models:/nc@champion", str(images / "a"), "--out", str(images / "out"), option, value)
     assert result.exit_code != 0 and message in result.output, result.output
     assert "MLflow store" not in result.output, "checked before the model"
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder that refuses new files: by its permission bits, or (root ignores those) sysfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    if os.access(folder, os.W_OK):
+        folder = Path("/sys")
+        if not folder.is_dir():
+            pytest.skip("running as root without /sys: no folder here refuses writes")
+    return folder
+
+
+def test_an_out_that_cannot_be_written_fails_before_the_model_loads(images, read_only):
+    out = read_only / "predictions"
+    result = _predict("models:/nc@champion", str(images / "a" / "other.tif"), "--out", str(out))
+    assert result.exit_code != 0 and f"--out {out}: cannot be written" in result.output, result.output
+    assert not out.exists()
+
+
+def test_the_same_file_named_twice_is_one_input_but_an_image_and_its_png_twin_collide(images):
+    twice = collect_inputs([images / "a", images / "a" / "img.tif"])
+    assert twice == [images / "a" / "img.tif", images / "a" / "other.tif"] and output_collisions(twice) == []
+    (images / "a" / "img.png").write_bytes(b"")  # only its name matters here
+    collisions = output_collisions(collect_inputs([images / "a"]))
+    assert len(collisions) == 1 and "img.png" in collisions[0] and "img.tif" in collisions[0]
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line_not_a_traceback(images, monkeypatch):
+    store = f"sqlite:///{images / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    client.create_registered_model("nc")
+    (images / "no-model").mkdir()
+    client.create_model_version("nc", str(images / "no-model"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    for uri in ("models:/nc/7", "models:/nc/1", "models:/", "runs:/0123456789abcdef/model"):
+        args = ["predict", uri, str(images / "a" / "other.tif"), "-p", str(ROOT / "params.yaml")]
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, SystemExit) and result.exit_code == 1, (uri, result.exception)
+        assert result.output.startswith(f"error: {uri}") and result.output.strip().count("\n") == 0, result.output
 
 
 def test_an_out_that_is_a_file_fails_at_once(images):

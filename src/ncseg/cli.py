@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,9 +11,6 @@ from rich.console import Console
 from ncseg.config import ConfigError, Params, load_params
 from ncseg.io.images import ImageError
 from ncseg.records import RecordError
-
-if TYPE_CHECKING:
-    from ncseg.predict import Segmenter
 
 app = typer.Typer(
     help="Find nanocrystals in HAADF-STEM images: data, training, registry, prediction.",
@@ -262,7 +259,10 @@ def predict(
             raise prediction.PredictRefusedError(problems)
     except ValueError as err:
         _fail(str(err))
-    segmenter = _load_segmenter(model_uri, tracking.tracking_uri(p, tracking.project_root()))
+    try:
+        segmenter = prediction.load_segmenter(model_uri, tracking.tracking_uri(p, tracking.project_root()))
+    except LookupError as err:
+        _fail(str(err))
     with Progress(console=console) as progress:
         task = progress.add_task("segmenting", total=len(files))
         report = prediction.run(
@@ -280,21 +280,3 @@ def predict(
     console.print(f"{len(report.done)} images, {n} particles -> {out}")
     if report.failed:
         _fail(f"{len(report.failed)} of {len(files)} images failed:\n  " + "\n  ".join(report.failed))
-
-
-def _load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:
-    """The model, or one line saying why not: no store here, no such model or alias, an unreadable folder."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from ncseg.predict import Segmenter
-    from ncseg.registry.lookup import ModelLookupError, check_model_uri
-
-    try:
-        check_model_uri(model_uri, tracking_uri)
-        mlflow.set_tracking_uri(tracking_uri)
-        return Segmenter(model_uri)
-    except ModelLookupError as err:
-        _fail(str(err))
-    except (MlflowException, OSError) as err:
-        _fail(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})")

@@ -7,7 +7,7 @@ skipped, so one bad file never costs the results of the others.
 from __future__ import annotations
 
 import math
-import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +57,26 @@ def check_settings(out: Path, threshold: float | None, pixel_size_nm: float | No
         problems.append(f"--pixel-size {pixel_size_nm}: must be a positive number of nm per pixel")
     if tta is not None and tta not in TRANSFORMS:
         problems.append(f"--tta {tta}: must be one of {', '.join(TRANSFORMS)}")
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
     if out.exists() and not out.is_dir():
         problems.append(f"--out {out}: is a file, not a folder")
-    elif existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
-        problems.append(f"--out {out}: cannot be written ({existing} is not a writable folder)")
+    elif (why := _unwritable(out)) is not None:
+        problems.append(f"--out {out}: cannot be written ({why})")
     return problems
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why `out` cannot be made or written in, or None. Probed with a nameless temporary file in the nearest existing
+    folder: permission bits do not tell for root, read-only mounts, /proc or /sys."""
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None:
+        return None  # not even the working folder exists: the first write will say so
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return None
+    except OSError as err:
+        return f"{existing} is not a writable folder: {err.strerror}"
 
 
 def output_collisions(files: list[Path]) -> list[str]:
@@ -78,15 +92,34 @@ def output_collisions(files: list[Path]) -> list[str]:
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
-    files: list[Path] = []
+    """The image files named or held by `inputs`, each once: a folder and a file in it name that file twice, which
+    is one input, not two whose outputs collide."""
+    files: dict[Path, Path] = {}
     for path in inputs:
         if path.is_dir():
-            files += list_images(path)
+            found = list_images(path)
         elif path.suffix.lower() in IMAGE_SUFFIXES or not path.exists():
-            files.append(path)  # missing files are reported per image, with the rest still processed
+            found = [path]  # missing files are reported per image, with the rest still processed
         else:
             raise ValueError(f"{path}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}) or folder")
-    return files
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values())
+
+
+def load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:
+    """The model, or a ModelLookupError in one line: no store here, no such model or alias, an unreadable folder.
+    Nothing is created on the way (no store, no experiment)."""
+    import mlflow
+
+    from ncseg.registry.lookup import ModelLookupError, check_model_uri
+
+    check_model_uri(model_uri, tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return Segmenter(model_uri)
+    except (MlflowException, OSError) as err:
+        raise ModelLookupError(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})") from err
 
 
 class Segmenter:

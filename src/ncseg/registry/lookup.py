@@ -49,7 +49,8 @@ def _no_alias(client: MlflowClient, name: str, alias: str) -> str:
     except MlflowException:
         versions = []
     if not versions:
-        return f"no model named {name!r} is registered in this store: run `dvc repro` (or `ncseg register`) first"
+        found = "has no versions" if client.search_registered_models(f"name='{name}'") else "is not registered"
+        return f"model {name!r} {found} in this store: run `dvc repro` (or `ncseg register`) first"
     lines = [f"no version of {name!r} holds @{alias}; the registered versions:"]
     for v in sorted(versions, key=lambda v: int(v.version)):
         held = client.get_model_version(name, v.version).aliases
