@@ -48,7 +48,10 @@ def test_more_rotations_than_images_is_an_error():
         plan(["a"], {}, AugmentParams(n_rotated=2, angles=(90,)), 0)
 
 
-def test_an_interrupted_augment_leaves_the_previous_set_and_no_staging(small_raw, small_params, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_an_interrupted_augment_leaves_the_previous_set_and_no_staging(
+    small_raw, small_params, tmp_path, monkeypatch, failure
+):
     from ncseg.data import augment as module
 
     out = tmp_path / "augmented"
@@ -59,11 +62,11 @@ def test_an_interrupted_augment_leaves_the_previous_set_and_no_staging(small_raw
     def interrupted(path, mask, pixel_size_nm):
         calls.append(path)
         if len(calls) == 3:
-            raise KeyboardInterrupt
+            raise failure
         real(path, mask, pixel_size_nm)
 
     monkeypatch.setattr(module, "write_mask", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(failure):
         augment(small_raw, out, small_params.augment, small_params.seed + 1)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["augmented"]

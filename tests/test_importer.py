@@ -1,5 +1,7 @@
 import shutil
+from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
@@ -98,15 +100,28 @@ BAD_INPUTS = {
     ),
     "every mask empty": (
         lambda d: [tifffile.imwrite(d / "masks" / f"{n}.tif", np.zeros((32, 32), np.uint8)) for n in ("a", "b")],
-        "every mask is empty",
-        "a, b",
+        "masks/b.tif: the mask marks no NC",
+        "every mask is empty; nothing to learn from",
+    ),
+    "alpha-only PNG mask": (
+        lambda d: [(d / "masks" / "a.tif").unlink(), iio.imwrite(d / "masks" / "a.png", _alpha_only_mask())],
+        "a.png",
+        "drawn in the alpha (transparency) channel only",
+    ),
+    "white mask drawn in alpha": (
+        lambda d: tifffile.imwrite(
+            d / "masks" / "a.tif", _alpha_only_mask(colour=255), photometric="rgb", extrasamples=[2]
+        ),
+        "a.tif",
+        "drawn in the alpha (transparency) channel only",
     ),
 }
 
 
-def _alpha_only_mask() -> np.ndarray:
-    """What some drawing tools save: black everywhere, the NC painted as opacity."""
-    rgba = np.zeros((32, 32, 4), np.uint8)
+def _alpha_only_mask(colour: int = 0) -> np.ndarray:
+    """What some drawing tools save: one colour everywhere, the NC painted as opacity."""
+    rgba = np.full((32, 32, 4), colour, np.uint8)
+    rgba[..., 3] = 0
     rgba[4:12, 4:12, 3] = 255
     return rgba
 
@@ -155,9 +170,13 @@ def _groups_csv(path, text: str, bom: bool = False):
     ("text", "message"),
     [
         ("name,slice\na,s1\nb,\n", "line 3: image 'b' has an empty 'slice'"),
-        ("name,slice\na,s1\nb,s2\nb,s3\n", "line 4: image 'b' is in 's2' and in 's3'"),
+        ("name,slice\na,s1\n\n\nb,\n", "line 5: image 'b' has an empty 'slice'"),
+        ("name,slice\na,s1\nb,s2\nb,s3\n", "line 4: image 'b' is in 's2' and in 's3' (line 3)"),
+        ("name,slice\na,s1\n,s2\nb,s2\n", "line 3: group 's2' for an empty 'name'"),
         ("name,group\na,s1\nb,s2\n", "needs columns 'name' and 'slice' (found: name, group)"),
-        ("name,slice\na,s1\n", "no group for image 'b'"),
+        ("", "needs columns 'name' and 'slice' (found: no header)"),
+        ("name,slice\na,s1\n", "no group for image 'b' (no row names it)"),
+        ("name,slice\n", "no group for image 'a' (no row names it)"),
     ],
 )
 def test_group_manifest_mistakes_are_named_with_their_line(tmp_path, text, message):
@@ -173,6 +192,19 @@ def test_group_manifest_mistakes_are_named_with_their_line(tmp_path, text, messa
     assert not (tmp_path / "raw").exists()
 
 
+def test_a_group_manifest_with_spaced_header_blank_rows_and_identical_repeats_imports(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        _good_pair(src, name)
+    groups = _groups_csv(tmp_path / "groups.csv", "name, slice\na, s1\n,\nb,s2\nb,s2\n", bom=True)
+    result = _invoke(
+        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
+    )
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert read_groups(tmp_path / "raw") == {"a": "s1", "b": "s2"}
+
+
 def test_a_group_manifest_saved_by_excel_with_a_bom_and_extra_rows_imports_with_a_warning(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -184,30 +216,66 @@ def test_a_group_manifest_saved_by_excel_with_a_bom_and_extra_rows_imports_with_
     )
     assert result.exit_code == 0, result.output
     assert read_groups(tmp_path / "raw") == {"a": "s1", "b": "s1"}
-    assert "1 rows name images that are not imported (zz)" in _said(result)
+    assert "groups.csv: 1 row(s) name images that are not imported: 'zz' (line 5)" in _said(result)
 
 
-@pytest.mark.parametrize("where", ["parent", "same", "inside"])
-def test_an_out_that_overlaps_the_inputs_is_refused_and_nothing_is_deleted(tmp_path, where):
+def _tree(root) -> dict:
+    return {p.relative_to(root): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+OVERLAPS = {  # where: (images as given, --out as given), from tmp_path with project/src/{images,masks}
+    "parent": lambda t: (t / "project/src/images", t / "project"),
+    "same": lambda t: (t / "project/src/images", t / "project/src/images"),
+    "inside": lambda t: (t / "project/src/images", t / "project/src/masks/raw"),
+    "symlink to the parent": lambda t: (t / "project/src/images", _link(t / "link", t / "project")),
+    "relative parent": lambda t: (t / "project/src/images", Path("../..")),
+    "images through a symlink": lambda t: (_link(t / "imgs", t / "project/src/images"), t / "project/src"),
+}
+
+
+def _link(link, target):
+    link.symlink_to(target, target_is_directory=True)
+    return link
+
+
+@pytest.mark.parametrize("where", sorted(OVERLAPS))
+def test_an_out_that_overlaps_the_inputs_is_refused_and_nothing_is_deleted(tmp_path, monkeypatch, where):
     project = tmp_path / "project"
     src = project / "src"
     src.mkdir(parents=True)
     _good_pair(src, "a")
     (project / "notes.txt").write_text("the user's unrelated file")
-    out = {"parent": project, "same": src / "images", "inside": src / "masks" / "raw"}[where]
-    result = _invoke(src / "images", src / "masks", "--out", out, "--force")
-    assert result.exit_code != 0 and "overlaps the input" in _said(result), result.output
-    assert (project / "notes.txt").read_text() == "the user's unrelated file"
-    assert (src / "images" / "a.tif").is_file() and (src / "masks" / "a.tif").is_file()
+    monkeypatch.chdir(src / "images")
+    images, out = OVERLAPS[where](tmp_path)
+    before = _tree(tmp_path)
+    result = _invoke(images, src / "masks", "--out", out, "--force")
+    said = _said(result)
+    assert result.exit_code != 0 and f"--out {out}" in said and "overlaps the input" in said, result.output
+    assert f"overlaps the input {images}" in said or f"overlaps the input {src / 'masks'}" in said
+    assert _tree(tmp_path) == before, "nothing may be written, moved or deleted"
 
 
-def test_foreground_labels_that_do_not_occur_are_an_error_not_an_empty_mask(tmp_path):
+def test_an_out_that_holds_the_group_manifest_is_refused(tmp_path):
+    src, data = tmp_path / "src", tmp_path / "data"
+    src.mkdir(), data.mkdir()
+    _good_pair(src, "a")
+    groups = _groups_csv(data / "manifest.csv", "name,group\na,s1\n")
+    result = _invoke(src / "images", src / "masks", "--out", data, "--groups", groups, "--force")
+    assert result.exit_code != 0 and f"--out {data}: holds the group manifest {groups}" in _said(result)
+    assert sorted(p.name for p in data.iterdir()) == ["manifest.csv"]
+
+
+def test_foreground_labels_that_do_not_occur_are_an_error_naming_each_mask_and_its_labels(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    _good_pair(src, "a")
+    for name in ("a", "b"):
+        _good_pair(src, name)
     result = _invoke(src / "images", src / "masks", "--out", tmp_path / "raw", "--foreground", "7")
-    assert result.exit_code != 0
-    assert "every mask is empty with --foreground 7: a; nothing to learn from" in _said(result)
+    assert result.exit_code != 0 and not (tmp_path / "raw").exists()
+    said = _said(result)
+    assert "every mask is empty with --foreground 7; nothing to learn from" in said
+    for name in ("a", "b"):
+        assert f"masks/{name}.tif: none of the --foreground labels 7 occurs (labels found: 0, 255)" in said, said
 
 
 def test_one_image_without_nc_imports_with_a_warning_naming_it(tmp_path):
@@ -217,7 +285,11 @@ def test_one_image_without_nc_imports_with_a_warning_naming_it(tmp_path):
         _good_pair(src, name)
     tifffile.imwrite(src / "masks" / "b.tif", np.zeros((32, 32), np.uint8))
     result = _invoke(src / "images", src / "masks", "--out", tmp_path / "raw")
-    assert result.exit_code == 0 and "warning: b: its mask marks no NC" in _said(result), result.output
+    warning = (
+        f"warning: {src / 'masks' / 'b.tif'}: the mask marks no NC (all pixels 0); imported as an image without NCs"
+    )
+    assert result.exit_code == 0 and warning in _said(result), result.output
+    assert not read_mask(tmp_path / "raw" / "masks" / "b.tif").any()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
@@ -229,26 +301,59 @@ def test_a_pixel_size_that_is_no_length_is_refused(tmp_path, value):
     assert result.exit_code != 0 and "--pixel-size" in result.output and not (tmp_path / "raw").exists()
 
 
-def test_an_interrupted_import_leaves_the_old_folder_and_no_staging(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_an_interrupted_import_leaves_the_old_folder_and_no_staging(tmp_path, monkeypatch, failure):
     from ncseg.data import importer
 
     src, out = tmp_path / "src", tmp_path / "raw"
     src.mkdir()
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         _good_pair(src, name)
     out.mkdir()
     (out / "keep.txt").write_text("existing raw data")
-    calls = []
+    (out / "images").mkdir()
+    before = _tree(out)
+    real, calls = importer.write_mask, []
 
     def interrupted(path, mask, pixel_size_nm):
         calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        importer_write_mask(path, mask, pixel_size_nm)
+        if len(calls) == 3:
+            raise failure
+        real(path, mask, pixel_size_nm)
 
-    importer_write_mask = importer.write_mask
     monkeypatch.setattr(importer, "write_mask", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(failure):
         importer.import_dataset(src / "images", src / "masks", out, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "src"]
+
+
+def _label_maps(src, maps: dict) -> None:
+    (src / "images").mkdir(parents=True), (src / "labels").mkdir()
+    for name, labels in maps.items():
+        tifffile.imwrite(src / "images" / f"{name}.tif", np.full((8, 8), 100, np.uint16))
+        tifffile.imwrite(src / "labels" / f"{name}.tif", np.asarray(labels, np.uint8).repeat(4, 0).repeat(4, 1))
+
+
+def test_a_label_map_without_the_foreground_labels_imports_with_a_warning_naming_its_labels(tmp_path):
+    src = tmp_path / "src"
+    _label_maps(src, {"a": [[0, 1], [2, 0]], "b": [[0, 3], [3, 0]]})
+    result = _invoke(src / "images", src / "labels", "--out", tmp_path / "raw", "--foreground", "1,2")
+    expected = f"warning: {src / 'labels' / 'b.tif'}: none of the --foreground labels 1, 2 occurs (labels found: 0, 3)"
+    assert result.exit_code == 0 and expected in _said(result), result.output
+
+
+def test_a_foreground_label_that_no_mask_holds_is_warned_about(tmp_path):
+    src = tmp_path / "src"
+    _label_maps(src, {"a": [[0, 1], [2, 0]], "b": [[0, 1], [1, 0]]})
+    result = _invoke(src / "images", src / "labels", "--out", tmp_path / "raw", "--foreground", "1,7")
+    expected = "warning: --foreground label(s) 7 occur in no mask (labels found: 0, 1, 2)"
+    assert result.exit_code == 0 and expected in _said(result), result.output
+
+
+def test_foreground_label_zero_is_refused_not_an_inverted_mask(tmp_path):
+    src = tmp_path / "src"
+    _label_maps(src, {"a": [[0, 1], [2, 0]]})
+    result = _invoke(src / "images", src / "labels", "--out", tmp_path / "raw", "--foreground", "0,1")
+    assert result.exit_code != 0 and "--foreground 0, 1: NC labels are positive" in _said(result), result.output
+    assert not (tmp_path / "raw").exists()

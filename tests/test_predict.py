@@ -28,7 +28,8 @@ def images(tmp_path):
 
 
 def _predict(*args: str):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    """The CLI as a user outside any team setup runs it: no MLFLOW_TRACKING_URI (None unsets it for the call)."""
+    env = {"MLFLOW_TRACKING_URI": None}
     return CliRunner().invoke(app, ["predict", *args, "-p", str(ROOT / "params.yaml")], env=env, catch_exceptions=False)
 
 

@@ -259,7 +259,8 @@ def logged_model(tmp_path_factory) -> Path:
     try:
         experiment = mlflow.create_experiment("pyfunc", artifact_location=(tmp / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            uri = _log_pyfunc(tmp / "unet4", ServingConfig.model_validate(_serving(["image"], None)))
+            card = ModelCard.load(tmp / "unet4" / ModelCard.FILE)
+            uri = _log_pyfunc(tmp / "unet4", card, ServingConfig.model_validate(_serving(["image"], None)))
         return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp / "model")))
     finally:
         mlflow.set_tracking_uri(previous)

@@ -120,7 +120,7 @@ def data_import(
     uncalibrated = [p.name for p in result.pairs if p.image.pixel_size_nm is None]
     console.print(f"imported {len(result.pairs)} image/mask pairs into {out}")
     for warning in result.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)  # paths unbroken
     if uncalibrated:
         console.print(
             f"[yellow]note:[/] {len(uncalibrated)} images carry no pixel size; sizes will be in px "

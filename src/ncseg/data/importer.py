@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ncseg.io.images import (
     Micrograph,
     list_images,
     read_image,
-    read_mask,
+    read_mask_and_labels,
     write_mask,
     write_tiff,
 )
@@ -40,6 +41,8 @@ class Pair:
     name: str
     image: Micrograph
     mask: np.ndarray
+    mask_path: Path
+    labels: tuple[int, ...]  # the values in the mask file, named when none of them is NC
 
 
 @dataclass(frozen=True)
@@ -73,70 +76,135 @@ def _load_pair(
     name: str, paths: tuple[Path, Path], foreground: frozenset[int] | None, pixel_size_nm: float | None
 ) -> Pair:
     image = read_image(paths[0])
-    mask = read_mask(paths[1], foreground)
+    mask, labels = read_mask_and_labels(paths[1], foreground)
     if mask.shape != image.data.shape:
         raise ImageError(paths[1], f"mask shape {mask.shape} differs from its image's {image.data.shape}")
     if pixel_size_nm is not None:
         image = Micrograph(image.data, pixel_size_nm, image.path)
-    return Pair(name, image, mask)
+    return Pair(name, image, mask, paths[1], labels)
 
 
-def read_group_table(path: Path, column: str, names: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Group per image name from a CSV with a `name` column (e.g. the shared dataset's `source_slice`).
+def read_group_table(path: Path, column: str, names: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    """(group per image name, problems, warnings) from a CSV with a `name` column and a group column (e.g. the
+    shared dataset's `source_slice`), each problem and warning named with the file and its line.
 
     Every imported image needs a row with a non-empty group, once (identical repeats are harmless): a typo that
-    leaves an image in a group of its own would let its slice neighbours cross folds.
+    leaves an image in a group of its own would let its slice neighbours cross folds. Rows for images that are not
+    imported are only warned about: a dataset-wide manifest used for a subset is normal, and such a row cannot put
+    an imported image in a wrong group (a misspelt name is caught as the imported image's missing row).
     """
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: Excel's byte-order mark
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError) as err:
-        return {}, [f"{path}: cannot read group manifest ({getattr(err, 'strerror', None) or err})"]
-    if not rows or "name" not in rows[0] or column not in rows[0]:
-        found = ", ".join(rows[0]) if rows else "no rows"
-        return {}, [f"{path}: group manifest needs columns 'name' and {column!r} (found: {found})"]
+        header, rows = _csv_rows(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        return {}, [f"{path}: cannot read group manifest ({getattr(err, 'strerror', None) or err})"], []
+    if "name" not in header or column not in header:
+        found = ", ".join(header) or "no header"
+        return {}, [f"{path}: group manifest needs columns 'name' and {column!r} (found: {found})"], []
     groups: dict[str, str] = {}
+    first_line: dict[str, int] = {}  # where each name got its group, so a conflict names both lines
     problems = []
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        name, group = (row["name"] or "").strip(), (row[column] or "").strip()
-        if not group:
-            problems.append(f"{path}, line {line}: image {name!r} has an empty {column!r}")
-        elif groups.setdefault(name, group) != group:
-            problems.append(f"{path}, line {line}: image {name!r} is in {groups[name]!r} and in {group!r}")
-    problems += [f"{path}: no group for image {n!r}" for n in names if n not in groups]
-    return groups, problems
+    for line, row in rows:
+        name, group = (row.get("name") or "").strip(), (row.get(column) or "").strip()
+        where = f"{path}, line {line}"
+        if not name and not group:
+            continue  # a blank row, as spreadsheets save them (",,")
+        if not name:
+            problems.append(f"{where}: group {group!r} for an empty 'name'")
+        elif not group:
+            problems.append(f"{where}: image {name!r} has an empty {column!r}")
+        elif name not in groups:
+            groups[name], first_line[name] = group, line
+        elif groups[name] != group:
+            problems.append(
+                f"{where}: image {name!r} is in {groups[name]!r} and in {group!r} (line {first_line[name]})"
+            )
+    named = {(row.get("name") or "").strip() for _, row in rows}
+    problems += [f"{path}: no group for image {n!r} (no row names it)" for n in names if n not in named]
+    return groups, problems, _unused_rows(path, first_line, names)
 
 
-def _unused_rows(path: Path, groups: dict[str, str], names: list[str]) -> list[str]:
+def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header (stripped, so 'name, slice' works) and each row with its line in the file, blank lines and quoted
+    line breaks counted. utf-8-sig drops the byte-order mark Excel writes, which would rename 'name'."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [field.strip() for field in reader.fieldnames or []]
+        reader.fieldnames = header
+        return header, [(reader.line_num, row) for row in reader]
+
+
+def _unused_rows(path: Path, first_line: dict[str, int], names: list[str]) -> list[str]:
     """Rows for images not imported: fine for a dataset-wide manifest used for a subset, a typo otherwise."""
-    unused = sorted(set(groups) - set(names))
+    unused = sorted(set(first_line) - set(names), key=first_line.__getitem__)
     if not unused:
         return []
-    shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
-    return [f"{path}: {len(unused)} rows name images that are not imported ({shown})"]
+    shown = ", ".join(f"{n!r} (line {first_line[n]})" for n in unused[:5])
+    more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
+    return [f"{path}: {len(unused)} row(s) name images that are not imported: {shown}{more}"]
 
 
 def _overlapping_out(out: Path, folders: list[Path], groups: Path | None) -> list[str]:
     """An --out that holds an input would be replaced, inputs and all, by --force; one inside an input folder
-    would mix the import into its own source."""
+    would mix the import into its own source. Compared resolved, so '.', '..' and symlinks hide no overlap."""
     target = out.resolve()
     problems = []
     for source in folders:
-        folder = source.resolve()
-        if target == folder or folder.is_relative_to(target) or target.is_relative_to(folder):
-            problems.append(f"--out {out}: overlaps the input {source}; write the imported data elsewhere")
+        relation = _relation(target, source.resolve())
+        if relation:
+            problems.append(
+                f"--out {_shown(out)}: overlaps the input {_shown(source)} ({relation}); "
+                "write the imported data elsewhere"
+            )
     if groups is not None and groups.resolve().is_relative_to(target):
-        problems.append(f"--out {out}: holds the group manifest {groups}; write the imported data elsewhere")
+        problems.append(
+            f"--out {_shown(out)}: holds the group manifest {_shown(groups)}; write the imported data elsewhere"
+        )
     return problems
 
 
+def _relation(target: Path, folder: Path) -> str | None:
+    if target == folder:
+        return "the same folder"
+    if folder.is_relative_to(target):
+        return "--out contains it"
+    return "--out is inside it" if target.is_relative_to(folder) else None
+
+
+def _shown(path: Path) -> str:
+    """The path as given, and where it really is when a symlink or '..' makes that differ."""
+    resolved = path.resolve()
+    return str(path) if resolved == path.absolute() else f"{path} (= {resolved})"
+
+
 def _mask_problems(loaded: list[Pair], foreground: frozenset[int] | None) -> tuple[list[str], list[str]]:
-    """(problems, warnings) of the masks as a set: an empty set is a mistake, one empty image may be real."""
-    empty = [pair for pair in loaded if not pair.mask.any()]
+    """(problems, warnings) of the masks as a set: an empty set is a mistake (0/255 masks under --foreground 7, a
+    blank export), one empty mask may be a field of view without NCs, which the study must be able to hold."""
+    empty = [_why_empty(pair, foreground) for pair in loaded if not pair.mask.any()]
     if loaded and len(empty) == len(loaded):
-        labels = f" with --foreground {','.join(map(str, sorted(foreground)))}" if foreground else ""
-        return [f"every mask is empty{labels}: {', '.join(p.name for p in empty)}; nothing to learn from"], []
-    return [], [f"{pair.name}: its mask marks no NC (an image without NCs?)" for pair in empty]
+        option = f" with --foreground {_labels(foreground)}" if foreground else ""
+        return [f"every mask is empty{option}; nothing to learn from", *empty], []
+    return [], [f"{line}; imported as an image without NCs" for line in empty] + _absent_labels(loaded, foreground)
+
+
+def _why_empty(pair: Pair, foreground: frozenset[int] | None) -> str:
+    """Named with the labels the file holds: '0, 255' under --foreground 7 says the option is wrong."""
+    if foreground:
+        wanted, found = _labels(foreground), _labels(pair.labels)
+        return f"{pair.mask_path}: none of the --foreground labels {wanted} occurs (labels found: {found})"
+    return f"{pair.mask_path}: the mask marks no NC (all pixels 0)"
+
+
+def _absent_labels(loaded: list[Pair], foreground: frozenset[int] | None) -> list[str]:
+    """A --foreground label that no mask holds is likely a typo (1,7 for 1,2), though a subset may lack a type."""
+    found = {label for pair in loaded for label in pair.labels}
+    absent = (foreground or frozenset()) - found
+    if not absent:
+        return []
+    return [f"--foreground label(s) {_labels(absent)} occur in no mask (labels found: {_labels(found)})"]
+
+
+def _labels(labels: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(labels)))
 
 
 def import_dataset(
@@ -155,6 +223,8 @@ def import_dataset(
     problems += _overlapping_out(out, [images, masks], groups)
     if pixel_size_nm is not None and not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
         problems.append(f"--pixel-size {pixel_size_nm}: must be a positive number of nm per pixel")
+    if foreground and min(foreground) <= 0:
+        problems.append(f"--foreground {_labels(foreground)}: NC labels are positive; 0 is the background")
     if out.exists() and any(out.iterdir()) and not force:
         problems.append(f"{out}: already holds data; pass --force to replace it")
     loaded = []
@@ -167,9 +237,9 @@ def import_dataset(
     problems += mask_problems
     group_of: dict[str, str] = {}
     if groups is not None:
-        group_of, group_problems = read_group_table(groups, group_column, list(paired))
+        group_of, group_problems, group_warnings = read_group_table(groups, group_column, list(paired))
         problems += group_problems
-        warnings += _unused_rows(groups, group_of, list(paired))
+        warnings += group_warnings
     if problems:
         raise ImportRefusedError(problems)
     _write(loaded, group_of, out)

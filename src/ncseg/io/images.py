@@ -276,17 +276,25 @@ def encode_tiff(data: np.ndarray) -> bytes:
 
 def read_mask(path: Path | str, foreground: frozenset[int] | None = None) -> np.ndarray:
     """A boolean NC mask from an ImageJ 0/255 (or 0/1) mask, or from a label map with `foreground` labels."""
+    return read_mask_and_labels(path, foreground)[0]
+
+
+def read_mask_and_labels(
+    path: Path | str, foreground: frozenset[int] | None = None
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """`read_mask` and the values the file holds: a mask that comes out empty is named with what it does hold
+    (0, 255 under `--foreground 7` is a wrong option, not an image without NCs)."""
     image = read_image(path)
     values = np.unique(image.data)
     if foreground is not None:
         missing = set(values.tolist()) - {0, *foreground}
         if not np.issubdtype(values.dtype, np.integer) or any(v < 0 for v in missing):
             raise ImageError(path, f"label map must hold non-negative integer labels, found {values[:8].tolist()}")
-        return np.isin(image.data, sorted(foreground))
+        return np.isin(image.data, sorted(foreground)), tuple(values.tolist())
     if not set(values.tolist()) <= {0, 255} and not set(values.tolist()) <= {0, 1}:
         shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")
         raise ImageError(path, f"mask is not binary (values {shown}); expected 0/255 or 0/1, or pass --foreground")
-    return image.data > 0
+    return image.data > 0, tuple(values.tolist())
 
 
 def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None) -> None:
