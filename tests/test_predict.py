@@ -125,3 +125,25 @@ def test_a_run_writes_masks_and_a_histogram_in_the_output_folder(images):
     report = run(FakeSegmenter(), [images / "a" / "img.tif"], images / "out", PARTICLES)
     assert [row["n_particles"] for row in report.done] == [1]
     assert (images / "out" / "masks" / "img.tif").is_file() and (images / "out" / "size_distribution.png").is_file()
+
+
+def test_labels_and_imagej_rois_carry_the_particle_ids_of_the_table(images):
+    import csv
+
+    from roifile import roiread
+
+    from ncseg.interop.imagej import read_rois, rois_to_labels
+    from ncseg.io.images import read_image
+
+    image = np.zeros((40, 40), np.uint16)
+    image[4:14, 4:14] = image[4:14, 20:30] = image[24:34, 10:20] = 1000
+    write_tiff(images / "three.tif", image, 0.5)
+    run(FakeSegmenter(), [images / "three.tif"], images / "out", PARTICLES, rois=True)
+    labels = read_image(images / "out" / "labels" / "three.tif")
+    assert labels.data.dtype == np.uint16 and labels.pixel_size_nm == pytest.approx(0.5)
+    with (images / "out" / "particles" / "three.csv").open() as fh:
+        table = [int(row["label"]) for row in csv.DictReader(fh)]
+    assert table == sorted(np.unique(labels.data[labels.data > 0]).tolist()) == [1, 2, 3]
+    assert [roi.name for roi in roiread(images / "out" / "rois" / "three.zip")] == ["1", "2", "3"]
+    back = rois_to_labels(read_rois(images / "out" / "rois" / "three.zip"), labels.data.shape)
+    np.testing.assert_array_equal(back, labels.data)

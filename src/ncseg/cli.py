@@ -239,6 +239,7 @@ def predict(
     pixel_size: Annotated[float | None, typer.Option(help="Pixel size in nm (overrides the files').")] = None,
     threshold: Annotated[float | None, typer.Option(help="Probability threshold (default: the model's).")] = None,
     save_probability: Annotated[bool, typer.Option(help="Also write the probability map (float32 TIFF).")] = False,
+    rois: Annotated[bool, typer.Option(help="Also write an ImageJ RoiSet per image (rois/NAME.zip).")] = False,
     tta: Annotated[
         str | None, typer.Option(help="Test-time augmentation: none, flip or d4 (default: the model's).")
     ] = None,
@@ -273,6 +274,7 @@ def predict(
             threshold=threshold,
             pixel_size_nm=pixel_size,
             save_probability=save_probability,
+            rois=rois,
             tta=tta,
             on_image=lambda _: progress.advance(task),
         )

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from ncseg import figures
 from ncseg.config import ParticleParams
 from ncseg.inference.tta import TRANSFORMS
+from ncseg.interop.imagej import write_roiset
 from ncseg.io.images import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -148,9 +149,15 @@ def _write_image_outputs(
     labels: np.ndarray,
     particles: list[Particle],
     save_probability: bool,
+    rois: bool,
 ) -> None:
+    """Per image: the mask, the instance labels (ids = the CSV's `label`), the overlay, the particle table, and
+    on request the probability map and an ImageJ RoiSet (ROI names = the same ids)."""
     stem = image.path.stem
     write_mask(out / "masks" / f"{stem}.tif", mask, image.pixel_size_nm)
+    write_tiff(out / "labels" / f"{stem}.tif", labels.astype(np.uint16), image.pixel_size_nm)
+    if rois:
+        write_roiset(out / "rois" / f"{stem}.zip", labels)
     if save_probability:
         write_tiff(out / "probability" / f"{stem}.tif", prob.astype(np.float32), image.pixel_size_nm)
     figures.save_png(out / "overlays" / f"{stem}.png", figures.outline(normalize(image.data), labels > 0))
@@ -179,6 +186,7 @@ def run(
     threshold: float | None = None,
     pixel_size_nm: float | None = None,
     save_probability: bool = False,
+    rois: bool = False,
     tta: str | None = None,
     on_image: Callable[[Path], None] | None = None,
 ) -> Report:
@@ -198,7 +206,7 @@ def run(
             mask = prob > cut
             labels = split(mask, image.pixel_size_nm, particle_params)
             particles = measure(labels, image.pixel_size_nm)
-            _write_image_outputs(out, image, prob, mask, labels, particles, save_probability)
+            _write_image_outputs(out, image, prob, mask, labels, particles, save_probability, rois)
             report.done.append(summary_row(image, mask, particles))
             report.particles += particles
         if on_image:

@@ -24,7 +24,7 @@ def predicted(tiny_project, tmp_path_factory):
     (inputs / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     out = tmp_path_factory.mktemp("predictions")
     result = subprocess.run(
-        ["ncseg", "predict", MODEL, str(inputs), "--out", str(out), "--save-probability"],
+        ["ncseg", "predict", MODEL, str(inputs), "--out", str(out), "--save-probability", "--rois"],
         cwd=tiny_project,
         env=project_env(tiny_project),
         capture_output=True,
@@ -41,6 +41,7 @@ def test_a_broken_file_fails_the_run_but_keeps_the_others(predicted):
     for name in ("synth_02", "synth_09"):
         assert (out / "masks" / f"{name}.tif").is_file() and (out / "overlays" / f"{name}.png").is_file()
         assert (out / "particles" / f"{name}.csv").is_file() and (out / "probability" / f"{name}.tif").is_file()
+        assert (out / "labels" / f"{name}.tif").is_file() and (out / "rois" / f"{name}.zip").is_file()
     assert (out / "summary.csv").is_file() and (out / "size_distribution.png").is_file()
 
 
