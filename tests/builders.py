@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from types import ModuleType
+
+import pytest
 
 from ncseg.records import SCORE_KEYS, CVSummary
 
@@ -23,3 +26,16 @@ def cv_summary(model: str, kind: str, per_fold: list[float]) -> CVSummary:
         intensity_window=None,
         **scores,
     )
+
+
+def fail_on_call(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, n: int, failure: type) -> None:
+    """Make `module.name` raise `failure` on its n-th call (a Ctrl-C or a full disk midway through a write)."""
+    real, calls = getattr(module, name), []
+
+    def interrupted(*args: object) -> object:
+        calls.append(args)
+        if len(calls) == n:
+            raise failure
+        return real(*args)
+
+    monkeypatch.setattr(module, name, interrupted)

@@ -5,6 +5,8 @@ from ncseg.config import AugmentParams
 from ncseg.data.augment import augment, plan, read_manifest
 from ncseg.io.images import read_image, read_mask
 
+from .builders import fail_on_call
+
 
 def test_twelve_raw_images_become_the_studys_twenty_two(params):
     names = [f"synth_{i:02d}" for i in range(12)]
@@ -57,15 +59,7 @@ def test_an_interrupted_augment_leaves_the_previous_set_and_no_staging(
     out = tmp_path / "augmented"
     augment(small_raw, out, small_params.augment, small_params.seed)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    real, calls = module.write_mask, []
-
-    def interrupted(path, mask, pixel_size_nm):
-        calls.append(path)
-        if len(calls) == 3:
-            raise failure
-        real(path, mask, pixel_size_nm)
-
-    monkeypatch.setattr(module, "write_mask", interrupted)
+    fail_on_call(monkeypatch, module, "write_mask", 3, failure)
     with pytest.raises(failure):
         augment(small_raw, out, small_params.augment, small_params.seed + 1)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -11,6 +11,8 @@ from ncseg.cli import app
 from ncseg.data.augment import read_groups
 from ncseg.io.images import read_image, read_mask
 
+from .builders import fail_on_call
+
 runner = CliRunner()
 
 
@@ -313,15 +315,7 @@ def test_an_interrupted_import_leaves_the_old_folder_and_no_staging(tmp_path, mo
     (out / "keep.txt").write_text("existing raw data")
     (out / "images").mkdir()
     before = _tree(out)
-    real, calls = importer.write_mask, []
-
-    def interrupted(path, mask, pixel_size_nm):
-        calls.append(path)
-        if len(calls) == 3:
-            raise failure
-        real(path, mask, pixel_size_nm)
-
-    monkeypatch.setattr(importer, "write_mask", interrupted)
+    fail_on_call(monkeypatch, importer, "write_mask", 3, failure)
     with pytest.raises(failure):
         importer.import_dataset(src / "images", src / "masks", out, force=True)
     assert _tree(out) == before
