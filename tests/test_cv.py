@@ -2,14 +2,16 @@
 
 import copy
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 
 from ncseg.config import load_params
 from ncseg.data.augment import augment
-from ncseg.data.dataset import Sample
+from ncseg.data.dataset import Sample, load_samples
 from ncseg.io.atomic import FolderBusyError, folder_lock
+from ncseg.metrics import jaccard
 from ncseg.models.zoo import build_net
 from ncseg.records import ModelCard
 from ncseg.training import cv, loop
@@ -27,7 +29,7 @@ def study(small_raw, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     work = tmp_path / "work"
 
-    def params(n_folds: int = 2):
+    def params(n_folds: int = 2, *extra: str):
         return load_params(
             ROOT / "params.yaml",
             [
@@ -43,6 +45,7 @@ def study(small_raw, tmp_path, monkeypatch):
                 f"models={{unet4: {TINY_UNET}}}",
                 "register.members=1",
                 f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                *extra,
             ],
         )
 
@@ -102,7 +105,8 @@ def test_a_folds_threshold_is_chosen_without_its_own_images():
     samples = [s for s, _ in pairs]
     probs = {i: np.where(s.mask, scale, 0.2 * scale) for i, (s, scale) in enumerate(pairs)}
     results = [FoldResult(0, [0, 1], "r0"), FoldResult(1, [2, 3], "r1")]
-    nested_thresholds(results, probs, samples, [0.1, 0.3, 0.5, 0.7, 0.9])
+    params = load_params(ROOT / "params.yaml", ["threshold.sweep=[0.1, 0.9, 0.2]", "calibration.method=none"])
+    nested_thresholds(results, probs, samples, params)
     assert results[0].threshold in (0.5, 0.7), "fold 0 got a threshold tuned on its own images"
     assert results[1].threshold in (0.1, 0.3)
 
@@ -139,3 +143,75 @@ def test_the_weights_of_the_best_inner_validation_epoch_are_the_ones_kept(study,
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, states[1][key], msg=f"{key} is not from the best epoch")
     assert any(not torch.equal(states[1][k], states[3][k]) for k in states[1]), "training changed nothing"
+
+
+def _samples(p):
+    return load_samples(p.paths.augmented, p.inference.normalization)[0]
+
+
+def _fake_training(monkeypatch, record):
+    """Training replaced by a net that predicts its test images from their masks plus seeded noise, recording
+    which images each (repeat, fold) network was fitted and validated on and which it predicted."""
+
+    def fake(spec, samples, fold, rep, params, progress):
+        fit, val, _ = fit_and_validation(samples, rep.folds, fold.fold, params.cv.inner_val_fraction, rep.seed)
+        rng = np.random.default_rng(rep.seed + fold.fold)
+        probs = [np.clip(samples[i].mask * 0.7 + rng.uniform(0, 0.5, samples[i].mask.shape), 0, 1) for i in fold.test]
+        record[(rep.index, fold.fold)] = ({s.name for s in fit + val}, [samples[i].name for i in fold.test], probs)
+        fold.history = [loop.EpochLog(0, 0.5, 0.5, 0.5, 0.5)]
+        return build_net(spec, 1), probs
+
+    monkeypatch.setattr(cv, "_train_fold", fake)
+
+
+def test_repeats_log_r_times_k_child_runs_with_their_own_seeds_and_keep_repeat_0_as_the_plain_cv(study, tmp_path):
+    params, folder, _ = study
+    p1, p2 = params(), params(2, "cv.repeats=2")
+    plain, repeated = cv.plan_repeats(_samples(p1), p1), cv.plan_repeats(_samples(p2), p2)
+    assert repeated[0].folds == plain[0].folds and repeated[0].seed == p1.seed, "repeat 0 is the plain CV"
+    assert len({r.seed for r in repeated}) == 2
+    summary = cross_validate("unet4", p2, tmp_path)
+    assert (summary.repeats, len(summary.jaccard_per_fold), len(summary.jaccard_repeat_means)) == (2, 4, 2)
+    assert summary.jaccard_between_repeat_std is not None and summary.ensemble_jaccard_mean is not None
+    runs = mlflow.MlflowClient(p2.tracking.uri).search_runs(
+        [mlflow.get_experiment_by_name(p2.tracking.experiment).experiment_id], "tags.fold != ''"
+    )
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["repeat-0-fold-0", "repeat-0-fold-1", "repeat-1-fold-0", "repeat-1-fold-1"]
+    assert len({r.data.params["seed"] for r in runs}) == 4, "each (repeat, fold) network has its own seed"
+    card = ModelCard.load(folder / "model.json")
+    assert [w.file for w in card.folds] == ["fold0.pt", "repeat1-fold0.pt", "fold1.pt", "repeat1-fold1.pt"]
+    card.verify(folder)
+
+
+def test_the_ensemble_averages_only_networks_that_never_saw_the_image(study, tmp_path, monkeypatch):
+    params, _, _ = study
+    p = params(2, "cv.repeats=3", "calibration.method=none")
+    record: dict = {}
+    _fake_training(monkeypatch, record)
+    summary = cross_validate("unet4", p, tmp_path)
+    predicted: dict[str, list[np.ndarray]] = {}
+    for (_, _), (trained_on, tested, probs) in record.items():
+        assert not trained_on & set(tested), "a network predicted an image it was fitted or validated on"
+        for name, prob in zip(tested, probs, strict=True):
+            predicted.setdefault(name, []).append(prob)
+    assert {len(v) for v in predicted.values()} == {3}, "one out-of-fold prediction per image and repeat"
+    samples = _samples(p)
+    ensemble = {s.name: np.mean(predicted[s.name], axis=0) for s in samples}
+    results = [
+        cv.FoldResult(k, [i for i, f in enumerate(cv.plan_repeats(samples, p)[0].folds) if f == k], None)
+        for k in range(p.cv.n_folds)
+    ]
+    probs = {i: ensemble[s.name] for i, s in enumerate(samples)}
+    nested_thresholds(results, probs, samples, p)
+    expected = [np.mean([jaccard(probs[i] > r.threshold, samples[i].mask) for i in r.test]) for r in results]
+    assert summary.ensemble_jaccard_per_fold == pytest.approx(expected)
+
+
+def test_the_same_seed_gives_the_same_numbers_and_another_seed_other_ones(study, tmp_path, monkeypatch):
+    params, _, _ = study
+    p = params(2, "cv.repeats=2")
+    first, again = cross_validate("unet4", p, tmp_path), cross_validate("unet4", p, tmp_path)
+    assert first.jaccard_per_fold == again.jaccard_per_fold and first.temperature == again.temperature
+    other = cross_validate("unet4", p.model_copy(update={"seed": p.seed + 1}), tmp_path)
+    assert other.jaccard_per_fold != first.jaccard_per_fold

@@ -11,6 +11,7 @@ from ncseg.registry.promote import (
     CHALLENGER,
     CHAMPION,
     PACKAGE,
+    Candidate,
     SERVED_CODE,
     _promote,
     _stage_members,
@@ -31,11 +32,15 @@ def client(tmp_path):
     return client
 
 
-def _version(client, tmp_path, jaccard, speaks=None):
+def _version(client, tmp_path, jaccard, speaks=None, noise=0.0, data="d1"):
     source = tmp_path / f"model-{jaccard}"
     source.mkdir()
-    tags = {"cv_jaccard_mean": str(jaccard), "interface": speaks or interface()}
-    return client.create_model_version("nc", str(source), tags=tags).version
+    tags = {"cv_jaccard_mean": str(jaccard), "interface": speaks or interface(), "cv_noise": str(noise)}
+    return client.create_model_version("nc", str(source), tags=tags | {"data_md5": data}).version
+
+
+def _cand(architecture, jaccard, noise=0.0, data="d1"):
+    return Candidate(architecture, jaccard, noise, data)
 
 
 def _summary(**per_fold: list[float]) -> Summary:
@@ -47,16 +52,16 @@ def _summary(**per_fold: list[float]) -> Summary:
 
 def test_first_version_becomes_champion_and_only_improvements_take_the_alias(client, tmp_path):
     v1 = _version(client, tmp_path, 0.90)
-    assert _promote(client, "nc", v1, "unet4", 0.90, margin=0.0).alias == CHAMPION
+    assert _promote(client, "nc", v1, _cand("unet4", 0.90), margin=0.0).alias == CHAMPION
     v2 = _version(client, tmp_path, 0.85)
-    worse = _promote(client, "nc", v2, "smp", 0.85, margin=0.0)
-    assert worse.alias == CHALLENGER and "does not beat" in worse.reason
+    worse = _promote(client, "nc", v2, _cand("smp", 0.85), margin=0.0)
+    assert worse.alias == CHALLENGER and "not beyond" in worse.reason
     assert client.get_model_version_by_alias("nc", CHAMPION).version == v1
     v3 = _version(client, tmp_path, 0.905)
-    small = _promote(client, "nc", v3, "unet4", 0.905, margin=0.01)
+    small = _promote(client, "nc", v3, _cand("unet4", 0.905), margin=0.01)
     assert small.alias == CHALLENGER, "a gain inside the margin is not enough"
     v4 = _version(client, tmp_path, 0.93)
-    better = _promote(client, "nc", v4, "unet4", 0.93, margin=0.01)
+    better = _promote(client, "nc", v4, _cand("unet4", 0.93), margin=0.01)
     assert better.alias == CHAMPION and better.champion_cv_jaccard == pytest.approx(0.90)
     assert client.get_model_version_by_alias("nc", CHAMPION).version == v4
     assert client.get_model_version_by_alias("nc", CHALLENGER).version == v3
@@ -67,7 +72,7 @@ def test_a_junk_first_model_below_the_baseline_is_registered_but_never_champion(
     gate = merit_gate("unet4", summary, min_jaccard=None)
     assert gate is not None and "does not beat the classical baseline otsu" in gate
     v1 = _version(client, tmp_path, 0.155)
-    decision = _promote(client, "nc", v1, "unet4", 0.155, margin=0.0, gate=gate)
+    decision = _promote(client, "nc", v1, _cand("unet4", 0.155), margin=0.0, gate=gate)
     assert decision.alias is None and decision.reason.startswith("not promoted: does not beat")
     assert client.get_model_version("nc", v1).aliases == []
     tags = client.get_model_version("nc", v1).tags
@@ -80,7 +85,7 @@ def test_a_good_first_model_that_beats_the_baseline_on_the_same_folds_is_champio
     summary = _summary(unet4=[0.95, 0.94], otsu=[0.92, 0.93])
     assert merit_gate("unet4", summary, min_jaccard=None) is None
     v1 = _version(client, tmp_path, 0.945)
-    decision = _promote(client, "nc", v1, "unet4", 0.945, margin=0.0, gate=None)
+    decision = _promote(client, "nc", v1, _cand("unet4", 0.945), margin=0.0, gate=None)
     assert decision.alias == CHAMPION
     assert client.get_model_version("nc", v1).tags["decision"] == CHAMPION
 
@@ -176,9 +181,9 @@ def test_the_served_model_imports_only_code_the_fingerprint_covers():
 
 def test_a_champion_that_takes_another_input_gives_way_to_one_clients_can_call(client, tmp_path):
     old = _version(client, tmp_path, 0.97, speaks='[{"type": "tensor", "tensor-spec": {"dtype": "float32"}}]')
-    assert _promote(client, "nc", old, "smp", 0.97, margin=0.0).alias == CHAMPION
+    assert _promote(client, "nc", old, _cand("smp", 0.97), margin=0.0).alias == CHAMPION
     new = _version(client, tmp_path, 0.96)
-    decision = _promote(client, "nc", new, "smp", 0.96, margin=0.0)
+    decision = _promote(client, "nc", new, _cand("smp", 0.96), margin=0.0)
     assert decision.alias == CHAMPION and "another input" in decision.reason
     assert client.get_model_version_by_alias("nc", CHAMPION).version == new
 
@@ -187,7 +192,7 @@ def test_an_unchanged_champion_that_no_longer_clears_the_gate_is_demoted(client,
     from ncseg.registry.promote import _unchanged
 
     v1 = _version(client, tmp_path, 0.93)
-    _promote(client, "nc", v1, "unet4", 0.93, margin=0.0)
+    _promote(client, "nc", v1, _cand("unet4", 0.93), margin=0.0)
     existing = client.get_model_version("nc", v1)
     kept = _unchanged(client, existing, "unet4", 0.93, gate=None)
     assert kept.alias == CHAMPION and not kept.created
@@ -196,3 +201,22 @@ def test_an_unchanged_champion_that_no_longer_clears_the_gate_is_demoted(client,
     assert client.get_model_version("nc", v1).tags["decision_reason"].startswith("demoted: CV Jaccard")
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("nc", CHAMPION)
+
+
+def test_a_gain_inside_the_measured_run_to_run_noise_leaves_the_champion_in_place(client, tmp_path):
+    v1 = _version(client, tmp_path, 0.910, noise=0.004)
+    assert _promote(client, "nc", v1, _cand("unet4", 0.910, noise=0.004), margin=0.0).alias == CHAMPION
+    v2 = _version(client, tmp_path, 0.913, noise=0.002)
+    lucky = _promote(client, "nc", v2, _cand("unet4", 0.913, noise=0.002), margin=0.0)
+    assert lucky.alias == CHALLENGER, "+0.003 is inside the champion's measured noise (0.004)"
+    assert "not beyond the run-to-run noise 0.0040" in lucky.reason
+    v3 = _version(client, tmp_path, 0.920, noise=0.002)
+    assert _promote(client, "nc", v3, _cand("unet4", 0.920, noise=0.002), margin=0.0).alias == CHAMPION
+
+
+def test_a_champion_measured_on_other_data_gives_way(client, tmp_path):
+    v1 = _version(client, tmp_path, 0.95, data="old-data")
+    _promote(client, "nc", v1, _cand("unet4", 0.95, data="old-data"), margin=0.0)
+    v2 = _version(client, tmp_path, 0.93, data="new-data")
+    decision = _promote(client, "nc", v2, _cand("unet4", 0.93, data="new-data"), margin=0.0)
+    assert decision.alias == CHAMPION and "measured on other data" in decision.reason

@@ -14,10 +14,11 @@ def test_gains_over_the_baseline_are_paired_fold_by_fold_with_an_interval():
     (row,) = paired_gains(results)
     assert (row.model, row.baseline, row.folds_better, row.folds) == ("unet4", "otsu", 2, 3)
     assert row.gain_mean == pytest.approx((-0.01 + 0.10 + 0.01) / 3)
-    # t(0.975, 2) = 4.303: the interval is mean ± 4.303 · sd / √3, and it spans 0 -> not beyond noise
-    assert row.ci_high - row.gain_mean == pytest.approx(4.303 * row.gain_std / 3**0.5, rel=1e-3)
+    # t(0.975, 2) = 4.303, and the folds share training images: the corrected resampled interval is
+    # mean ± 4.303 · sd · √(1/3 + 1/(3-1)), wider than the naive sd/√3 one; it spans 0 -> not beyond noise
+    assert row.ci_high - row.gain_mean == pytest.approx(4.303 * row.gain_std * (1 / 3 + 1 / 2) ** 0.5, rel=1e-3)
     assert not row.beyond_noise
-    assert "| unet4 | otsu | +0.033 ± 0.059 | [-0.112, +0.179] | 2 of 3 | no |" in paired_table([row])
+    assert "| unet4 | otsu | +0.033 ± 0.059 | [-0.197, +0.263] | 2 of 3 | no |" in paired_table([row])
     assert best_model(results) == "unet4", "the classical baseline is never the model to register"
 
 

@@ -54,7 +54,12 @@ class AugmentParams(_Frozen):
 
 class CVParams(_Frozen):
     n_folds: int = Field(ge=2)
+    repeats: int = Field(ge=1)  # independent grouped K-fold runs, each with its own split, init and sampling
     inner_val_fraction: float = Field(gt=0, lt=1)
+
+    def seed(self, base: int, repeat: int) -> int:
+        """Repeat r's seed; repeat 0 runs on the study seed itself, so one repeat is exactly the plain CV."""
+        return base + 1000 * repeat
 
 
 class TrainParams(_Frozen):
@@ -142,11 +147,17 @@ class ThresholdParams(_Frozen):
         return [round(start + i * step, 6) for i in range(n)]
 
 
+class CalibrationParams(_Frozen):
+    method: Literal["temperature", "none"]  # temperature scaling fitted on out-of-fold predictions
+    bins: int = Field(ge=2)  # equal-width probability bins of the reliability diagram and the ECE
+    fit_pixels: int = Field(ge=1000)  # pixels drawn from the out-of-fold predictions to fit the temperature
+
+
 class RegisterParams(_Frozen):
     model_name: str = Field(min_length=1)
     margin: float = Field(ge=0)
     min_jaccard: float | None = Field(ge=0, le=1)  # a floor for champion beside beating the classical baseline
-    members: int = Field(ge=1)  # fold networks served: 1 = what CV measured, fastest; more = an ensemble
+    members: int = Field(ge=1)  # networks served: 1 = what CV measured, fastest; cv.repeats = the measured ensemble
     max_pixels: int = Field(ge=64 * 64)  # per image
     max_rows: int = Field(ge=1)  # images per request
     max_request_pixels: int = Field(ge=64 * 64)  # all images of a request together: what one request may cost
@@ -178,14 +189,19 @@ class Params(_Frozen):
     inference: InferenceParams
     models: dict[str, ModelParams] = Field(min_length=1)
     threshold: ThresholdParams
+    calibration: CalibrationParams
     registry: RegisterParams = Field(alias="register")  # `register` would shadow a BaseModel method
     particles: ParticleParams
     tracking: TrackingParams
 
     @model_validator(mode="after")
     def _members_exist(self) -> Params:
-        if self.registry.members > self.cv.n_folds:
-            raise ValueError(f"register.members ({self.registry.members}) exceeds cv.n_folds ({self.cv.n_folds})")
+        trained = self.cv.n_folds * self.cv.repeats
+        if self.registry.members > trained:
+            raise ValueError(
+                f"register.members ({self.registry.members}) exceeds the {trained} networks CV trains "
+                f"(cv.n_folds x cv.repeats)"
+            )
         return self
 
     def model(self, name: str) -> ModelParams:

@@ -92,13 +92,33 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
         iio.imwrite(tmp, rgb, extension=".png")
 
 
-def threshold_curve(path: Path, grid: list[float], curve: np.ndarray, chosen: float, study: float) -> None:
+def threshold_curve(
+    path: Path, grid: list[float], curve: np.ndarray, chosen: float, study: tuple[float, float]
+) -> None:
+    """Jaccard against the threshold on calibrated probabilities; `study` is the study's raw-output cut (its
+    value, and where it falls on the calibrated scale)."""
     fig, ax = _figure(5.0, 3.4)
     ax.plot(grid, curve, marker="o", ms=3)
     ax.axvline(chosen, color="tab:green", ls="--", label=f"chosen {chosen:.2f}")
-    ax.axvline(study, color="tab:red", ls=":", label=f"study {study:.2f}")
-    ax.set(xlabel="probability threshold", ylabel="mean Jaccard (out-of-fold)", ylim=(0, 1))
+    ax.axvline(study[1], color="tab:red", ls=":", label=f"study {study[0]:.2f} (raw output)")
+    ax.set(xlabel="threshold (calibrated probability)", ylabel="mean Jaccard (out-of-fold)", ylim=(0, 1))
     ax.legend(loc="lower center")
+    _save(fig, path)
+
+
+def reliability_diagram(
+    path: Path, curves: dict[str, list[dict[str, float]]], ece: tuple[float, float], temperature: float
+) -> None:
+    """Observed NC fraction against predicted probability (out-of-fold), before and after temperature scaling:
+    a calibrated model lies on the diagonal."""
+    fig, ax = _figure(4.2, 4.0)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    labels = {"raw": f"raw (ECE {ece[0]:.3f})", "calibrated": f"T = {temperature:.2f} (ECE {ece[1]:.3f})"}
+    for key, rows in curves.items():
+        ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", ms=3, label=labels[key])
+    ax.set(xlabel="predicted NC probability", ylabel="observed NC fraction", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title("reliability (out-of-fold pixels)", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
     _save(fig, path)
 
 

@@ -52,20 +52,41 @@ class WeightFile(Record):
     sha256: str
 
 
+class Operating(Record):
+    """Where a network's probabilities are cut: the threshold on the calibrated scale and the temperature."""
+
+    threshold: float
+    temperature: float = Field(gt=0)
+
+
 class ModelCard(Record):
     """What a model folder holds and how it was validated: the one file register and load_ensemble trust."""
 
     FILE: ClassVar[str] = "model.json"
     name: str
     spec: ModelParams
-    threshold: float | None  # chosen on all out-of-fold predictions; None for the classical baseline
-    folds: tuple[WeightFile, ...]  # one network per CV fold, in fold order; empty for the classical baseline
+    threshold: float | None  # on calibrated probabilities, chosen on all out-of-fold ones; None for a baseline
+    temperature: float = 1.0  # the calibration of one network's probabilities (1: none)
+    # Every network CV trained, in serving order: fold 0 of each repeat, then fold 1 of each, and so on, so the
+    # first `register.members` = cv.repeats networks are the R-network ensemble CV measured. Empty for a baseline.
+    folds: tuple[WeightFile, ...]
+    repeats: int = Field(default=1, ge=1)
+    ensemble: Operating | None = None  # threshold and temperature of the R-network ensemble (repeats > 1)
     cv_jaccard_mean: float
     cv_jaccard_std: float
     normalization: tuple[View, ...]  # the input channels, in order
     intensity_window: tuple[float, float] | None  # set where a 'dataset' view is used
     tta: TTA  # the test-time augmentation CV scored (and tuned the threshold) with: the served default
     cv_run_id: str  # the MLflow parent run that measured it
+
+    def operating(self, members: int) -> Operating:
+        """Threshold and temperature for serving `members` networks: the ensemble's where CV measured exactly
+        that ensemble, else one network's (a mean of other sizes was never calibrated on its own)."""
+        if self.ensemble is not None and members == self.repeats:
+            return self.ensemble
+        if self.threshold is None:
+            raise RecordError(f"{self.name}: a classical baseline has no operating point to serve")
+        return Operating(threshold=self.threshold, temperature=self.temperature)
 
     def verify(self, folder: Path, members: int | None = None) -> None:
         """The weights on disk are the ones this card's scores were measured with (no half-written folder)."""
@@ -103,10 +124,28 @@ class CVSummary(Record):
     object_recall_std: float
     object_f1_mean: float
     object_f1_std: float
-    jaccard_per_fold: tuple[float, ...]  # for paired comparisons on the same folds
+    jaccard_per_fold: tuple[float, ...]  # repeats x n_folds, repeat-major: paired comparisons on the same folds
     jaccard_at_study_threshold_mean: float | None = None
     jaccard_at_study_threshold_std: float | None = None
     intensity_window: tuple[float, float] | None
+    repeats: int = Field(default=1, ge=1)
+    jaccard_repeat_means: tuple[float, ...] = ()  # the CV mean of each repeat
+    jaccard_between_repeat_std: float | None = None  # run-to-run noise of the CV mean (repeats > 1)
+    ensemble_jaccard_mean: float | None = None  # the R-network mean probability on repeat 0's folds
+    ensemble_jaccard_std: float | None = None
+    ensemble_jaccard_per_fold: tuple[float, ...] | None = None
+    temperature: float | None = None  # fitted on all out-of-fold predictions (1: calibration off)
+    ece_raw_mean: float | None = None  # expected calibration error per test fold before calibration, mean
+    ece_calibrated_mean: float | None = None  # ... after, with a temperature fitted on the other folds
+
+    @property
+    def noise(self) -> float:
+        """How much the CV mean moves between runs of this very configuration: the between-repeat std where
+        repeats measured it, else the standard error of the mean over folds (a lower bound: it leaves out
+        the initialisation and split noise that only repeats see)."""
+        if self.jaccard_between_repeat_std is not None:
+            return self.jaccard_between_repeat_std
+        return self.jaccard_std / len(self.jaccard_per_fold) ** 0.5
 
     @property
     def trainable(self) -> bool:
@@ -126,7 +165,7 @@ class PairedGain(Record):
     baseline: str
     gain_mean: float
     gain_std: float
-    ci_low: float  # 95 % t-interval of the mean gain over folds
+    ci_low: float  # 95 % corrected resampled t-interval of the mean gain over the R x K folds
     ci_high: float
     folds_better: int
     folds: int
@@ -168,6 +207,7 @@ class ServingConfig(Record):
     normalization: tuple[View, ...]
     intensity_window: tuple[float, float] | None
     tta: TTA  # the default; a request may ask for another
+    temperature: float = Field(default=1.0, gt=0)  # calibration of the members' mean probability
     members: int = Field(ge=1)
     max_pixels: int = Field(ge=1)  # per image
     max_rows: int = Field(ge=1)  # images per request

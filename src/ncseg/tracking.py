@@ -164,7 +164,7 @@ def log_cv_outcome(summary: CVSummary, folds: list[tuple[str, dict[str, float]]]
 
 def _cv_metric(key: str) -> str:
     """`jaccard_mean` -> `test/jaccard_mean` (mean over folds of the test scores); the threshold stays as it is."""
-    return key if key in ("threshold", "study_threshold") else f"test/{key}"
+    return key if key in ("threshold", "study_threshold", "temperature") else f"test/{key}"
 
 
 def describe_run(run_id: str, text: str) -> None:

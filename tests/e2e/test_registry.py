@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from ncseg import calibration
 from ncseg.inference.tiling import predict_proba
 from ncseg.io.images import read_image
 from ncseg.models.zoo import load_ensemble
 from ncseg.normalization import normalize
+from ncseg.records import ModelCard
 from ncseg.registry.pyfunc import decode_answer, encode_request
 
 from .conftest import run
@@ -28,13 +30,15 @@ def test_pyfunc_round_trip_equals_the_direct_ensemble(tiny_project):
     nets, geometry = load_ensemble(tiny_project / "models" / "unet4")
     nets = [net.to(memory_format=torch.channels_last) for net in nets[:1]]  # register.members: 1; served layout
     inference = json.loads((tiny_project / "metrics" / "registry.json").read_text())
-    direct = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="bf16")
-    np.testing.assert_allclose(served, direct, atol=1e-5)
+    card = ModelCard.load(tiny_project / "models" / "unet4" / ModelCard.FILE)
+    raw = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="bf16")
     fp32 = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="fp32")
-    assert np.abs(fp32 - direct).max() < 0.02 and ((fp32 > 0.5) == (direct > 0.5)).mean() > 0.999
+    assert np.abs(fp32 - raw).max() < 0.02 and ((fp32 > 0.5) == (raw > 0.5)).mean() > 0.999
+    assert card.temperature != 1.0, "CV fitted a temperature on the out-of-fold predictions"
+    direct = calibration.apply(raw, card.temperature)
+    np.testing.assert_allclose(served, direct, atol=1e-5)  # the served probability is the calibrated one
     mask = decode_answer(model.predict(request))[0] > 0
-    threshold = json.loads((tiny_project / "models" / "unet4" / "model.json").read_text())["threshold"]
-    np.testing.assert_array_equal(mask, direct > threshold)
+    np.testing.assert_array_equal(mask, direct > card.threshold)  # the threshold was chosen on that scale
     assert inference["architecture"] == "unet4" and inference["alias"] == "champion"
 
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,9 +41,11 @@ PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travel
 def serving_config(card: ModelCard, params: Params) -> ServingConfig:
     """The served model's settings beside its weights (validated here, at register time, not when a server loads
     them)."""
+    operating = card.operating(params.registry.members)
     return ServingConfig(
         architecture=card.name,
-        threshold=card.threshold,
+        threshold=operating.threshold,
+        temperature=operating.temperature,
         inference=params.inference.tiling(),
         normalization=card.normalization,
         intensity_window=card.intensity_window,
@@ -57,6 +60,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
 # The modules the served model runs (src/ncseg/…): a change to them is a change of the model. Training, data,
 # CLI and registry bookkeeping code are not among them, so editing those registers no new version.
 SERVED_CODE = (
+    "calibration.py",
     "config.py",
     "inference",
     "io",
@@ -212,7 +216,8 @@ def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> 
         uri = _log_pyfunc(model_dir, card, config)
         version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
         _describe(client, name, version.version, best, result, card, config.members)
-        decision = _promote(client, name, version.version, best, result.jaccard_mean, params.registry.margin, gate)
+        candidate = Candidate(best, result.jaccard_mean, result.noise, tracking.data_hash(root))
+        decision = _promote(client, name, version.version, candidate, params.registry.margin, gate)
         mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
     return decision
 
@@ -240,6 +245,8 @@ def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: 
         "interface": interface(),
         "cv_jaccard_mean": f"{result.jaccard_mean:.5f}",
         "cv_jaccard_std": f"{result.jaccard_std:.5f}",
+        "cv_noise": f"{result.noise:.5f}",
+        "cv_repeats": str(result.repeats),
         "threshold": f"{card.threshold}",
         "cv_run_id": card.cv_run_id,
     }
@@ -277,14 +284,40 @@ def interface() -> str:
     return signature(0.5, "none").inputs.to_json()
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """What the promotion rule weighs: the new version's CV score, how much that score moves between runs of the
+    same configuration (CVSummary.noise), and the data it was measured on."""
+
+    architecture: str
+    cv_jaccard: float
+    noise: float
+    data_md5: str
+
+
+def _verdict(champion: ModelVersion | None, candidate: Candidate, margin: float) -> tuple[str, str]:
+    """Champion or challenger for a candidate that passed the merit gate, with the reason."""
+    if champion is None:
+        return CHAMPION, "first version to pass the gate (beats the classical baseline): no champion yet"
+    if champion.tags.get("interface") != interface():
+        return CHAMPION, f"champion v{champion.version} takes another input than today's clients send"
+    if champion.tags.get("data_md5") != candidate.data_md5:
+        return CHAMPION, (
+            f"champion v{champion.version} was measured on other data (data.dvc md5 "
+            f"{champion.tags.get('data_md5', '?')[:8]}, now {candidate.data_md5[:8]}): its score is stale"
+        )
+    best = float(champion.tags.get("cv_jaccard_mean", "nan"))
+    noise = max(candidate.noise, float(champion.tags.get("cv_noise", "0")))
+    bar = max(margin, noise)
+    delta = candidate.cv_jaccard - best
+    gain = f"CV Jaccard {candidate.cv_jaccard:.4f} vs champion v{champion.version} {best:.4f} ({delta:+.4f})"
+    if candidate.cv_jaccard > best + bar:
+        return CHAMPION, f"{gain}: beyond the run-to-run noise {noise:.4f} and the margin {margin}"
+    return CHALLENGER, f"{gain}: not beyond the run-to-run noise {noise:.4f} / margin {margin}"
+
+
 def _promote(
-    client: MlflowClient,
-    name: str,
-    version: str,
-    arch: str,
-    cv_jaccard: float,
-    margin: float,
-    gate: str | None = None,
+    client: MlflowClient, name: str, version: str, candidate: Candidate, margin: float, gate: str | None = None
 ) -> RegistryDecision:
     """Move an alias to the new version on merit; `gate`, when set, is why it can never be champion."""
     champion = _champion(client, name)
@@ -292,18 +325,8 @@ def _promote(
     alias: str | None
     if gate is not None:
         alias, reason = None, f"not promoted: {gate}"
-    elif champion is None:
-        alias, reason = CHAMPION, "first version to pass the gate (beats the classical baseline): no champion yet"
-    elif champion.tags.get("interface") != interface():
-        alias, reason = CHAMPION, f"champion v{champion.version} takes another input than today's clients send"
-    elif cv_jaccard > best_so_far + margin:
-        alias, reason = CHAMPION, f"CV Jaccard {cv_jaccard:.4f} beats champion v{champion.version} ({best_so_far:.4f})"
     else:
-        alias = CHALLENGER
-        reason = (
-            f"CV Jaccard {cv_jaccard:.4f} does not beat champion v{champion.version} ({best_so_far:.4f}) "
-            f"by the margin {margin}"
-        )
+        alias, reason = _verdict(champion, candidate, margin)
     if alias is not None:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "decision", alias or REJECTED)
@@ -313,8 +336,8 @@ def _promote(
         version=str(version),
         alias=alias,
         created=True,
-        architecture=arch,
-        cv_jaccard=cv_jaccard,
+        architecture=candidate.architecture,
+        cv_jaccard=candidate.cv_jaccard,
         champion_cv_jaccard=best_so_far,
         reason=reason,
     )

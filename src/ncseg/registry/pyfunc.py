@@ -174,7 +174,9 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({OUTPUT_COLUMN: answers})
 
     def probability(self, image: np.ndarray, tta: str) -> np.ndarray:
+        from ncseg.calibration import apply
         from ncseg.normalization import views
 
         stacked = views(image, self.config.normalization, self.config.intensity_window)
-        return predict_tta(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())
+        prob = predict_tta(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())
+        return apply(prob, self.config.temperature)  # calibrated: the threshold was chosen on this scale

@@ -43,13 +43,50 @@ def markdown_table(results: dict[str, CVSummary]) -> str:
         threshold = f"{r.threshold:.2f}" if r.threshold is not None else "Otsu"
         cells = [pm(r, "jaccard"), study, threshold, *(pm(r, k) for k in COLUMNS[1:])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + _repeats_table(results) + _calibration_table(results)
+
+
+def _repeats_table(results: dict[str, CVSummary]) -> str:
+    """With repeats: the run-to-run noise of each CV mean and what the R-network ensemble scores on the same
+    folds (nothing for a single run, which measures neither)."""
+    rows = [r for r in results.values() if r.repeats > 1]
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "| model | repeats x folds | Jaccard (all folds) | CV mean per repeat | between-repeat std | R-net ensemble |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: -r.jaccard_mean):
+        means = ", ".join(f"{m:.3f}" for m in r.jaccard_repeat_means)
+        ensemble = f"{r.ensemble_jaccard_mean:.3f} ± {r.ensemble_jaccard_std:.3f}" if r.ensemble_jaccard_mean else "—"
+        lines.append(
+            f"| {r.model} | {r.repeats} x {r.n_folds} | {r.jaccard_mean:.3f} ± {r.jaccard_std:.3f} | {means} | "
+            f"{r.jaccard_between_repeat_std:.4f} | {ensemble} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _calibration_table(results: dict[str, CVSummary]) -> str:
+    rows = [r for r in results.values() if r.temperature is not None]
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "| model | temperature | ECE raw (test folds) | ECE calibrated (T from the other folds) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.model} | {r.temperature:.2f} | {r.ece_raw_mean:.4f} | {r.ece_calibrated_mean:.4f} |"
+        for r in sorted(rows, key=lambda r: -r.jaccard_mean)
+    ]
     return "\n".join(lines) + "\n"
 
 
 def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
     """Each network's Jaccard gain over each classical baseline and over each network ranked below it, fold by
     fold on the same test images: the honest way to compare (the folds' difficulty differs more than the models),
-    with a 95 % t-interval over folds that says whether the difference exceeds the noise."""
+    with a 95 % interval that says whether the difference exceeds the noise."""
     ranked = sorted(results, key=lambda n: -results[n].jaccard_mean)
     pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :] if results[a].trainable]
     pairs += [
@@ -58,19 +95,24 @@ def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
         for a in ranked[i + 1 :]
         if results[a].trainable and not results[b].trainable
     ]
-    return [_paired(results[a], results[b]) for a, b in pairs]
+    return [paired_gain(results[a], results[b]) for a, b in pairs]
 
 
-def _paired(model: CVSummary, baseline: CVSummary) -> PairedGain:
-    if (model.n_images, model.n_folds) != (baseline.n_images, baseline.n_folds):
+def paired_gain(model: CVSummary, baseline: CVSummary) -> PairedGain:
+    """The mean fold-paired gain with the corrected resampled t-interval (Nadeau & Bengio 2003; Bouckaert &
+    Frank 2004): CV folds share most of their training images, so their scores are correlated and the plain
+    t-interval over R x K folds is too narrow. The variance is inflated by n_test / n_train = 1 / (K - 1)."""
+    shape = ("n_images", "n_folds", "repeats")
+    if any(getattr(model, k) != getattr(baseline, k) for k in shape):
         raise RecordError(
-            f"{model.model} ({model.n_images} images, {model.n_folds} folds) and {baseline.model} "
-            f"({baseline.n_images} images, {baseline.n_folds} folds) were not scored on the same folds: retrain "
-            "both on the current data (`dvc repro`)"
+            f"{model.model} ({model.n_images} images, {model.repeats} x {model.n_folds} folds) and {baseline.model} "
+            f"({baseline.n_images} images, {baseline.repeats} x {baseline.n_folds} folds) were not scored on the "
+            "same folds: retrain both on the current data and params (`dvc repro`)"
         )
     gains = [a - b for a, b in zip(model.jaccard_per_fold, baseline.jaccard_per_fold, strict=True)]
+    n, k = len(gains), model.n_folds
     mean, std = statistics.mean(gains), statistics.stdev(gains)
-    half = float(stats.t.ppf(0.975, len(gains) - 1)) * std / len(gains) ** 0.5
+    half = float(stats.t.ppf(0.975, n - 1)) * std * (1 / n + 1 / (k - 1)) ** 0.5
     return PairedGain(
         model=model.model,
         baseline=baseline.model,
@@ -79,13 +121,13 @@ def _paired(model: CVSummary, baseline: CVSummary) -> PairedGain:
         ci_low=mean - half,
         ci_high=mean + half,
         folds_better=sum(g > 0 for g in gains),
-        folds=len(gains),
+        folds=n,
     )
 
 
 def paired_table(rows: list[PairedGain]) -> str:
     lines = [
-        "| model | vs | Δ Jaccard per fold (mean ± std) | 95 % interval | folds better | beyond noise |",
+        "| model | vs | Δ Jaccard per fold (mean ± std) | 95 % interval (corrected) | folds better | beyond noise |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
