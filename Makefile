@@ -37,6 +37,7 @@ real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the pr
 
 bench: install  ## speed and memory figures -> benchmarks/results.md
 	python benchmarks/run.py
+	python benchmarks/loader.py
 
 lint: install
 	ruff check src tests benchmarks

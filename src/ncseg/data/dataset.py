@@ -74,24 +74,55 @@ def augmentations(crop: int, seed: int, intensity_jitter: float, noise: bool) ->
     return A.Compose(geometry + (intensity if j > 0 else []) + (detector if noise else []), seed=seed)
 
 
-class CropSampler:
-    """Batches of random augmented crops; the same seed gives the same batches."""
+class CropBatches(torch.utils.data.Dataset):
+    """Batch b of a training run: random augmented crops drawn with a generator seeded by (seed, b).
 
-    def __init__(self, samples: list[Sample], crop: int, out: int, seed: int, transform: A.Compose) -> None:
+    A batch depends on nothing but its number, so it is the same whichever DataLoader worker makes it and
+    however many workers there are: `train.workers` changes the speed, never the numbers.
+    """
+
+    def __init__(
+        self, samples: list[Sample], crop: int, out: int, seed: int, transform: A.Compose, size: int, n_batches: int
+    ) -> None:
         if not samples:
             raise ValueError("no training images in this fold")
-        self.samples, self.crop, self.out = samples, crop, out
-        self.rng = np.random.default_rng(seed)
-        self.transform = transform
+        self.samples, self.crop, self.out, self.seed = samples, crop, out, seed
+        self.transform, self.size, self.n_batches = transform, size, n_batches
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_seed = int(np.random.SeedSequence([self.seed, b]).generate_state(1)[0])
+        rng = np.random.default_rng(batch_seed)
+        self.transform.set_random_seed(batch_seed)
         images, masks = [], []
-        for index in self.rng.integers(0, len(self.samples), size):
+        cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
+        for index in rng.integers(0, len(self.samples), self.size):
             s = self.samples[index]
             t = self.transform(image=s.image.transpose(1, 2, 0), mask=s.mask.astype(np.uint8))  # HWC for albumentations
-            cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
             images.append(np.clip(t["image"].transpose(2, 0, 1), 0.0, 1.0))
             masks.append(t["mask"][cut : cut + self.out, cut : cut + self.out])
         x = torch.from_numpy(np.stack(images).astype(np.float32))
         y = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
         return x, y
+
+
+def _one_thread(_: int) -> None:
+    """A worker prepares batches with one thread: N workers on N cores, not N x N threads fighting."""
+    torch.set_num_threads(1)
+
+
+def batch_loader(batches: CropBatches, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """Batches in order, prepared ahead by `workers` processes (0: in the training process, as before), pinned
+    for non-blocking copies to a GPU."""
+    return torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,  # each item is already a batch
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )

@@ -1,11 +1,16 @@
-"""All folds of one model: training, out-of-fold predictions, an honest threshold, the scores, the ensemble.
+"""All folds of one model, `cv.repeats` times: training, out-of-fold predictions, calibration, an honest
+threshold, the scores, the ensemble.
 
 Honesty rules (nnU-Net style):
 - folds are grouped by source image (ncseg.training.folds);
 - checkpoints are chosen on inner-validation groups taken from the training side of each fold;
-- the threshold reported for fold k is chosen on the out-of-fold predictions of the *other* folds, so no
-  fold is scored at a threshold tuned on itself; the deployed ensemble's threshold uses all folds;
+- the temperature and threshold reported for fold k are fitted on the out-of-fold predictions of the *other*
+  folds, so no fold is scored at a setting tuned on itself; the deployed ones use all folds;
 - the classical baseline is scored on exactly the same folds.
+
+Repeats are independent grouped K-fold runs, each with its own seed (split, inner validation, initialisation,
+crops). They measure how much the CV mean moves from run to run, and give every image R networks that never
+saw it, one per repeat: their mean is the R-network ensemble, scored on repeat 0's folds like any model.
 
 A model folder appears whole or not at all: the fold networks and the model card are built in a staging folder
 that replaces `models/<name>` only when every fold has finished, under a lock, so an interrupted or concurrent

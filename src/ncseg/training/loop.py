@@ -17,7 +17,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ncseg.config import NeuralParams, Params, UNet4Params
-from ncseg.data.dataset import CropSampler, Sample, augmentations
+from ncseg.data.dataset import CropBatches, Sample, augmentations, batch_loader
 from ncseg.inference.runtime import autocast
 from ncseg.inference.tiling import predict_proba
 from ncseg.metrics import jaccard, jaccard_sweep
@@ -87,7 +87,10 @@ def train_net(
     device = next(net.parameters()).device
     crop = net.geometry.fit(t.crop_px)
     transform = augmentations(crop, seed, t.intensity_jitter, t.noise)
-    sampler = CropSampler(fit, crop, crop - 2 * net.geometry.margin, seed, transform)
+    batches = CropBatches(
+        fit, crop, crop - 2 * net.geometry.margin, seed, transform, t.batch_size, t.epochs * t.steps_per_epoch
+    )
+    loader = iter(batch_loader(batches, t.workers, pin_memory=device.type == "cuda"))
     net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
     optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
     penalty = regulariser(net, p)
@@ -98,10 +101,10 @@ def train_net(
     for epoch in range(t.epochs):
         losses = []
         for _ in range(t.steps_per_epoch):
-            x, y = sampler.batch(t.batch_size)
+            x, y = next(loader)
             with autocast(t.precision, device):
-                logits = net(x.to(device, memory_format=torch.channels_last))
-            loss = segmentation_loss(logits.float(), y.to(device))
+                logits = net(x.to(device, memory_format=torch.channels_last, non_blocking=True))
+            loss = segmentation_loss(logits.float(), y.to(device, non_blocking=True))
             optimiser.zero_grad(set_to_none=True)
             (loss + penalty()).backward()
             optimiser.step()
