@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Demo data, your own data, and the study's augmentation.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+store_app = typer.Typer(help="The project's local MLflow store (mlruns/).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 console = Console(stderr=True)
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The study's parameters file.")]
@@ -81,7 +83,9 @@ def data_preview(
 @data_app.command("import")
 def data_import(
     images: Annotated[Path, typer.Argument(help="Folder of microscope images (TIFF 8/16/32-bit, PNG, …).")],
-    masks: Annotated[Path, typer.Argument(help="Folder of masks with the same file names.")],
+    masks: Annotated[
+        Path, typer.Argument(help="Folder of masks or ImageJ RoiSets (.zip/.roi) with the same file names.")
+    ],
     out: Annotated[Path, typer.Option(help="Raw-data folder to create (replaced whole on success).")] = Path(
         "data/raw"
     ),
@@ -98,10 +102,7 @@ def data_import(
     """Validate and import your own images + masks; nothing is written unless every file passes."""
     from ncseg.data.importer import ImportRefusedError, import_dataset
 
-    try:
-        labels = frozenset(int(v) for v in foreground.split(",")) if foreground else None
-    except ValueError:
-        _fail(f"--foreground {foreground!r}: expected comma-separated integer labels, e.g. 1,2")
+    labels = _foreground(foreground)
     try:
         result = import_dataset(
             images,
@@ -126,6 +127,47 @@ def data_import(
             f"[yellow]note:[/] {len(uncalibrated)} images carry no pixel size; sizes will be in px "
             "(pass --pixel-size to calibrate)"
         )
+
+
+@data_app.command("add")
+def data_add(
+    images: Annotated[Path, typer.Argument(help="An image, or a folder of them (new names, not yet in the data).")],
+    masks: Annotated[
+        Path, typer.Argument(help="Its mask or ImageJ RoiSet (.zip/.roi), or a folder of them with the same names.")
+    ],
+    group: Annotated[
+        str | None, typer.Option(help="The specimen region they show: CV keeps a group in one fold.")
+    ] = None,
+    foreground: Annotated[
+        str | None, typer.Option(help="Masks are label maps; these labels are NC, e.g. '1,2'.")
+    ] = None,
+    pixel_size: Annotated[float | None, typer.Option(help="Pixel size in nm, where files carry none.")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Append corrected images + masks to the raw data (paths.raw), all or nothing; then `dvc repro` retrains."""
+    from ncseg.data.importer import ImportRefusedError, add_to_dataset
+    from ncseg.io.atomic import FolderBusyError
+
+    p = _params(params, set_)
+    labels = _foreground(foreground)
+    try:
+        result = add_to_dataset(images, masks, p.paths.raw, group=group, foreground=labels, pixel_size_nm=pixel_size)
+    except (ImportRefusedError, FolderBusyError) as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"{err.filename or p.paths.raw}: cannot write the raw data ({err.strerror or err})")
+    names = ", ".join(pair.name for pair in result.pairs)
+    console.print(f"added {len(result.pairs)} image/mask pairs to {p.paths.raw}: {names}", highlight=False)
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def _foreground(option: str | None) -> frozenset[int] | None:
+    try:
+        return frozenset(int(v) for v in option.split(",")) if option else None
+    except ValueError:
+        _fail(f"--foreground {option!r}: expected comma-separated integer labels, e.g. 1,2")
 
 
 @data_app.command("augment")
@@ -171,13 +213,14 @@ def train(
 @app.command("evaluate")
 def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
     """Compare all models' CV results: metrics/summary.{json,md} and an MLflow `comparison` run."""
+    from ncseg.store import StoreError
     from ncseg.tracking import project_root
     from ncseg.training.report import evaluate as run_evaluate
 
     p = _params(params, set_)
     try:
         summary = run_evaluate(p, project_root())
-    except RecordError as err:
+    except (RecordError, StoreError) as err:
         _fail(str(err))
     console.print((p.paths.metrics / "summary.md").read_text(), highlight=False, soft_wrap=True)
     console.print(f"best model: {summary.best}")
@@ -190,12 +233,13 @@ def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
 
     from ncseg.io.atomic import FolderBusyError
     from ncseg.registry.promote import register_best
+    from ncseg.store import StoreError
     from ncseg.tracking import project_root
 
     p = _params(params, set_)
     try:
         d = register_best(p, project_root())
-    except (RecordError, FolderBusyError) as err:
+    except (RecordError, FolderBusyError, StoreError) as err:
         _fail(str(err))
     except MlflowException as err:
         _fail(f"the MLflow registry refused: {str(err).splitlines()[0]}")
@@ -229,6 +273,32 @@ def serve(
     command = serve_command(uri, host, port)
     console.print(f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} {' '.join(command)}", highlight=False)
     os.execvpe(command[0], command, env)
+
+
+@app.command("review")
+def review(
+    predictions: Annotated[Path, typer.Argument(help="An `ncseg predict` output folder.")],
+    top: Annotated[int | None, typer.Option(min=1, help="Show only the N most uncertain images.")] = None,
+) -> None:
+    """List predicted images worst-first by uncertainty: what to correct first (then `ncseg data add`)."""
+    from rich.table import Table
+
+    from ncseg.review import ReviewError, rank
+
+    try:
+        candidates = rank(predictions)
+    except ReviewError as err:
+        _fail(str(err))
+    has_ood = any(c.ood is not None for c in candidates)
+    table = Table(title=f"{predictions}: most uncertain first", title_justify="left")
+    for column in ("#", "image", "uncertainty", "particles", *(["ood"] if has_ood else []), "correct"):
+        numeric = column in ("#", "uncertainty", "particles")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")  # paths whole
+    for k, c in enumerate(candidates[:top], 1):
+        score = f"{c.uncertainty:.4g}" if c.uncertainty is not None else "not scored"
+        ood = [c.ood or ""] if has_ood else []
+        table.add_row(str(k), c.image, score, c.n_particles, *ood, str(c.open.relative_to(predictions)))
+    Console().print(table)
 
 
 @app.command("predict")
@@ -282,3 +352,29 @@ def predict(
     console.print(f"{len(report.done)} images, {n} particles -> {out}")
     if report.failed:
         _fail(f"{len(report.failed)} of {len(files)} images failed:\n  " + "\n  ".join(report.failed))
+
+
+@store_app.command("relocate")
+def store_relocate(
+    old_root: Annotated[
+        Path | None, typer.Option("--from", help="The folder the store was made in (default: the one it records).")
+    ] = None,
+) -> None:
+    """After copying or moving the project folder: point the store's artifact locations (experiments, runs, logged
+    models, model versions, datasets) at this folder instead of the old one."""
+    from ncseg.store import StoreError, relocate
+    from ncseg.tracking import project_root
+
+    try:
+        done = relocate(project_root(), old_root.resolve() if old_root else None)
+    except StoreError as err:
+        _fail(str(err))
+    if done.old_root == done.new_root:
+        console.print(
+            f"nothing to rewrite: the store already points at {done.new_root}", highlight=False, soft_wrap=True
+        )
+        return
+    if done.total == 0:
+        _fail(f"no location in the store is under {done.old_root}")
+    counts = ", ".join(f"{n} {column}" for column, n in done.rewritten.items() if n)
+    console.print(f"{done.old_root} -> {done.new_root}: {counts}", highlight=False, soft_wrap=True)

@@ -50,6 +50,11 @@ def tracking_uri(params: Params, root: Path) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if params.tracking.uri:
         return params.tracking.uri
+    return local_uri(root)
+
+
+def local_uri(root: Path) -> str:
+    """The project's own store (the default when no server is configured)."""
     return f"sqlite:///{root / STORE_DIR / 'mlflow.db'}"
 
 
@@ -65,12 +70,30 @@ def setup(params: Params, root: Path) -> str:
     if experiment is None:
         local = uri.startswith("sqlite:") or uri.startswith("file:")
         location = (root / STORE_DIR / "artifacts").as_uri() if local else None
-        mlflow.create_experiment(params.tracking.experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
-    elif any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
-        for key, value in EXPERIMENT_TAGS.items():
-            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        _create_experiment(params.tracking.experiment, location)
+    else:
+        if uri == local_uri(root):
+            from ncseg.store import check_location  # a copied or moved project must not log into the old folder
+
+            check_location(experiment.artifact_location, root)
+        if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+            for key, value in EXPERIMENT_TAGS.items():
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(params.tracking.experiment)
     return uri
+
+
+def _create_experiment(name: str, location: str | None) -> None:
+    """Two trainings that start at once on a fresh store both find no experiment; the later create then fails
+    with RESOURCE_ALREADY_EXISTS, which only means that the other one made it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def git_commit(root: Path) -> str:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,17 @@ import yaml
 from ncseg.config import apply_override
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_FILES = ["src", "dvc.yaml", "data.dvc", ".dvc/config", ".dvc/plots", ".dvcignore", "dvc-store"]
+PROJECT_FILES = [
+    "src",
+    "dvc.yaml",
+    "data.dvc",
+    ".dvc/config",
+    ".dvc/plots",
+    ".dvcignore",
+    "dvc-store",
+    ".gitignore",
+    ".dvc/.gitignore",
+]
 TINY_PROFILE = [
     "cv.n_folds=2",
     "train.epochs=16",
@@ -41,17 +52,20 @@ def project_env(project: Path) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], project: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], project: Path, timeout: int = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`args` in `project`, with `project_env` (or `env`, e.g. one whose tracking URI is a server); must succeed."""
     result = subprocess.run(
-        args, cwd=project, env=project_env(project), capture_output=True, text=True, timeout=timeout
+        args, cwd=project, env=env or project_env(project), capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = tmp_path_factory.mktemp("study")
+def new_tiny_project(project: Path, overrides: Sequence[str] = ()) -> Path:
+    """A copy of the project in `project` with the tiny profile (then `overrides`), a git repository and the demo
+    data pulled, ready for `dvc repro`."""
     for name in PROJECT_FILES:
         src, dst = ROOT / name, project / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +74,16 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(src, dst)
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for assignment in TINY_PROFILE:
+    for assignment in [*TINY_PROFILE, *overrides]:
         apply_override(tree, assignment)
     (project / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     run(["git", "init", "-q"], project)
     run(["dvc", "pull", "-q", "data.dvc"], project)
+    return project
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = new_tiny_project(tmp_path_factory.mktemp("study"))
     run(["dvc", "repro"], project)
     return project

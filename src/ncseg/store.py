@@ -1,0 +1,139 @@
+"""A local MLflow store that follows its project folder when the folder is copied or moved.
+
+MLflow records artifact locations as absolute paths: an experiment's artifact_location, each run's artifact_uri,
+each logged model's and model version's location. It resolves a relative location to an absolute one when the
+experiment is created (mlflow/mlflow#7670) and has no command that rewrites them (mlflow/mlflow#3144, #8226). So a
+moved project's store still points at the old folder: loading a model fails once the old folder is gone, and while it
+still exists (a copy), new runs would write their artifacts into the *other* project. `relocate` rewrites every
+location under the old root to the same place under the new one, in one SQLite transaction; `tracking.setup` refuses
+to log to a store that still points elsewhere and names this command.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from ncseg.tracking import STORE_DIR
+
+DB_NAME = "mlflow.db"
+ARTIFACTS = "artifacts"
+# (table, column) holding an artifact location as a file:// URI or a plain absolute path.
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+class StoreError(ValueError):
+    """The store cannot be relocated (or is used from the wrong folder); the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Relocation:
+    old_root: Path
+    new_root: Path
+    rewritten: dict[str, int]  # "table.column" -> rows changed
+
+    @property
+    def total(self) -> int:
+        return sum(self.rewritten.values())
+
+
+def db_path(root: Path) -> Path:
+    return root / STORE_DIR / DB_NAME
+
+
+def recorded_root(root: Path) -> Path | None:
+    """The project folder the store was made in: the one whose mlruns/artifacts the experiments point at (None when
+    no experiment has a local location, e.g. an empty store)."""
+    suffix = f"/{STORE_DIR}/{ARTIFACTS}"
+    with closing(_connect(root)) as db:
+        paths = [_as_path(location) for (location,) in db.execute("SELECT artifact_location FROM experiments")]
+    roots = {Path(p.removesuffix(suffix)) for p in paths if p is not None and p.endswith(suffix)}
+    if len(roots) > 1:
+        listed = ", ".join(str(r) for r in sorted(roots))
+        raise StoreError(f"{db_path(root)}: experiments point at several project folders ({listed}); pass --from")
+    return next(iter(roots), None)
+
+
+def relocate(root: Path, old_root: Path | None = None) -> Relocation:
+    """Rewrite every artifact location under `old_root` (default: the folder the store records) to `root`, all or
+    nothing (one transaction)."""
+    root = root.resolve()
+    old = old_root or recorded_root(root)
+    if old is None:
+        raise StoreError(f"{db_path(root)}: no experiment has a local artifact location; nothing to relocate")
+    if old == root:
+        return Relocation(old, root, {})
+    with closing(_connect(root)) as db, db:
+        counts = {f"{t}.{c}": _rewrite(db, t, c, old, root) for t, c in LOCATION_COLUMNS}
+        counts["datasets.dataset_source"] = _rewrite_sources(db, old, root)
+    return Relocation(old, root, counts)
+
+
+def check_location(artifact_location: str, root: Path) -> None:
+    """Refuse a project-local experiment whose artifacts live outside this project: the folder was copied or moved
+    and the store not relocated, so new artifacts would land in the other folder."""
+    expected = (root / STORE_DIR / ARTIFACTS).as_uri()
+    if artifact_location.startswith("file://") and artifact_location != expected:
+        raise StoreError(
+            f"the MLflow store in {root / STORE_DIR} keeps its artifacts at {artifact_location}, not in this project "
+            f"(was the folder copied or moved?): run `ncseg store relocate` in {root} first"
+        )
+
+
+def _connect(root: Path) -> sqlite3.Connection:
+    path = db_path(root)
+    if not path.is_file():
+        raise StoreError(f"no MLflow store at {path}: run from the project folder (where `dvc repro` made mlruns/)")
+    db = sqlite3.connect(path)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = {"datasets", *(t for t, _ in LOCATION_COLUMNS)} - tables
+    if missing:
+        db.close()
+        raise StoreError(f"{path} is not an MLflow 3 store (no {', '.join(sorted(missing))} table)")
+    return db
+
+
+def _as_path(location: str) -> str | None:
+    """The absolute path of a local location (`file:///…` or `/…`); None for remote ones (s3://, models:/, …)."""
+    if location.startswith("file://"):
+        return unquote(urlparse(location).path)
+    return location if location.startswith("/") else None
+
+
+def _rewrite(db: sqlite3.Connection, table: str, column: str, old: Path, new: Path) -> int:
+    """Both spellings MLflow uses, `file:///old/…` and `/old/…` (the Default experiment); the old root itself or a
+    path below it, so /old-project is not taken for /old."""
+    changed = 0
+    for before, after in ((old.as_uri(), new.as_uri()), (str(old), str(new))):
+        changed += db.execute(
+            f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+            (after, len(before) + 1, before, len(before) + 1, f"{before}/"),
+        ).rowcount
+    return changed
+
+
+def _rewrite_sources(db: sqlite3.Connection, old: Path, new: Path) -> int:
+    """Datasets name their file (the augmented manifest) as JSON `{"uri": "file:///…"}`."""
+    changed = 0
+    prefix = f"{old.as_uri()}/"
+    for key, source in db.execute("SELECT dataset_uuid, dataset_source FROM datasets").fetchall():
+        try:
+            parsed = json.loads(source)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        uri = parsed.get("uri") if isinstance(parsed, dict) else None
+        if isinstance(uri, str) and uri.startswith(prefix):
+            parsed["uri"] = f"{new.as_uri()}/{uri.removeprefix(prefix)}"
+            db.execute("UPDATE datasets SET dataset_source = ? WHERE dataset_uuid = ?", (json.dumps(parsed), key))
+            changed += 1
+    return changed
