@@ -351,3 +351,105 @@ def test_foreground_label_zero_is_refused_not_an_inverted_mask(tmp_path):
     result = _invoke(src / "images", src / "labels", "--out", tmp_path / "raw", "--foreground", "0,1")
     assert result.exit_code != 0 and "--foreground 0, 1: NC labels are positive" in _said(result), result.output
     assert not (tmp_path / "raw").exists()
+
+
+def _roi_project(root, masks: dict, roi_folder: str = "rois"):
+    """images/<name>.tif and <roi_folder>/<name>.zip: the particles of each label image as predict writes them."""
+    from ncseg.interop.imagej import write_roiset
+
+    (root / "images").mkdir(parents=True), (root / roi_folder).mkdir()
+    for name, labels in masks.items():
+        tifffile.imwrite(root / "images" / f"{name}.tif", np.full(labels.shape, 100, np.uint16))
+        write_roiset(root / roi_folder / f"{name}.zip", labels)
+
+
+def test_predicted_rois_import_back_to_the_mask_without_merges_or_new_gaps(small_raw, small_params, tmp_path):
+    from scipy import ndimage
+    from skimage.measure import label
+
+    from ncseg.particles import split
+
+    masks = {p.stem: read_mask(p) for p in sorted((small_raw / "masks").iterdir())}
+    labels = {name: split(mask, 0.5, small_params.particles) for name, mask in masks.items()}
+    _roi_project(tmp_path / "src", labels)
+    assert _invoke(tmp_path / "src" / "images", tmp_path / "src" / "rois", "--out", tmp_path / "raw").exit_code == 0
+    for name, mask in masks.items():
+        back = read_mask(tmp_path / "raw" / "masks" / f"{name}.tif")
+        np.testing.assert_array_equal(back, labels[name] > 0, err_msg=f"{name}: every predicted pixel comes back")
+        near_boundary = ndimage.binary_dilation(mask & ~ndimage.binary_erosion(mask))
+        assert not ((back != mask) & ~near_boundary).any(), f"{name}: only specks under min_area are lost"
+        before, after = label(mask, connectivity=1), label(back, connectivity=1)
+        links = {(int(a), int(b)) for a, b in zip(before[back], after[back], strict=True)}
+        assert len({a for a, _ in links}) == len(links) == len({b for _, b in links}), f"{name}: merged or split"
+
+
+def test_touching_particles_and_a_one_pixel_gap_survive_a_roiset(tmp_path):
+    labels = np.zeros((24, 24), np.uint16)
+    labels[2:10, 2:8], labels[2:10, 8:14] = 1, 2  # touching: one blob in the mask, as before
+    labels[2:10, 15:21] = 3  # one background column away from 2
+    labels[14:20, 4:9] = 4
+    _roi_project(tmp_path / "src", {"a": labels})
+    assert _invoke(tmp_path / "src" / "images", tmp_path / "src" / "rois", "--out", tmp_path / "raw").exit_code == 0
+    np.testing.assert_array_equal(read_mask(tmp_path / "raw" / "masks" / "a.tif"), labels > 0)
+
+
+def _image_only(src, name):
+    """A 32 x 32 image whose mask is still to be drawn as ROIs."""
+    src.mkdir()
+    _good_pair(src, name)
+    (src / "masks" / f"{name}.tif").unlink()
+
+
+def test_a_single_roi_file_is_a_mask_and_oval_rois_fill_as_in_imagej(tmp_path):
+    from roifile import ROI_TYPE, ImagejRoi, roiwrite
+
+    _image_only(tmp_path / "src", "a")
+    oval = ImagejRoi(roitype=ROI_TYPE.OVAL, left=4, top=4, right=12, bottom=12, name="nc")
+    roiwrite(tmp_path / "src" / "masks" / "a.roi", oval)
+    assert _invoke(tmp_path / "src" / "images", tmp_path / "src" / "masks", "--out", tmp_path / "raw").exit_code == 0
+    mask = read_mask(tmp_path / "raw" / "masks" / "a.tif")
+    assert mask[8, 8] and not mask[4, 4] and mask.sum() == pytest.approx(np.pi * 16, rel=0.15)
+
+
+ROI_PROBLEMS = {
+    "a line among the particles": (
+        lambda roi: [roi("line", [[0, 0], [9, 9]], "ruler")],
+        "ROIs that enclose no area cannot be a mask: ruler (line)",
+    ),
+    "a point marking a missed NC": (
+        lambda roi: [roi("point", [[5, 5]], "missed")],
+        "ROIs that enclose no area cannot be a mask: missed (point)",
+    ),
+    "a RoiSet of a larger image": (
+        lambda roi: [roi(None, [[40, 40], [50, 40], [50, 50]], "far")],
+        "ROIs outside the 32 x 32 px image: far; a RoiSet of another image?",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROI_PROBLEMS))
+def test_a_roiset_that_cannot_be_a_mask_is_refused_naming_the_roi(tmp_path, case):
+    from roifile import ROI_TYPE, ImagejRoi, roiwrite
+
+    def roi(kind, points, name):
+        made = ImagejRoi.frompoints(np.asarray(points, np.float32), name=name)
+        if kind is not None:
+            made.roitype = ROI_TYPE[kind.upper()]
+        return made
+
+    _image_only(tmp_path / "src", "a")
+    extra, message = ROI_PROBLEMS[case]
+    square = roi(None, [[4, 4], [12, 4], [12, 12], [4, 12]], "1")
+    roiwrite(tmp_path / "src" / "masks" / "a.zip", [square, *extra(roi)])
+    result = _invoke(tmp_path / "src" / "images", tmp_path / "src" / "masks", "--out", tmp_path / "raw")
+    assert result.exit_code != 0 and f"{tmp_path / 'src' / 'masks' / 'a.zip'}:" in _said(result)
+    assert message in _said(result), result.output
+    assert not (tmp_path / "raw").exists()
+
+
+def test_an_empty_roiset_is_an_image_without_ncs(tmp_path):
+    _roi_project(tmp_path / "src", {"a": np.zeros((16, 16), np.uint16)})
+    _good_pair(tmp_path / "src", "b")  # a raster mask beside it
+    (tmp_path / "src" / "masks" / "b.tif").rename(tmp_path / "src" / "rois" / "b.tif")
+    result = _invoke(tmp_path / "src" / "images", tmp_path / "src" / "rois", "--out", tmp_path / "raw")
+    assert result.exit_code == 0 and "rois/a.zip: holds no ROI; imported as an image without NCs" in _said(result)

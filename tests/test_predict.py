@@ -48,6 +48,9 @@ def test_inputs_that_would_overwrite_each_others_results_are_refused(images):
         ("--threshold", "nan", "--threshold nan"),
         ("--pixel-size", "-1", "--pixel-size -1.0: must be a positive number"),
         ("--pixel-size", "0", "--pixel-size 0.0: must be a positive number"),
+        ("--pixel-size", "inf", "--pixel-size inf: must be a positive number"),
+        ("--threshold", "0", "--threshold 0.0: must lie strictly between 0 and 1"),
+        ("--threshold", "1", "--threshold 1.0: must lie strictly between 0 and 1"),
         ("--tta", "d8", "--tta d8: must be one of none, flip, d4"),
     ],
 )
@@ -116,9 +119,13 @@ class FakeSegmenter:
     """Stands for the served model: bright pixels are NC."""
 
     threshold = 0.5
+    description = "fake model v1"
 
     def probability(self, image, tta=None):
         return (image > 500).astype(np.float32)
+
+    def uncertainty(self, image, pixel_size_nm, tta=None):
+        return np.zeros(image.shape, np.float32), ""
 
 
 def test_a_run_writes_masks_and_a_histogram_in_the_output_folder(images):
@@ -147,3 +154,87 @@ def test_labels_and_imagej_rois_carry_the_particle_ids_of_the_table(images):
     assert [roi.name for roi in roiread(images / "out" / "rois" / "three.zip")] == ["1", "2", "3"]
     back = rois_to_labels(read_rois(images / "out" / "rois" / "three.zip"), labels.data.shape)
     np.testing.assert_array_equal(back, labels.data)
+
+
+def test_summary_overlay_and_histogram_say_which_model_and_threshold_made_them(images):
+    import csv
+
+    import imageio.v3 as iio
+
+    image = np.zeros((40, 40), np.uint16)
+    image[0:10, 4:14] = image[20:30, 20:30] = 1000  # one particle cut by the top edge, one inside
+    write_tiff(images / "edge.tif", image, 0.5)
+    run(FakeSegmenter(), [images / "edge.tif"], images / "out", PARTICLES, threshold=0.3)
+    with (images / "out" / "summary.csv").open() as fh:
+        (row,) = csv.DictReader(fh)
+    assert row["model"] == "fake model v1" and float(row["threshold"]) == 0.3
+    assert (row["n_particles"], row["n_inside"], row["n_border_excluded"]) == ("2", "1", "1")
+    with (images / "out" / "particles" / "edge.csv").open() as fh:
+        inside = next(r for r in csv.DictReader(fh) if r["touches_border"] == "False")
+    assert float(inside["feret_min_nm"]) == pytest.approx(5.0) and float(inside["intensity_mean"]) == 1000
+    overlay = iio.imread(images / "out" / "overlays" / "edge.png")
+    assert overlay.shape[1] >= 900, "a 40 px image is drawn large enough to read its ids"
+
+
+def test_a_registered_model_is_described_by_the_version_its_alias_pointed_to(tmp_path):
+    from ncseg.predict import describe_model
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store)
+    client.create_registered_model("nc")
+    for _ in range(2):
+        client.create_model_version("nc", str(tmp_path))
+    client.set_registered_model_alias("nc", "champion", "2")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)  # as load_segmenter sets it before the model is described
+    try:
+        assert describe_model("models:/nc@champion") == "nc v2 (@champion)"
+        assert describe_model("models:/nc/1") == "nc v1"
+        assert describe_model("models:/nc@nobody") == "models:/nc@nobody"
+        assert describe_model("runs:/abc/model") == "runs:/abc/model"
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+class DoubtfulSegmenter(FakeSegmenter):
+    """Bright pixels are NC at 0.8; their outlines are in doubt; an image with a saturated spot is out of domain."""
+
+    def probability(self, image, tta=None):
+        return np.where(image > 500, 0.8, 0.1).astype(np.float32)
+
+    def uncertainty(self, image, pixel_size_nm, tta=None):
+        from ncseg.uncertainty import boundary_band
+
+        doubt = np.where(boundary_band((image > 500).astype(np.int32)) > 0, 0.6, 0.0).astype(np.float32)
+        return doubt, "fraction of pixels at the maximum value (saturated detector?)" if image.max() > 2000 else ""
+
+
+def test_uncertainty_is_written_per_pixel_per_particle_and_per_image(images):
+    import csv
+
+    from ncseg.io.images import read_image
+
+    run(DoubtfulSegmenter(), [images / "a" / "img.tif"], images / "out", PARTICLES)
+    uncertainty = read_image(images / "out" / "uncertainty" / "img.tif")
+    assert uncertainty.data.dtype == np.float32 and uncertainty.pixel_size_nm == pytest.approx(0.5)
+    assert uncertainty.data.max() == pytest.approx(0.6)
+    with (images / "out" / "particles" / "img.csv").open() as fh:
+        (particle,) = csv.DictReader(fh)
+    assert float(particle["confidence"]) == pytest.approx(0.8) and float(particle["boundary_uncertainty"]) == 0.6
+    with (images / "out" / "summary.csv").open() as fh:
+        (row,) = csv.DictReader(fh)
+    assert 0 < float(row["uncertainty"]) < 1 and row["ood"] == ""
+
+
+def test_an_image_unlike_the_training_data_is_flagged_in_the_summary_and_warned_about(images, caplog):
+    import csv
+
+    saturated = np.zeros((32, 32), np.uint16)
+    saturated[8:20, 8:20] = 4095
+    write_tiff(images / "saturated.tif", saturated, 0.5)
+    run(DoubtfulSegmenter(), [images / "a" / "other.tif", images / "saturated.tif"], images / "out", PARTICLES)
+    with (images / "out" / "summary.csv").open() as fh:
+        ood = {row["image"]: row["ood"] for row in csv.DictReader(fh)}
+    assert ood == {"other.tif": "", "saturated.tif": "fraction of pixels at the maximum value (saturated detector?)"}
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "saturated.tif" in warning.getMessage() and "saturated detector" in warning.getMessage()

@@ -106,9 +106,9 @@ def test_microscope_files_of_any_bit_depth_arrive_as_their_pixel_values(dtype):
 
 def test_signature_declares_image_files_in_and_out_and_the_inference_params():
     sig = signature(0.45, "flip")
-    assert sig.inputs.input_names() == ["image"] and sig.outputs.input_names() == ["tiff"]
+    assert sig.inputs.input_names() == ["image"] and sig.outputs.input_names() == ["tiff", "ood"]
     params = {p.name: p.default for p in sig.params.params}
-    assert params == {"threshold": 0.45, "output": "mask", "tta": "flip"}
+    assert params == {"threshold": 0.45, "output": "mask", "tta": "flip", "pixel_size_nm": None}
 
 
 def _model_folder(folder: Path, normalization: list[str], window: list[float] | None) -> torch.nn.Module:
@@ -133,7 +133,7 @@ def _model_folder(folder: Path, normalization: list[str], window: list[float] | 
     return net
 
 
-def _serving(normalization: list[str], window: list[float] | None, **limits: int) -> dict:
+def _serving(normalization: list[str], window: list[float] | None, **settings: object) -> dict:
     return {
         "architecture": "unet4",
         "threshold": 0.5,
@@ -145,13 +145,16 @@ def _serving(normalization: list[str], window: list[float] | None, **limits: int
         "max_pixels": 10**6,
         "max_rows": 16,
         "max_request_pixels": 4 * 10**6,
-    } | limits
+    } | settings
 
 
-def _served(folder: Path, normalization: list[str], window: list[float] | None = None, **limits: int) -> NcSegmenter:
-    """The served model, loaded the way MLflow loads it: artifacts `weights` (a model folder) and `serving`."""
+def _served(
+    folder: Path, normalization: list[str], window: list[float] | None = None, **settings: object
+) -> NcSegmenter:
+    """The served model, loaded the way MLflow loads it: artifacts `weights` (a model folder) and `serving` (with
+    `settings` overriding the defaults: limits, temperature, domain)."""
     _model_folder(folder / "weights", normalization, window)
-    (folder / "serving.json").write_text(json.dumps(_serving(normalization, window, **limits)))
+    (folder / "serving.json").write_text(json.dumps(_serving(normalization, window, **settings)))
     model = NcSegmenter()
     model.load_context(
         mlflow.pyfunc.PythonModelContext(
@@ -213,6 +216,9 @@ def test_a_request_is_capped_in_rows_and_in_pixels_all_images_together(tmp_path,
         {"output": None},
         {"output": "labels"},
         {"output": ["mask"]},
+        {"pixel_size_nm": -1.0},
+        {"pixel_size_nm": float("inf")},
+        {"pixel_size_nm": "0.5"},
     ],
 )
 def test_a_bad_param_is_a_short_client_error(tmp_path, params):
@@ -322,3 +328,69 @@ def test_an_animated_png_is_refused_at_its_header():
     with pytest.raises(ImageError, match="animated PNG"):
         read_header(animated, "request image 0")
     assert read_header(png, "request image 0").pixels == 64
+
+
+def test_served_uncertainty_is_the_spread_of_the_calibrated_flip_views_even_without_tta(tmp_path):
+    """With tta none and one network there is no spread: the four mirror images are taken for it (ncseg.uncertainty)."""
+    from ncseg.calibration import apply
+    from ncseg.inference.tta import predict_views
+    from ncseg.normalization import views
+    from ncseg.uncertainty import pixel_uncertainty
+
+    model = _served(tmp_path, ["image"], temperature=2.0)
+    image = np.random.default_rng(6).uniform(0, 100, (40, 56)).astype(np.float32)
+    served = decode_answer(model.predict(None, encode_request([image]), params={"output": "uncertainty"}))[0]
+    maps = predict_views(model.nets, model.geometry, views(image, ["image"], None), "none", **INFERENCE)
+    expected = pixel_uncertainty(apply(m, 2.0) for m in maps)
+    assert served.dtype == np.float32 and served.shape == (40, 56)
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    assert 0.0 < served.max() <= 1.0
+
+
+def _domain() -> dict:
+    """The training domain of a calibrated (0.5 nm) HAADF-like series."""
+    from ncseg.ood import training_domain
+
+    class Image:
+        def __init__(self, seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            self.raw = _haadf_like(rng)
+            self.pixel_size_nm = 0.5
+
+    return training_domain([Image(seed) for seed in range(3)]).model_dump()
+
+
+def _haadf_like(rng: np.random.Generator) -> np.ndarray:
+    """Bright squares on a darker, noisy support."""
+    image = rng.normal(1000, 60, (64, 64))
+    for y, x in rng.integers(4, 52, (6, 2)):
+        image[y : y + 8, x : x + 8] += 1500
+    return image.astype(np.float32)
+
+
+def test_the_served_model_flags_an_image_unlike_its_training_data(tmp_path):
+    model = _served(tmp_path, ["image"], domain=_domain())
+    image = _haadf_like(np.random.default_rng(10))
+    request = encode_request([image, image.max() - image])
+    answer = model.predict(None, request, params={"pixel_size_nm": 0.5})
+    assert answer["ood"].iloc[0] == "" and "inverted" in answer["ood"].iloc[1]
+    (scale,) = model.predict(None, encode_request([image]), params={"pixel_size_nm": 2.5})["ood"]
+    assert "pixel size 2.5 nm is outside the training range" in scale
+    assert model.predict(None, encode_request([image]))["ood"].iloc[0] == "", "no pixel size: the scale is unchecked"
+
+
+def test_a_model_registered_without_a_training_domain_flags_nothing(tmp_path):
+    model = _served(tmp_path, ["image"])
+    image = _haadf_like(np.random.default_rng(11))
+    answer = model.predict(None, encode_request([image.max() - image]), params={"pixel_size_nm": 50.0})
+    assert answer["ood"].tolist() == [""]
+
+
+def test_through_mlflow_the_uncertainty_and_the_pixel_size_param_pass_its_schema(logged_model):
+    """What `ncseg predict` sends: MLflow enforces the signature's params (a double with no default) first."""
+    model = mlflow.pyfunc.load_model(str(logged_model))
+    request = encode_request([np.zeros((64, 64), np.uint16)])
+    answer = model.predict(request, params={"output": "uncertainty", "pixel_size_nm": 0.5})
+    (uncertainty,) = decode_answer(answer)
+    assert uncertainty.dtype == np.float32 and uncertainty.shape == (64, 64)
+    assert answer["ood"].tolist() == [""]

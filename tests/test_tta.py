@@ -62,3 +62,28 @@ def test_none_is_plain_inference():
     np.testing.assert_array_equal(
         predict_tta([net], net.geometry, image, "none", **TILING), predict_proba([net], net.geometry, image, **TILING)
     )
+
+
+def test_uncertainty_views_are_at_least_the_four_mirror_images_per_member():
+    from ncseg.inference.tta import predict_views, spread_transforms
+
+    assert spread_transforms("none") == spread_transforms("flip") == TRANSFORMS["flip"]
+    assert spread_transforms("d4") == TRANSFORMS["d4"]
+    torch.manual_seed(0)
+    nets = [UNet4(base_channels=4, dropout=0.0).eval() for _ in range(2)]
+    image = np.random.default_rng(3).random((1, 32, 48), dtype=np.float32)
+    maps = list(predict_views(nets, nets[0].geometry, image, "none", **TILING))
+    assert len(maps) == 4 * 2 and all(m.shape == (32, 48) for m in maps)
+    np.testing.assert_allclose(
+        np.mean(maps, axis=0), predict_tta(nets, nets[0].geometry, image, "flip", **TILING), atol=1e-6
+    )
+
+
+def test_a_symmetric_network_has_no_spread_across_views():
+    from ncseg.inference.tta import predict_views
+    from ncseg.uncertainty import pixel_uncertainty
+
+    net = SymmetricNet().eval()
+    image = np.random.default_rng(4).random((1, 24, 40), dtype=np.float32)
+    spread = pixel_uncertainty(predict_views([net], net.geometry, image, "d4", **TILING))
+    np.testing.assert_allclose(spread, 0.0, atol=1e-5)

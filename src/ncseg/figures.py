@@ -67,10 +67,12 @@ def _figure(width_in: float, height_in: float) -> tuple[Figure, Axes]:
     return plt.subplots(figsize=(width_in, height_in), dpi=110)
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path, tight: bool = True) -> None:
+    """`tight`: fit the layout to the labels (a draw more; figures with a fixed layout skip it)."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
@@ -129,14 +131,116 @@ def montage(tiles: list[np.ndarray], gap: int = 6) -> np.ndarray:
     return np.concatenate(row, axis=1)
 
 
-def size_histogram(path: Path, particles: list[Particle]) -> None:
-    """Edge lengths (sqrt(area), nm) of the particles away from the image border: those are measured whole."""
+def size_histogram(path: Path, particles: list[Particle], caption: str) -> None:
+    """Edge lengths (sqrt(area), nm) of the particles away from the image border: those are measured whole.
+    `caption` names the model and threshold, so a histogram copied into a talk still says what made it."""
     edges = [p.edge_length_nm for p in particles if p.edge_length_nm is not None and not p.touches_border]
-    fig, ax = _figure(5.0, 3.4)
+    border = sum(p.touches_border for p in particles)
+    fig, ax = _figure(5.0, 3.6)
     if edges:
         ax.hist(edges, bins=min(30, max(5, len(edges) // 4)), color="tab:blue", alpha=0.8)
-        ax.set_title(f"n = {len(edges)}, edge {np.mean(edges):.2f} ± {np.std(edges):.2f} nm")
+        stats = f"n = {len(edges)}, edge {np.mean(edges):.2f} ± {np.std(edges):.2f} nm"
     else:
-        ax.set_title("no calibrated particles away from the border")
+        stats = "no calibrated particles away from the border"
+    ax.set_title(f"{stats}; {border} border particles excluded\n{caption}", fontsize=8)
     ax.set(xlabel="edge length sqrt(area) (nm)", ylabel="NCs")
     _save(fig, path)
+
+
+INSIDE, BORDER = "#ffd000", "#00c8ff"  # yellow and cyan: apart for the common colour-vision deficiencies too
+ID_TEXT = {"fontsize": 7, "fontweight": "bold", "ha": "center", "va": "center"}
+OVERLAY_PX = (900, 1800)  # drawn width on screen: small images enlarged to read the ids, large ones kept sharp
+
+
+def particle_overlay(
+    path: Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    particles: list[Particle],
+    pixel_size_nm: float | None,
+    title: str,
+) -> None:
+    """The image with every particle outlined along its pixel edges (the ImageJ ROI's outline) and its id (the CSV's
+    `label`) at its centre; particles cut by the border dashed in another colour, as they are left out of sizes;
+    a scale bar in nm. Outlines are vectors, so a large image drawn smaller keeps them; the image itself is resized
+    to the drawn size once (not by matplotlib at every draw) and the layout is fixed, which keeps a 2048 px image
+    with a thousand particles to seconds."""
+    from matplotlib import patheffects
+    from matplotlib.collections import PolyCollection
+    from matplotlib.lines import Line2D
+
+    halo = [patheffects.withStroke(linewidth=2, foreground="black")]  # ids readable on bright NCs too
+    h, w = labels.shape
+    fig, ax = _overlay_figure(h, w)
+    ax.imshow(_drawn(image, fig), extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
+    for border, colour, style in ((False, INSIDE, "solid"), (True, BORDER, "dashed")):
+        chosen = [p for p in particles if p.touches_border == border]
+        shapes = [_outline_xy(labels, p) for p in chosen]
+        ax.add_collection(PolyCollection(shapes, closed=True, facecolors="none", edgecolors=colour, linestyles=style))
+        for p in chosen:
+            ax.text(p.centroid_x_px, p.centroid_y_px, str(p.label), color=colour, path_effects=halo, **ID_TEXT)
+    if pixel_size_nm:
+        _scale_bar(ax, w, pixel_size_nm)
+    ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5))
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    key = [
+        Line2D([], [], color=INSIDE, label="particle (id = CSV label)"),
+        Line2D([], [], color=BORDER, ls="--", label="cut by the border: not in sizes"),
+    ]
+    fig.legend(handles=key, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    _save(fig, path, tight=False)
+
+
+def _overlay_figure(h: int, w: int) -> tuple[Figure, Axes]:
+    """Image width between OVERLAY_PX; fixed margins for the title (top) and the key (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dpi, top_in, bottom_in = 110, 0.45, 0.3
+    width_in = min(max(w, OVERLAY_PX[0]), OVERLAY_PX[1]) / dpi
+    height_in = width_in * h / w + top_in + bottom_in
+    fig = plt.figure(figsize=(width_in, height_in), dpi=dpi)
+    return fig, fig.add_axes((0.0, bottom_in / height_in, 1.0, 1 - (top_in + bottom_in) / height_in))
+
+
+def _drawn(image: np.ndarray, fig: Figure) -> np.ndarray:
+    """The image as grey RGB bytes at the size it is drawn, when that is smaller (anti-aliased, as a viewer would)."""
+    from skimage.transform import resize
+
+    h, w = image.shape
+    width = round(fig.get_figwidth() * fig.dpi)
+    if width < w:
+        image = resize(image, (max(1, round(h * width / w)), width), anti_aliasing=True)
+    return _grey(image)
+
+
+def _outline_xy(labels: np.ndarray, particle: Particle) -> np.ndarray:
+    """The particle's pixel-edge outline in image coordinates (pixel centres at integers, as imshow draws them)."""
+    from ncseg.interop.imagej import outline
+
+    r0, c0, r1, c1 = particle.bbox_min_row, particle.bbox_min_col, particle.bbox_max_row, particle.bbox_max_col
+    corners = outline(labels[r0:r1, c0:c1] == particle.label)
+    return corners + np.array([c0 - 0.5, r0 - 0.5])
+
+
+def _scale_bar(ax: Axes, width_px: int, pixel_size_nm: float) -> None:
+    """About a fifth of the field, rounded down to 1, 2 or 5 x 10^k nm, white on a dark box to read on any image."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    target = width_px * pixel_size_nm / 5
+    decade = 10 ** np.floor(np.log10(target))
+    nm = max(m * decade for m in (1, 2, 5) if m * decade <= target)
+    bar = AnchoredSizeBar(
+        ax.transData,
+        nm / pixel_size_nm,
+        f"{nm:g} nm",
+        "lower right",
+        color="white",
+        size_vertical=max(1.0, width_px / 150),
+        pad=0.4,
+    )
+    bar.patch.set(facecolor="black", alpha=0.6, edgecolor="none")
+    ax.add_artist(bar)

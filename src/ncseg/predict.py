@@ -6,7 +6,9 @@ skipped, so one bad file never costs the results of the others.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ from ncseg.io.images import (
 from ncseg.io.tables import write_csv
 from ncseg.normalization import normalize
 from ncseg.particles import Particle, measure, split
+from ncseg.uncertainty import PARTICLE_COLUMNS, image_score, particle_scores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,6 +135,7 @@ class Segmenter:
         import mlflow
 
         self.model = mlflow.pyfunc.load_model(model_uri)
+        self.description = describe_model(model_uri)
         schema = self.model.metadata.get_params_schema()
         self.threshold = float(next(p.default for p in schema.params if p.name == "threshold"))
 
@@ -139,6 +145,18 @@ class Segmenter:
         params = {"output": "probability"} | ({"tta": tta} if tta else {})
         answer = self.model.predict(encode_request([image]), params=params)
         return decode_answer(answer)[0]
+
+    def uncertainty(
+        self, image: np.ndarray, pixel_size_nm: float | None, tta: str | None = None
+    ) -> tuple[np.ndarray, str]:
+        """The per-pixel uncertainty map and why the image is out of the training domain ('' if it is not), as the
+        served model answers `output=uncertainty` with the image's pixel size."""
+        from ncseg.registry.pyfunc import OOD_COLUMN, decode_answer, encode_request
+
+        params = {"output": "uncertainty"} | ({"tta": tta} if tta else {})
+        params |= {"pixel_size_nm": pixel_size_nm} if pixel_size_nm else {}
+        answer = self.model.predict(encode_request([image]), params=params)
+        return decode_answer(answer)[0], str(answer[OOD_COLUMN].iloc[0])
 
 
 def _write_image_outputs(
@@ -150,6 +168,7 @@ def _write_image_outputs(
     particles: list[Particle],
     save_probability: bool,
     rois: bool,
+    uncertainty: np.ndarray,
 ) -> None:
     """Per image: the mask, the instance labels (ids = the CSV's `label`), the overlay, the particle table, and
     on request the probability map and an ImageJ RoiSet (ROI names = the same ids)."""
@@ -160,8 +179,56 @@ def _write_image_outputs(
         write_roiset(out / "rois" / f"{stem}.zip", labels)
     if save_probability:
         write_tiff(out / "probability" / f"{stem}.tif", prob.astype(np.float32), image.pixel_size_nm)
-    figures.save_png(out / "overlays" / f"{stem}.png", figures.outline(normalize(image.data), labels > 0))
-    write_csv(out / "particles" / f"{stem}.csv", [p.row() for p in particles], list(Particle.__dataclass_fields__))
+    write_tiff(out / "uncertainty" / f"{stem}.tif", uncertainty.astype(np.float32), image.pixel_size_nm)
+    write_csv(out / "particles" / f"{stem}.csv", *particle_table(particles, labels, prob, uncertainty))
+
+
+def particle_table(
+    particles: list[Particle], labels: np.ndarray, prob: np.ndarray, uncertainty: np.ndarray
+) -> tuple[list[dict], list[str]]:
+    """Rows and columns of a particle CSV: each particle's measurements, then its confidence and boundary
+    uncertainty (ncseg.uncertainty)."""
+    scores = particle_scores(labels, prob, uncertainty)
+    return [p.row() | scores[p.label] for p in particles], [*Particle.__dataclass_fields__, *PARTICLE_COLUMNS]
+
+
+def doubt_columns(image: Micrograph, uncertainty: np.ndarray, mask: np.ndarray, ood: str) -> dict:
+    """summary.csv's `uncertainty` (what `ncseg review` ranks by) and `ood` (why the image is unlike the training
+    data, '' if it is not); an out-of-domain image is also a warning line, since a table cell is easily missed."""
+    if ood:
+        log.warning("%s: unlike the model's training data, check its mask: %s", image.path, ood)
+    return {"uncertainty": round(image_score(uncertainty, mask), 4), "ood": ood}
+
+
+def describe_model(model_uri: str) -> str:
+    """'name v3 (@champion)' for a registered model, the alias resolved so a summary names the version that ran
+    (an alias moves on); the URI itself for anything else, or where the registry cannot say."""
+    import mlflow
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model_uri)
+    if not match:
+        return model_uri
+    name, alias, version = match.groups()
+    if alias is None:
+        return f"{name} v{version}"
+    try:
+        return f"{name} v{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version} (@{alias})"
+    except MlflowException:
+        return model_uri
+
+
+def write_overlay(out: Path, image: Micrograph, labels: np.ndarray, particles: list[Particle], caption: str) -> None:
+    """overlays/<stem>.png: outlines and ids over the image, titled with what made them."""
+    border = sum(p.touches_border for p in particles)
+    title = f"{image.path.name}: {len(particles)} particles, {border} cut by the border\n{caption}"
+    figures.particle_overlay(
+        out / "overlays" / f"{image.path.stem}.png",
+        normalize(image.data),
+        labels,
+        particles,
+        image.pixel_size_nm,
+        title,
+    )
 
 
 def summary_row(image: Micrograph, mask: np.ndarray, particles: list[Particle]) -> dict:
@@ -171,6 +238,7 @@ def summary_row(image: Micrograph, mask: np.ndarray, particles: list[Particle]) 
         "pixel_size_nm": image.pixel_size_nm if image.pixel_size_nm else "",
         "n_particles": len(particles),
         "n_inside": sum(not p.touches_border for p in particles),
+        "n_border_excluded": sum(p.touches_border for p in particles),  # cut by the field: left out of sizes
         "nc_area_fraction": round(float(mask.mean()), 4),
         "edge_nm_mean": round(float(np.mean(edges)), 3) if edges else "",
         "edge_nm_std": round(float(np.std(edges)), 3) if len(edges) > 1 else "",
@@ -194,24 +262,31 @@ def run(
     model's default test-time augmentation."""
     report = Report()
     cut = threshold if threshold is not None else segmenter.threshold
+    caption = f"{segmenter.description}, threshold {cut:g}"  # on every figure: what made it
     for path in files:
         try:
             image = read_image(path)
             if pixel_size_nm is not None:
                 image = Micrograph(image.data, pixel_size_nm, image.path)
             prob = segmenter.probability(image.data, tta)
+            uncertainty, ood = segmenter.uncertainty(image.data, image.pixel_size_nm, tta)
         except (ImageError, ValueError, MlflowException) as err:
             report.failed.append(str(err) if str(path) in str(err) else f"{path}: {err}")
         else:
             mask = prob > cut
             labels = split(mask, image.pixel_size_nm, particle_params)
-            particles = measure(labels, image.pixel_size_nm)
-            _write_image_outputs(out, image, prob, mask, labels, particles, save_probability, rois)
-            report.done.append(summary_row(image, mask, particles))
+            particles = measure(labels, image.pixel_size_nm, image.data)
+            _write_image_outputs(out, image, prob, mask, labels, particles, save_probability, rois, uncertainty)
+            write_overlay(out, image, labels, particles, caption)
+            report.done.append(
+                summary_row(image, mask, particles)
+                | {"model": segmenter.description, "threshold": cut}
+                | doubt_columns(image, uncertainty, mask, ood)
+            )
             report.particles += particles
         if on_image:
             on_image(path)
     if report.done:
         write_csv(out / "summary.csv", report.done, list(report.done[0]))
-        figures.size_histogram(out / "size_distribution.png", report.particles)
+        figures.size_histogram(out / "size_distribution.png", report.particles, caption)
     return report

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ncseg.config import TTA, ModelParams, View
 from ncseg.io.tables import write_json
 from ncseg.metrics import Scores
+from ncseg.ood import Domain
 
 SCORE_KEYS = tuple(Scores.__dataclass_fields__)
 
@@ -78,6 +79,7 @@ class ModelCard(Record):
     intensity_window: tuple[float, float] | None  # set where a 'dataset' view is used
     tta: TTA  # the test-time augmentation CV scored (and tuned the threshold) with: the served default
     cv_run_id: str  # the MLflow parent run that measured it
+    domain: Domain | None = None  # the training images' pixel sizes and intensities (ncseg.ood); None: older cards
 
     def operating(self, members: int) -> Operating:
         """Threshold and temperature for serving `members` networks: the ensemble's where CV measured exactly
@@ -212,6 +214,7 @@ class ServingConfig(Record):
     max_pixels: int = Field(ge=1)  # per image
     max_rows: int = Field(ge=1)  # images per request
     max_request_pixels: int = Field(ge=1)  # all images of a request together
+    domain: Domain | None = None  # from the model card: what the served model flags as out of distribution
 
 
 class RegistryDecision(Record):

@@ -42,6 +42,7 @@ def test_a_broken_file_fails_the_run_but_keeps_the_others(predicted):
         assert (out / "masks" / f"{name}.tif").is_file() and (out / "overlays" / f"{name}.png").is_file()
         assert (out / "particles" / f"{name}.csv").is_file() and (out / "probability" / f"{name}.tif").is_file()
         assert (out / "labels" / f"{name}.tif").is_file() and (out / "rois" / f"{name}.zip").is_file()
+        assert (out / "uncertainty" / f"{name}.tif").is_file()
     assert (out / "summary.csv").is_file() and (out / "size_distribution.png").is_file()
 
 
@@ -64,3 +65,4 @@ def test_counts_and_sizes_match_the_synthetic_truth(predicted, tiny_project):
         row = summary[f"{name}.tif"]
         assert int(row["n_particles"]) == pytest.approx(len(crystals), rel=0.2), name
         assert float(row["edge_nm_mean"]) == pytest.approx(true_edge, rel=0.1), name
+        assert 0 <= float(row["uncertainty"]) < 1 and row["ood"] == "", "a training image is in the training domain"

@@ -67,6 +67,17 @@ def test_threshold_and_output_params_are_honoured(server, tiny_project):
     assert len(np.unique(prob)) > 2, "a probability map, not a mask"
 
 
+def test_uncertainty_is_served_with_the_out_of_distribution_field(server, tiny_project):
+    path = tiny_project / "data" / "raw" / "images" / "synth_05.tif"
+    params = {"output": "uncertainty", "pixel_size_nm": 0.5}
+    status, body = _post(f"{server}/invocations", json.dumps(_request(path, params, 64)).encode())
+    assert status == 200, body
+    (row,) = json.loads(body)["predictions"]
+    (uncertainty,) = decode_answer([row])
+    assert uncertainty.dtype == np.float32 and uncertainty.shape == (64, 64) and 0 <= uncertainty.min() <= 1
+    assert row["ood"] == "", "a crop of a training image is in the training domain"
+
+
 def _rows(*texts: str) -> dict:
     return {"dataframe_split": {"columns": ["image"], "data": [[t] for t in texts]}}
 

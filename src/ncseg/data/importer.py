@@ -2,21 +2,28 @@
 
 Everything is read and checked before a byte is written, every problem is reported at once (not only the
 first), and the new raw folder replaces the old one by a rename, so a failed import leaves `data/raw` as it was.
+A mask is a raster (0/255, 0/1, or a label map with --foreground) or the ImageJ ROIs of its image (a RoiSet .zip or
+one .roi), filled as ImageJ fills them. `add_to_dataset` appends corrected images to an existing raw folder the same
+way: the folder is rebuilt beside itself, under a lock, and swapped in whole.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from roifile import ImagejRoi
 
-from ncseg.data.augment import GROUPS
-from ncseg.io.atomic import staged_folder
+from ncseg.data.augment import GROUPS, read_groups
+from ncseg.interop.imagej import is_roi_file, read_rois, rois_to_labels
+from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.io.images import (
+    IMAGE_SUFFIXES,
     ImageError,
     Micrograph,
     list_images,
@@ -31,8 +38,8 @@ from ncseg.io.tables import write_csv
 class ImportRefusedError(ValueError):
     """All the reasons an import was refused, one line per file."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("import refused, nothing written:\n  " + "\n  ".join(problems))
+    def __init__(self, problems: list[str], action: str = "import") -> None:
+        super().__init__(f"{action} refused, nothing written:\n  " + "\n  ".join(problems))
         self.problems = problems
 
 
@@ -42,7 +49,7 @@ class Pair:
     image: Micrograph
     mask: np.ndarray
     mask_path: Path
-    labels: tuple[int, ...]  # the values in the mask file, named when none of them is NC
+    labels: tuple[int, ...]  # the values in a raster mask, named when none of them is NC; () for ROIs
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,27 @@ class ImportResult:
     warnings: list[str]  # legitimate but worth a look, e.g. an image whose mask marks no NC
 
 
+def _mask_files(folder: Path) -> list[Path]:
+    """Raster masks and ImageJ ROI files (what `ncseg predict --rois` writes, corrected in Fiji)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_roi_file(p)))
+
+
+def _listed(path: Path, kind: str) -> tuple[list[Path], list[str]]:
+    """The files of a folder, or one file named directly (`ncseg data add one.tif one.zip`)."""
+    if path.is_dir():
+        return (list_images(path) if kind == "image" else _mask_files(path)), []
+    if path.is_file():
+        return [path], []
+    return [], [f"{path}: no such file or folder"]
+
+
 def _pair_paths(images: Path, masks: Path) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
     problems = []
     by_stem: dict[str, dict[str, Path]] = {"image": {}, "mask": {}}
     for kind, folder in (("image", images), ("mask", masks)):
-        if not folder.is_dir():
-            problems.append(f"{folder}: not a folder")
-            continue
-        for path in list_images(folder):
+        paths, missing = _listed(folder, kind)
+        problems += missing
+        for path in paths:
             if path.stem in by_stem[kind]:
                 problems.append(f"{path}: two {kind}s named {path.stem!r} ({by_stem[kind][path.stem].name})")
             by_stem[kind][path.stem] = path
@@ -76,12 +96,31 @@ def _load_pair(
     name: str, paths: tuple[Path, Path], foreground: frozenset[int] | None, pixel_size_nm: float | None
 ) -> Pair:
     image = read_image(paths[0])
+    if is_roi_file(paths[1]):
+        return Pair(name, _with_pixel_size(image, pixel_size_nm), _roi_mask(paths[1], image.data.shape), paths[1], ())
     mask, labels = read_mask_and_labels(paths[1], foreground)
     if mask.shape != image.data.shape:
         raise ImageError(paths[1], f"mask shape {mask.shape} differs from its image's {image.data.shape}")
-    if pixel_size_nm is not None:
-        image = Micrograph(image.data, pixel_size_nm, image.path)
-    return Pair(name, image, mask, paths[1], labels)
+    return Pair(name, _with_pixel_size(image, pixel_size_nm), mask, paths[1], labels)
+
+
+def _with_pixel_size(image: Micrograph, pixel_size_nm: float | None) -> Micrograph:
+    return image if pixel_size_nm is None else Micrograph(image.data, pixel_size_nm, image.path)
+
+
+def _roi_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The pixels ImageJ fills for the ROIs. A ROI wholly outside the image is refused by name: the RoiSet was
+    most likely saved over another (larger) image; one that reaches past the edge is clipped, as ImageJ clips it."""
+    rois = read_rois(path)
+    h, w = shape
+    outside = [roi.name or f"#{k}" for k, roi in enumerate(rois, 1) if _outside(roi, h, w)]
+    if outside:
+        raise ImageError(path, f"ROIs outside the {w} x {h} px image: {', '.join(outside)}; a RoiSet of another image?")
+    return rois_to_labels(rois, (h, w)) > 0
+
+
+def _outside(roi: ImagejRoi, h: int, w: int) -> bool:
+    return roi.right <= 0 or roi.bottom <= 0 or roi.left >= w or roi.top >= h
 
 
 def read_group_table(path: Path, column: str, names: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
@@ -179,15 +218,21 @@ def _shown(path: Path) -> str:
 def _mask_problems(loaded: list[Pair], foreground: frozenset[int] | None) -> tuple[list[str], list[str]]:
     """(problems, warnings) of the masks as a set: an empty set is a mistake (0/255 masks under --foreground 7, a
     blank export), one empty mask may be a field of view without NCs, which the study must be able to hold."""
-    empty = [_why_empty(pair, foreground) for pair in loaded if not pair.mask.any()]
+    empty = _empty_masks(loaded, foreground)
     if loaded and len(empty) == len(loaded):
         option = f" with --foreground {_labels(foreground)}" if foreground else ""
         return [f"every mask is empty{option}; nothing to learn from", *empty], []
     return [], [f"{line}; imported as an image without NCs" for line in empty] + _absent_labels(loaded, foreground)
 
 
+def _empty_masks(loaded: list[Pair], foreground: frozenset[int] | None) -> list[str]:
+    return [_why_empty(pair, foreground) for pair in loaded if not pair.mask.any()]
+
+
 def _why_empty(pair: Pair, foreground: frozenset[int] | None) -> str:
     """Named with the labels the file holds: '0, 255' under --foreground 7 says the option is wrong."""
+    if is_roi_file(pair.mask_path):
+        return f"{pair.mask_path}: holds no ROI"
     if foreground:
         wanted, found = _labels(foreground), _labels(pair.labels)
         return f"{pair.mask_path}: none of the --foreground labels {wanted} occurs (labels found: {found})"
@@ -195,10 +240,12 @@ def _why_empty(pair: Pair, foreground: frozenset[int] | None) -> str:
 
 
 def _absent_labels(loaded: list[Pair], foreground: frozenset[int] | None) -> list[str]:
-    """A --foreground label that no mask holds is likely a typo (1,7 for 1,2), though a subset may lack a type."""
-    found = {label for pair in loaded for label in pair.labels}
+    """A --foreground label that no mask holds is likely a typo (1,7 for 1,2), though a subset may lack a type.
+    ROI files hold no labels (--foreground is for label maps), so only raster masks are asked."""
+    rasters = [pair for pair in loaded if not is_roi_file(pair.mask_path)]
+    found = {label for pair in rasters for label in pair.labels}
     absent = (foreground or frozenset()) - found
-    if not absent:
+    if not absent or not rasters:
         return []
     return [f"--foreground label(s) {_labels(absent)} occur in no mask (labels found: {_labels(found)})"]
 
@@ -221,18 +268,10 @@ def import_dataset(
     """Validate every pair, then write out/images, out/masks (0/255) and out/groups.csv in one swap."""
     paired, problems = _pair_paths(images, masks)
     problems += _overlapping_out(out, [images, masks], groups)
-    if pixel_size_nm is not None and not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
-        problems.append(f"--pixel-size {pixel_size_nm}: must be a positive number of nm per pixel")
-    if foreground and min(foreground) <= 0:
-        problems.append(f"--foreground {_labels(foreground)}: NC labels are positive; 0 is the background")
+    problems += _option_problems(foreground, pixel_size_nm)
     if out.exists() and any(out.iterdir()) and not force:
         problems.append(f"{out}: already holds data; pass --force to replace it")
-    loaded = []
-    for name, paths in paired.items():
-        try:
-            loaded.append(_load_pair(name, paths, foreground, pixel_size_nm))
-        except ImageError as err:
-            problems.append(str(err))
+    loaded = _load_pairs(paired, foreground, pixel_size_nm, problems)
     mask_problems, warnings = _mask_problems(loaded, foreground)
     problems += mask_problems
     group_of: dict[str, str] = {}
@@ -246,6 +285,31 @@ def import_dataset(
     return ImportResult(loaded, warnings)
 
 
+def _option_problems(foreground: frozenset[int] | None, pixel_size_nm: float | None) -> list[str]:
+    problems = []
+    if pixel_size_nm is not None and not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+        problems.append(f"--pixel-size {pixel_size_nm}: must be a positive number of nm per pixel")
+    if foreground and min(foreground) <= 0:
+        problems.append(f"--foreground {_labels(foreground)}: NC labels are positive; 0 is the background")
+    return problems
+
+
+def _load_pairs(
+    paired: dict[str, tuple[Path, Path]],
+    foreground: frozenset[int] | None,
+    pixel_size_nm: float | None,
+    problems: list[str],
+) -> list[Pair]:
+    """Every pair that reads and checks; each one that does not adds its problem to `problems`."""
+    loaded = []
+    for name, paths in paired.items():
+        try:
+            loaded.append(_load_pair(name, paths, foreground, pixel_size_nm))
+        except ImageError as err:
+            problems.append(str(err))
+    return loaded
+
+
 def _write(pairs: list[Pair], group_of: dict[str, str], out: Path) -> None:
     with staged_folder(out) as staging:
         for pair in pairs:
@@ -253,4 +317,66 @@ def _write(pairs: list[Pair], group_of: dict[str, str], out: Path) -> None:
             write_mask(staging / "masks" / f"{pair.name}.tif", pair.mask, pair.image.pixel_size_nm)
         if group_of:
             rows = [{"name": p.name, "group": group_of[p.name]} for p in pairs]
+            write_csv(staging / GROUPS, rows, ["name", "group"])
+
+
+def add_to_dataset(
+    images: Path,
+    masks: Path,
+    raw: Path,
+    *,
+    group: str | None = None,
+    foreground: frozenset[int] | None = None,
+    pixel_size_nm: float | None = None,
+) -> ImportResult:
+    """Append image/mask pairs (corrected predictions) to the raw folder `raw`, all or nothing.
+
+    The checks of `import_dataset`, and a name already in `raw` is refused: names identify images in the folds and
+    the group manifest, and overwriting a training image's mask should be a deliberate re-import. `group` puts every
+    added image in one group (the specimen region it shows), so CV keeps them together and with the raw images of
+    that group; without it each added image is its own group. A mask without NCs is only warned about here: a field
+    where the model saw NCs that are not there is what a correction teaches. Validation and the swap run under the
+    raw folder's lock, so two adds cannot interleave.
+    """
+    if not (raw / "images").is_dir():
+        raise ImportRefusedError(
+            [f"{raw}: no raw data to add to (run `dvc pull` or `ncseg data import` first)"], "data add"
+        )
+    with folder_lock(raw):
+        paired, problems = _pair_paths(images, masks)
+        problems += _option_problems(foreground, pixel_size_nm) + _addition_problems(paired, images, raw, group)
+        loaded = _load_pairs(paired, foreground, pixel_size_nm, problems)
+        if problems:
+            raise ImportRefusedError(problems, "data add")
+        _append(loaded, group, raw)
+    warnings = [f"{line}; added as an image without NCs" for line in _empty_masks(loaded, foreground)]
+    return ImportResult(loaded, warnings + _absent_labels(loaded, foreground))
+
+
+def _addition_problems(paired: dict[str, tuple[Path, Path]], images: Path, raw: Path, group: str | None) -> list[str]:
+    problems = [] if group is None or group.strip() else ["--group: empty; name the specimen region the images show"]
+    existing = {path.stem for path in list_images(raw / "images")}
+    problems += [
+        f"{paths[0]}: an image named {name!r} is already in {raw / 'images'}; rename the new image"
+        for name, paths in paired.items()
+        if name in existing
+    ]
+    if not paired and not problems:
+        problems.append(f"{images}: no image files (TIFF, PNG, DM3/DM4/EMD) found")
+    return problems
+
+
+def _append(pairs: list[Pair], group: str | None, raw: Path) -> None:
+    """The raw folder rebuilt beside itself (a copy plus the new pairs) and swapped in whole. The group manifest is
+    written when there is one or a group is given, every image listed: existing images keep their group (their own
+    name where the folder had no manifest, as augment reads it), new ones get `group` or their own name."""
+    old_groups, existing = read_groups(raw), [path.stem for path in list_images(raw / "images")]
+    with staged_folder(raw) as staging:
+        shutil.copytree(raw, staging, dirs_exist_ok=True)
+        for pair in pairs:
+            write_tiff(staging / "images" / f"{pair.name}.tif", pair.image.data, pair.image.pixel_size_nm)
+            write_mask(staging / "masks" / f"{pair.name}.tif", pair.mask, pair.image.pixel_size_nm)
+        if old_groups or group is not None:
+            rows = [{"name": n, "group": old_groups.get(n, n)} for n in existing]
+            rows += [{"name": p.name, "group": group or p.name} for p in pairs]
             write_csv(staging / GROUPS, rows, ["name", "group"])

@@ -8,7 +8,7 @@ so a network that is itself symmetric gives the same answer with and without TTA
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch import nn
@@ -50,3 +50,20 @@ def predict_tta(
         prob = inverse(predict_proba(nets, geometry, forward(image, transform), **tiling), transform)
         total = prob if total is None else total + prob
     return total / len(transforms)
+
+
+def spread_transforms(tta: TTA) -> tuple[Transform, ...]:
+    """The views an uncertainty is measured over: the served ones, but at least the four mirror images, since one
+    view has no spread (see ncseg.uncertainty)."""
+    return TRANSFORMS[tta] if len(TRANSFORMS[tta]) >= len(TRANSFORMS["flip"]) else TRANSFORMS["flip"]
+
+
+def predict_views(
+    nets: Sequence[nn.Module], geometry: Geometry, image: np.ndarray, tta: TTA, **tiling: int | str
+) -> Iterator[np.ndarray]:
+    """Each net's probability for each view of `spread_transforms(tta)`, turned back, one map at a time: the members
+    are not averaged here, their disagreement is part of the spread."""
+    for transform in spread_transforms(tta):
+        turned = forward(image, transform)
+        for net in nets:
+            yield inverse(predict_proba([net], geometry, turned, **tiling), transform)

@@ -10,6 +10,7 @@ refused with the ROI named, since it is more likely a slip in the ROI Manager th
 
 from __future__ import annotations
 
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -127,7 +128,7 @@ _EMPTY_ZIP = b"PK\x05\x06" + b"\x00" * 18  # a zip archive with no members: an i
 def read_rois(path: Path) -> list[ImagejRoi]:
     """The area ROIs of a RoiSet .zip or a single .roi file, or an ImageError naming what cannot be a mask."""
     try:
-        rois = roiread(path) if path.stat().st_size > len(_EMPTY_ZIP) else []
+        rois = [] if _is_empty_zip(path) else roiread(path)
     except Exception as err:  # roifile raises several types for files that are not ROIs
         raise ImageError(path, f"not an ImageJ ROI file or RoiSet ({err})") from err
     rois = rois if isinstance(rois, list) else [rois]
@@ -139,6 +140,15 @@ def read_rois(path: Path) -> list[ImagejRoi]:
             "(or draw them as polygons) and save the RoiSet again",
         )
     return rois
+
+
+def _is_empty_zip(path: Path) -> bool:
+    """A zip archive without members (what write_roiset writes for an image without particles); a short file
+    that is not one is for roiread to refuse."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return not archive.namelist()
 
 
 def _encloses_area(roi: ImagejRoi) -> bool:

@@ -54,6 +54,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         max_pixels=params.registry.max_pixels,
         max_rows=params.registry.max_rows,
         max_request_pixels=params.registry.max_request_pixels,
+        domain=card.domain,
     )
 
 
@@ -67,9 +68,11 @@ SERVED_CODE = (
     "metrics.py",
     "models",
     "normalization.py",
+    "ood.py",
     "records.py",
     "registry/model_code.py",
     "registry/pyfunc.py",
+    "uncertainty.py",
 )
 
 

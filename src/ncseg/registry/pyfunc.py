@@ -3,10 +3,13 @@ threshold.
 
 Image files go in and come out: each row's `image` column holds a base64-encoded TIFF or PNG (the microscope's
 own 8/16/32-bit greyscale file, any height and width), and each answer's `tiff` column a base64-encoded,
-zlib-compressed TIFF — the 0/255 mask, or with `output=probability` the float32 probability map. Files rather
-than JSON arrays of pixel values keep a 2048 x 2048 request at a few MB and its decoding in milliseconds, where
-JSON numbers cost seconds (benchmarks/results.md). Nothing about the networks leaks to the caller. Weights are
-plain state dicts, loaded with `weights_only=True`, never pickled modules.
+zlib-compressed TIFF — the 0/255 mask, with `output=probability` the float32 probability map, with
+`output=uncertainty` the float32 per-pixel uncertainty (ncseg.uncertainty) — and its `ood` column why the image lies
+outside the training data (ncseg.ood; empty when it does not, or where the model has no record of that data; the
+request's `pixel_size_nm` lets it check the scale too). Files rather than JSON arrays of pixel values keep a
+2048 x 2048 request at a few MB and its decoding in milliseconds, where JSON numbers cost seconds
+(benchmarks/results.md). Nothing about the networks leaks to the caller. Weights are plain state dicts, loaded with
+`weights_only=True`, never pickled modules.
 """
 
 from __future__ import annotations
@@ -27,24 +30,25 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from ncseg.inference.tta import TRANSFORMS, predict_tta
+from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views
 from ncseg.io.images import ImageError, decode_image, encode_tiff, read_header
 from ncseg.records import ServingConfig
 
-OUTPUTS = ("mask", "probability")
-INPUT_COLUMN, OUTPUT_COLUMN = "image", "tiff"
+OUTPUTS = ("mask", "probability", "uncertainty")
+INPUT_COLUMN, OUTPUT_COLUMN, OOD_COLUMN = "image", "tiff", "ood"
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow logs as the model: it builds an NcSegmenter
 
 
 def signature(threshold: float, tta: str) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
-        outputs=Schema([ColSpec("string", OUTPUT_COLUMN)]),
+        outputs=Schema([ColSpec("string", OUTPUT_COLUMN), ColSpec("string", OOD_COLUMN)]),
         params=ParamSchema(
             [
                 ParamSpec("threshold", "double", threshold),
                 ParamSpec("output", "string", "mask"),
                 ParamSpec("tta", "string", tta),
+                ParamSpec("pixel_size_nm", "double", None),  # for the out-of-distribution check; unknown by default
             ]
         ),
     )
@@ -137,6 +141,16 @@ def request_params(params: dict[str, Any] | None, default_threshold: float, defa
     return float(threshold), output, tta
 
 
+def request_pixel_size(params: dict[str, Any] | None) -> float | None:
+    """The request's `pixel_size_nm` (nm per pixel, for the out-of-distribution check), None when not given."""
+    size = (params or {}).get("pixel_size_nm")
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, Real) or not 0.0 < size < float("inf"):  # NaN too
+        raise _refuse(f"pixel_size_nm must be a positive number of nm per pixel, got {size!r}")
+    return float(size)
+
+
 class NcSegmenter(mlflow.pyfunc.PythonModel):
     """The served CV fold networks (mean probability), thresholded at the CV-chosen threshold by default.
 
@@ -159,6 +173,7 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         threshold, output, tta = request_params(params, self.config.threshold, self.config.tta)
+        pixel_size_nm = request_pixel_size(params)
         config = self.config
         images = decode_images(
             model_input,
@@ -166,12 +181,23 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
             max_rows=config.max_rows,
             max_request_pixels=config.max_request_pixels,
         )
-        answers = []
+        answers, ood = [], []
         for image in images:
-            prob = self.probability(image, tta)
-            result = prob if output == "probability" else np.where(prob > threshold, 255, 0).astype(np.uint8)
-            answers.append(base64.b64encode(encode_tiff(result)).decode())
-        return pd.DataFrame({OUTPUT_COLUMN: answers})
+            ood.append("; ".join(self.out_of_domain(image, pixel_size_nm)))
+            answers.append(base64.b64encode(encode_tiff(self.answer(image, output, threshold, tta))).decode())
+        return pd.DataFrame({OUTPUT_COLUMN: answers, OOD_COLUMN: ood})
+
+    def answer(self, image: np.ndarray, output: str, threshold: float, tta: str) -> np.ndarray:
+        if output == "uncertainty":
+            return self.uncertainty(image, tta)
+        prob = self.probability(image, tta)
+        return prob if output == "probability" else np.where(prob > threshold, 255, 0).astype(np.uint8)
+
+    def out_of_domain(self, image: np.ndarray, pixel_size_nm: float | None) -> list[str]:
+        """Why `image` is unlike the training images; nothing for a model registered before cards recorded them."""
+        from ncseg.ood import check
+
+        return [] if self.config.domain is None else check(image, pixel_size_nm, self.config.domain)
 
     def probability(self, image: np.ndarray, tta: str) -> np.ndarray:
         from ncseg.calibration import apply
@@ -180,3 +206,13 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         stacked = views(image, self.config.normalization, self.config.intensity_window)
         prob = predict_tta(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())
         return apply(prob, self.config.temperature)  # calibrated: the threshold was chosen on this scale
+
+    def uncertainty(self, image: np.ndarray, tta: str) -> np.ndarray:
+        """The spread of the calibrated probability over the members and (at least the flip) views of `tta`."""
+        from ncseg.calibration import apply
+        from ncseg.normalization import views
+        from ncseg.uncertainty import pixel_uncertainty
+
+        stacked = views(image, self.config.normalization, self.config.intensity_window)
+        maps = predict_views(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())
+        return pixel_uncertainty(apply(prob, self.config.temperature) for prob in maps)

@@ -36,6 +36,7 @@ from ncseg.io.tables import write_csv
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score
 from ncseg.models import classical
 from ncseg.models.zoo import build_net
+from ncseg.ood import training_domain
 from ncseg.records import SCORE_KEYS, CVSummary, ModelCard, Operating, WeightFile, sha256
 from ncseg.training.folds import assign_folds, inner_validation_groups
 from ncseg.training.loop import EpochLog, train_net
@@ -363,6 +364,7 @@ def _card(run: CVRun, summary: CVSummary, deployed: Deployed | None, weights_dir
         normalization=run.params.inference.normalization,
         intensity_window=summary.intensity_window,
         tta=run.params.inference.tta,
+        domain=training_domain(run.samples),  # what predict and the served model call out of distribution
         cv_run_id=run_id,
     )
 
