@@ -74,6 +74,16 @@ def augmentations(crop: int, seed: int, intensity_jitter: float, noise: bool) ->
     return A.Compose(geometry + (intensity if j > 0 else []) + (detector if noise else []), seed=seed)
 
 
+def reseed(compose: A.Compose, seed: int) -> None:
+    """Give every transform its own random stream. Albumentations seeds each transform of a Compose with the same
+    seed, so transforms that draw alike stay in lockstep: HorizontalFlip and VerticalFlip then always flip
+    together, and the crops only ever rotate, never mirror."""
+    compose.set_random_seed(seed)
+    streams = np.random.SeedSequence(seed).generate_state(len(compose.transforms))
+    for transform, stream in zip(compose.transforms, streams, strict=True):
+        transform.set_random_seed(int(stream))
+
+
 class CropBatches(torch.utils.data.Dataset):
     """Batch b of a training run: random augmented crops drawn with a generator seeded by (seed, b).
 
@@ -95,7 +105,7 @@ class CropBatches(torch.utils.data.Dataset):
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         batch_seed = int(np.random.SeedSequence([self.seed, b]).generate_state(1)[0])
         rng = np.random.default_rng(batch_seed)
-        self.transform.set_random_seed(batch_seed)
+        reseed(self.transform, batch_seed)
         images, masks = [], []
         cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
         for index in rng.integers(0, len(self.samples), self.size):
