@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from run import achievable_gflops, cpu_model, forward_flops, median_s, table
+from run import achievable_gflops, cpu_model, median_s, table
 
 from ncseg import calibration
 from ncseg.config import load_params
@@ -91,6 +91,14 @@ def seconds_2048(params, nets, repeats) -> dict[str, float]:
     return out
 
 
+def forward_flops(net: torch.nn.Module, channels: int, size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, channels, size, size))
+    return float(counter.get_total_flops())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--params", type=Path, default=Path("params.yaml"))
@@ -110,7 +118,7 @@ def main() -> None:
     repeats, nets = plan_repeats(samples, params), networks(model_dir)
     probs = oof_probabilities(params, nets, samples, repeats)
     ceiling, seconds = achievable_gflops(), seconds_2048(params, nets, repeats)
-    flops = forward_flops(nets[(0, 0)], 2048)
+    flops = forward_flops(nets[(0, 0)], len(params.inference.normalization), 2048)
     rows = []
     for name, (members, tta) in CONFIGS.items():
         mean, std = cv_jaccard(params, probs[name], samples, repeats[0])
