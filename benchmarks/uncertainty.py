@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("-p", "--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "uncertainty.md")
     args = parser.parse_args()
+    args.params = args.params.resolve()
     params = load_params(args.params)
     names = args.models or [
         n

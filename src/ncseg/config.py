@@ -62,6 +62,11 @@ class CVParams(_Frozen):
         return base + 1000 * repeat
 
 
+Loss = Literal["bce_dice", "focal_dice", "bce_lovasz"]  # Dice/Lovász keep the small NC class from being ignored
+Schedule = Literal["constant", "cosine", "onecycle"]
+Norm = Literal["none", "batch", "instance", "group"]
+
+
 class TrainParams(_Frozen):
     epochs: int = Field(ge=1)
     steps_per_epoch: int = Field(ge=1)
@@ -74,6 +79,8 @@ class TrainParams(_Frozen):
     precision: Literal["fp32", "bf16"]  # bf16: autocast + channels-last steps, ~2.5x faster on AMX/AVX-512 CPUs
     device: Literal["auto", "cpu", "cuda"]
     workers: int = Field(ge=0)  # DataLoader processes preparing batches (0: the training process); never the numbers
+    loss: Loss
+    schedule: Schedule  # learning rate over the planned epochs x steps (early stopping may end it sooner)
 
 
 TTA = Literal["none", "flip", "d4"]  # test-time augmentation: none, the 4 mirror images, the 8 dihedral transforms
@@ -112,6 +119,7 @@ class UNet4Params(_Frozen):
     padding: Literal["same", "valid"]
     l2: float = Field(ge=0)
     weight_decay: float = Field(ge=0)
+    norm: Norm = "none"  # after each conv; the study has none (cards written before this field stay loadable)
 
 
 class SmpParams(_Frozen):

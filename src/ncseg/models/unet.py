@@ -13,17 +13,35 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ncseg.config import Norm
 from ncseg.models.geometry import Geometry
 
 DEPTH = 4
 
 
+GROUPS = 8  # GroupNorm's groups (Wu & He 2018), fewer where a layer has fewer channels
+
+
+def norm_layers(kind: Norm, channels: int) -> list[nn.Module]:
+    """A normalisation after a conv. BatchNorm's statistics are noisy at batch 8; Instance/GroupNorm are not.
+    None adds no module, so the study's net keeps its weight names (and saved weights keep loading)."""
+    if kind == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if kind == "instance":
+        return [nn.InstanceNorm2d(channels, affine=True)]
+    if kind == "group":
+        return [nn.GroupNorm(min(GROUPS, channels), channels)]
+    return []
+
+
 class DoubleConv(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, padding: int) -> None:
+    def __init__(self, c_in: int, c_out: int, padding: int, norm: Norm = "none") -> None:
         super().__init__(
             nn.Conv2d(c_in, c_out, 3, padding=padding),
+            *norm_layers(norm, c_out),
             nn.ReLU(inplace=True),
             nn.Conv2d(c_out, c_out, 3, padding=padding),
+            *norm_layers(norm, c_out),
             nn.ReLU(inplace=True),
         )
 
@@ -42,19 +60,21 @@ class UNet4(nn.Module):
         dropout: float = 0.2,
         padding: Literal["same", "valid"] = "same",
         in_channels: int = 1,
+        norm: Norm = "none",
     ) -> None:
         super().__init__()
         pad = 1 if padding == "same" else 0
         widths = [base_channels * 2**i for i in range(DEPTH + 1)]
         self.padding = padding
         self.encoder = nn.ModuleList(
-            DoubleConv(c_in, c_out, pad) for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
+            DoubleConv(c_in, c_out, pad, norm)
+            for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
         )
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout2d(dropout)  # at the end of the contracting path, as in the original U-Net
-        self.bottleneck = DoubleConv(widths[-2], widths[-1], pad)
+        self.bottleneck = DoubleConv(widths[-2], widths[-1], pad, norm)
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
-        self.decoder = nn.ModuleList(DoubleConv(w * 2, w, pad) for w in reversed(widths[:-1]))
+        self.decoder = nn.ModuleList(DoubleConv(w * 2, w, pad, norm) for w in reversed(widths[:-1]))
         self.head = nn.Conv2d(widths[0], 1, 1)
         self.geometry = self._geometry()
 

@@ -1,4 +1,5 @@
-"""One network, one fold: BCE + Dice, AdamW, early stopping on inner-validation Jaccard, best-epoch weights.
+"""One network, one fold: the configured loss and lr schedule, AdamW, early stopping on inner-validation
+Jaccard, best-epoch weights.
 
 The inner-validation images are training-side groups held out of the fold's fit, never the fold's test
 images: the checkpoint is chosen without looking at the data it is reported on.
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
-from ncseg.config import NeuralParams, Params, UNet4Params
+from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
 from ncseg.data.dataset import CropBatches, Sample, augmentations, batch_loader
 from ncseg.inference.runtime import autocast
 from ncseg.inference.tiling import predict_proba
@@ -39,9 +40,30 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return 1 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE keeps per-pixel probabilities calibrated; Dice keeps the small NC class from being ignored."""
-    return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+def segmentation_loss(kind: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A pixel term plus a region term. BCE keeps per-pixel probabilities calibrated; focal loss (Lin et al. 2017)
+    weights the hard pixels at the boundaries; Dice, or the Lovász hinge (Berman et al. 2018, a convex surrogate of
+    the Jaccard index itself), keeps the small NC class from being ignored. Lovász alone trains poorly from
+    scratch, so it comes with BCE."""
+    from segmentation_models_pytorch.losses import FocalLoss, LovaszLoss
+
+    if kind == "focal_dice":
+        focal = FocalLoss(mode="binary")
+        return lambda logits, target: focal(logits, target) + dice_loss(logits, target)
+    if kind == "bce_lovasz":
+        lovasz = LovaszLoss(mode="binary")
+        return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + lovasz(logits, target)
+    return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+
+
+def lr_schedule(optimiser: torch.optim.Optimizer, t: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per batch over the planned length; `constant` keeps `train.lr` throughout."""
+    total = t.epochs * t.steps_per_epoch
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total)
+    if t.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=t.lr, total_steps=total)
+    return torch.optim.lr_scheduler.ConstantLR(optimiser, factor=1.0, total_iters=0)
 
 
 def regulariser(net: nn.Module, p: NeuralParams) -> Callable[[], torch.Tensor]:
@@ -94,6 +116,7 @@ def train_net(
     net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
     optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
     penalty = regulariser(net, p)
+    criterion, scheduler = segmentation_loss(t.loss), lr_schedule(optimiser, t)
     history: list[EpochLog] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(net.state_dict())
     task = progress.add_task("epochs", total=t.epochs) if progress else None
@@ -104,10 +127,11 @@ def train_net(
             x, y = next(loader)
             with autocast(t.precision, device):
                 logits = net(x.to(device, memory_format=torch.channels_last, non_blocking=True))
-            loss = segmentation_loss(logits.float(), y.to(device, non_blocking=True))
+            loss = criterion(logits.float(), y.to(device, non_blocking=True))
             optimiser.zero_grad(set_to_none=True)
             (loss + penalty()).backward()
             optimiser.step()
+            scheduler.step()
             losses.append(loss.item())
         log = EpochLog(epoch, float(np.mean(losses)), *validate(net, val, params))
         history.append(log)
