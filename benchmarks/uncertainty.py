@@ -2,9 +2,10 @@
 
     python benchmarks/uncertainty.py [-p PARAMS] [--out FILE] [MODEL ...]   -> benchmarks/uncertainty.md
 
-Each CV fold network (repeat 0) predicts the test images of its own fold, which it never saw, as the served model
-would with that one network: the card's test-time augmentation, temperature and threshold (`ModelCard.operating`).
-Two numbers, pooled over all folds:
+Each image is predicted by the CV networks that never saw it, as the served model would predict it: with one network
+(repeat 0's network of the image's fold) and, where the card has R repeats, with the R-network ensemble CV measured
+(each repeat's network of the fold that held the image out); the card's test-time augmentation, temperature and
+threshold (`ModelCard.operating`). Two numbers, pooled over all images:
 - per pixel: AUROC of the uncertainty (ncseg.uncertainty) for telling wrong mask pixels from right ones;
 - per image: Spearman correlation of the image score (summary.csv's `uncertainty`) with the image's error,
   1 - Jaccard. Rotated copies of one raw image are scored as separate images, as CV scores them.
@@ -40,8 +41,18 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def out_of_fold(name: str, params, samples, folds: list[int]) -> dict[str, Pooled]:
-    """Every sample predicted by its own fold's network: its uncertainty map(s), wrong pixels and error."""
+def _pool(pooled: Pooled, u: np.ndarray, mask: np.ndarray, wrong: np.ndarray, error: float) -> None:
+    from ncseg.uncertainty import image_score
+
+    pooled.uncertainty.append(u.ravel())
+    pooled.wrong.append(wrong.ravel())
+    pooled.score.append(image_score(u, mask))
+    pooled.error.append(error)
+
+
+def out_of_fold(name: str, params, samples, splits: list[list[int]], members: int) -> dict[str, Pooled]:
+    """Every sample predicted as the served model with `members` networks would, by networks that never saw it:
+    repeat r's network of the fold that held the sample out, r < members. Uncertainty maps, wrong pixels, error."""
     import torch
 
     from ncseg.calibration import apply
@@ -50,38 +61,42 @@ def out_of_fold(name: str, params, samples, folds: list[int]) -> dict[str, Poole
     from ncseg.models.zoo import build_net
     from ncseg.records import ModelCard
     from ncseg.training.cv import weight_file
-    from ncseg.uncertainty import image_score, pixel_uncertainty
+    from ncseg.uncertainty import pixel_uncertainty
 
     folder = params.paths.models / name
     card = ModelCard.load(folder / ModelCard.FILE)
-    operating = card.operating(1)
+    operating = card.operating(members)
+    # every member's views of spread_transforms (at least the four mirror images) make the spread, as served
     served = [i for i, t in enumerate(spread_transforms(card.tta)) if t in TRANSFORMS[card.tta]]
-    pooled = {"spread (ncseg)": Pooled([], [], [], []), "4p(1-p) of one probability": Pooled([], [], [], [])}
-    for k in range(params.cv.n_folds):
-        net = build_net(card.spec, len(card.normalization))
-        net.load_state_dict(torch.load(folder / weight_file(0, k), map_location="cpu", weights_only=True))
-        net.eval()
-        for i in (i for i, f in enumerate(folds) if f == k):
-            maps = list(predict_views([net], net.geometry, samples[i].image, card.tta, **params.inference.tiling()))
-            prob = apply(np.mean([maps[v] for v in served], axis=0), operating.temperature)
-            mask = prob > operating.threshold
-            wrong = mask != samples[i].mask
-            error = 1.0 - score(mask, samples[i].mask).jaccard
-            spread = pixel_uncertainty(apply(m, operating.temperature) for m in maps)
-            for key, u in (("spread (ncseg)", spread), ("4p(1-p) of one probability", 4 * prob * (1 - prob))):
-                pooled[key].uncertainty.append(u.ravel())
-                pooled[key].wrong.append(wrong.ravel())
-                pooled[key].score.append(image_score(u, mask))
-                pooled[key].error.append(error)
+
+    def net(r: int, k: int) -> torch.nn.Module:
+        n = build_net(card.spec, len(card.normalization))
+        n.load_state_dict(torch.load(folder / weight_file(r, k), map_location="cpu", weights_only=True))
+        return n.eval()
+
+    nets = {(r, k): net(r, k) for r in range(members) for k in range(params.cv.n_folds)}
+    spread = "spread (ncseg)" if members == 1 else f"spread, {members} networks (ncseg)"
+    pooled = {spread: Pooled([], [], [], []), "4p(1-p) of the served probability": Pooled([], [], [], [])}
+    for i, sample in enumerate(samples):
+        own = [nets[r, splits[r][i]] for r in range(members)]
+        tiling = params.inference.tiling()
+        views = [v for n in own for v in predict_views([n], n.geometry, sample.image, card.tta, **tiling)]
+        per_member = len(views) // members
+        used = [views[m * per_member + v] for m in range(members) for v in served]
+        prob = apply(np.mean(used, axis=0), operating.temperature)
+        mask = prob > operating.threshold
+        wrong, error = mask != sample.mask, 1.0 - score(mask, sample.mask).jaccard
+        _pool(pooled[spread], pixel_uncertainty(apply(m, operating.temperature) for m in views), mask, wrong, error)
+        _pool(pooled["4p(1-p) of the served probability"], 4 * prob * (1 - prob), mask, wrong, error)
     return pooled
 
 
-def operating_point(folder: Path) -> str:
+def operating_point(folder: Path, members: int) -> str:
     from ncseg.records import ModelCard
 
     card = ModelCard.load(folder / ModelCard.FILE)
-    op = card.operating(1)
-    return f"tta {card.tta}, temperature {op.temperature:.3g}, threshold {op.threshold:.3g}"
+    op = card.operating(members)
+    return f"{members} network(s), tta {card.tta}, temperature {op.temperature:.3g}, threshold {op.threshold:.3g}"
 
 
 def summarise(p: Pooled) -> tuple[float, float, float]:
@@ -115,7 +130,10 @@ def main() -> None:
     if not names:
         raise SystemExit(f"no trained models under {params.paths.models}: run the study (dvc repro) first")
     samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
-    folds = assign_folds([s.group for s in samples], params.cv.n_folds, params.cv.seed(params.seed, 0))
+    splits = [
+        assign_folds([s.group for s in samples], params.cv.n_folds, params.cv.seed(params.seed, r))
+        for r in range(params.cv.repeats)
+    ]
     lines = [
         f"# Uncertainty vs error, out of fold ({args.params.name}: {len(samples)} images, {params.cv.n_folds} folds)\n",
         f"Command: `python benchmarks/uncertainty.py -p {args.params.relative_to(ROOT)}`, on {cpu_model()}.\n",
@@ -123,14 +141,18 @@ def main() -> None:
         "goal >= 0.5) | wrong pixels |",
         "|---|---|---|---|---|",
     ]
+    points = []
     for name in names:
-        start = time.perf_counter()
-        for key, pooled in out_of_fold(name, params, samples, folds).items():
-            auroc, spearman, wrong = summarise(pooled)
-            lines.append(f"| {name} | {key} | {auroc:.3f} | {spearman:+.3f} | {wrong:.2%} |")
-        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+        repeats = ModelCard.load(params.paths.models / name / ModelCard.FILE).repeats
+        for members in sorted({1, repeats}):  # one network, and the ensemble CV measured where there is one
+            start = time.perf_counter()
+            for key, pooled in out_of_fold(name, params, samples, splits, members).items():
+                auroc, spearman, wrong = summarise(pooled)
+                lines.append(f"| {name} | {key} | {auroc:.3f} | {spearman:+.3f} | {wrong:.2%} |")
+            points.append(f"- {name}: {operating_point(params.paths.models / name, members)}")
+            print(f"{name}, {members} network(s): {time.perf_counter() - start:.0f} s", flush=True)
     lines.append("\nOperating points (model cards; temperature 1: a card from before calibration):\n")
-    lines += [f"- {name}: {operating_point(params.paths.models / name)}" for name in names]
+    lines += points
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.write_text(text)

@@ -9,6 +9,23 @@ import pytest
 
 from ncseg.records import SCORE_KEYS, CVSummary
 
+# Request params the served model must refuse as a client error (HTTP 400): what MLflow passes through from JSON
+# (null, NaN), wrong types, and values out of range. The first key of each is the one the message must name.
+BAD_SERVING_PARAMS = [
+    {"threshold": None},
+    {"threshold": "0.5"},
+    {"threshold": float("nan")},
+    {"threshold": 0.0},
+    {"threshold": 1.0},
+    {"threshold": True},
+    {"output": None},
+    {"output": "labels"},
+    {"output": ["mask"]},
+    {"pixel_size_nm": -1.0},
+    {"pixel_size_nm": float("inf")},
+    {"pixel_size_nm": "0.5"},
+]
+
 
 def cv_summary(model: str, kind: str, per_fold: list[float]) -> CVSummary:
     mean, std = statistics.mean(per_fold), statistics.stdev(per_fold)

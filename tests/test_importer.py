@@ -163,9 +163,17 @@ def test_pixel_size_option_calibrates_uncalibrated_images(tmp_path):
     assert read_image(tmp_path / "raw" / "images" / "a.tif").pixel_size_nm == pytest.approx(0.8)
 
 
-def _groups_csv(path, text: str, bom: bool = False):
-    path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
-    return path
+def _import_with_groups(tmp_path, text: str, bom: bool = False):
+    """Import two good pairs, a and b, into tmp_path/raw with a group manifest holding `text` (column `slice`)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        _good_pair(src, name)
+    groups = tmp_path / "groups.csv"
+    groups.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
+    return _invoke(
+        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
+    )
 
 
 @pytest.mark.parametrize(
@@ -182,40 +190,19 @@ def _groups_csv(path, text: str, bom: bool = False):
     ],
 )
 def test_group_manifest_mistakes_are_named_with_their_line(tmp_path, text, message):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("a", "b"):
-        _good_pair(src, name)
-    groups = _groups_csv(tmp_path / "groups.csv", text)
-    result = _invoke(
-        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
-    )
+    result = _import_with_groups(tmp_path, text)
     assert result.exit_code != 0 and message in _said(result), result.output
     assert not (tmp_path / "raw").exists()
 
 
 def test_a_group_manifest_with_spaced_header_blank_rows_and_identical_repeats_imports(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("a", "b"):
-        _good_pair(src, name)
-    groups = _groups_csv(tmp_path / "groups.csv", "name, slice\na, s1\n,\nb,s2\nb,s2\n", bom=True)
-    result = _invoke(
-        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
-    )
+    result = _import_with_groups(tmp_path, "name, slice\na, s1\n,\nb,s2\nb,s2\n", bom=True)
     assert result.exit_code == 0 and "warning" not in result.output, result.output
     assert read_groups(tmp_path / "raw") == {"a": "s1", "b": "s2"}
 
 
 def test_a_group_manifest_saved_by_excel_with_a_bom_and_extra_rows_imports_with_a_warning(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("a", "b"):
-        _good_pair(src, name)
-    groups = _groups_csv(tmp_path / "groups.csv", "name,slice\na,s1\nb,s1\nb,s1\nzz,s9\n", bom=True)
-    result = _invoke(
-        src / "images", src / "masks", "--out", tmp_path / "raw", "--groups", groups, "--group-column", "slice"
-    )
+    result = _import_with_groups(tmp_path, "name,slice\na,s1\nb,s1\nb,s1\nzz,s9\n", bom=True)
     assert result.exit_code == 0, result.output
     assert read_groups(tmp_path / "raw") == {"a": "s1", "b": "s1"}
     assert "groups.csv: 1 row(s) name images that are not imported: 'zz' (line 5)" in _said(result)
@@ -261,7 +248,8 @@ def test_an_out_that_holds_the_group_manifest_is_refused(tmp_path):
     src, data = tmp_path / "src", tmp_path / "data"
     src.mkdir(), data.mkdir()
     _good_pair(src, "a")
-    groups = _groups_csv(data / "manifest.csv", "name,group\na,s1\n")
+    groups = data / "manifest.csv"
+    groups.write_text("name,group\na,s1\n")
     result = _invoke(src / "images", src / "masks", "--out", data, "--groups", groups, "--force")
     assert result.exit_code != 0 and f"--out {data}: holds the group manifest {groups}" in _said(result)
     assert sorted(p.name for p in data.iterdir()) == ["manifest.csv"]

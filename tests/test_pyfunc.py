@@ -21,6 +21,8 @@ from ncseg.records import ModelCard, ServingConfig, WeightFile, sha256
 from ncseg.registry import pyfunc
 from ncseg.registry.pyfunc import NcSegmenter, decode_answer, decode_images, encode_request, signature
 
+from .builders import BAD_SERVING_PARAMS
+
 LIMITS = {"max_pixels": 32 * 32, "max_rows": 4, "max_request_pixels": 64 * 64}
 INFERENCE = {"tile": 64, "context": 16, "batch_tiles": 2, "precision": "fp32"}
 
@@ -204,23 +206,7 @@ def test_a_request_is_capped_in_rows_and_in_pixels_all_images_together(tmp_path,
     assert err.value.get_http_status_code() == 400
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"threshold": None},
-        {"threshold": "0.5"},
-        {"threshold": float("nan")},
-        {"threshold": 0.0},
-        {"threshold": 1.0},
-        {"threshold": True},
-        {"output": None},
-        {"output": "labels"},
-        {"output": ["mask"]},
-        {"pixel_size_nm": -1.0},
-        {"pixel_size_nm": float("inf")},
-        {"pixel_size_nm": "0.5"},
-    ],
-)
+@pytest.mark.parametrize("params", BAD_SERVING_PARAMS)
 def test_a_bad_param_is_a_short_client_error(tmp_path, params):
     """What MLflow passes through (null, NaN) or a direct caller sends: HTTP 400 with one line, never a crash."""
     model = _served(tmp_path, ["image"])

@@ -27,6 +27,8 @@ ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The study's 
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-S", help="Override a parameter, e.g. -S train.epochs=2 (repeatable).")
 ]
+ForegroundOption = Annotated[str | None, typer.Option(help="Masks are label maps; these labels are NC, e.g. '1,2'.")]
+PixelSizeOption = Annotated[float | None, typer.Option(help="Pixel size in nm, where files carry none.")]
 
 
 def _params(path: Path, overrides: list[str] | None) -> Params:
@@ -89,14 +91,12 @@ def data_import(
     out: Annotated[Path, typer.Option(help="Raw-data folder to create (replaced whole on success).")] = Path(
         "data/raw"
     ),
-    foreground: Annotated[
-        str | None, typer.Option(help="Masks are label maps; these labels are NC, e.g. '1,2'.")
-    ] = None,
+    foreground: ForegroundOption = None,
     groups: Annotated[
         Path | None, typer.Option(help="CSV giving each image's group (same specimen region) for the CV split.")
     ] = None,
     group_column: Annotated[str, typer.Option(help="Column of --groups holding the group.")] = "group",
-    pixel_size: Annotated[float | None, typer.Option(help="Pixel size in nm, where files carry none.")] = None,
+    pixel_size: PixelSizeOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out.")] = False,
 ) -> None:
     """Validate and import your own images + masks; nothing is written unless every file passes."""
@@ -138,10 +138,8 @@ def data_add(
     group: Annotated[
         str | None, typer.Option(help="The specimen region they show: CV keeps a group in one fold.")
     ] = None,
-    foreground: Annotated[
-        str | None, typer.Option(help="Masks are label maps; these labels are NC, e.g. '1,2'.")
-    ] = None,
-    pixel_size: Annotated[float | None, typer.Option(help="Pixel size in nm, where files carry none.")] = None,
+    foreground: ForegroundOption = None,
+    pixel_size: PixelSizeOption = None,
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ncseg.registry.serving import free_port
+from ncseg.registry.serving import free_port, stop_process
 
 BUCKET = "ncseg-lab"
 ACCESS_KEY, SECRET_KEY = "ncseg-test", "ncseg-test-secret"
@@ -163,7 +162,7 @@ def _process(args: list[str], log_path: Path, url: str, env: dict[str, str], pro
             _wait_for_http(process, url + probe, log_path)
             yield url
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 def _wait_for_http(process: subprocess.Popen, url: str, log_path: Path) -> None:
@@ -180,12 +179,3 @@ def _wait_for_http(process: subprocess.Popen, url: str, log_path: Path) -> None:
         except OSError:
             time.sleep(0.5)
     raise ServerStartError(f"{url} did not answer within {STARTUP_S} s; see {log_path}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -14,6 +14,7 @@ from ncseg.metrics import jaccard
 from ncseg.registry.pyfunc import decode_answer
 from ncseg.registry.serving import local_server
 
+from ..builders import BAD_SERVING_PARAMS
 from ..test_pyfunc import tiff_declaring
 from .conftest import project_env
 
@@ -109,17 +110,7 @@ def test_malformed_payloads_get_a_client_error_not_a_crash(server, payload, why)
     assert ping_status == 200, "the server must survive a bad request"
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"threshold": None},
-        {"threshold": "0.5"},
-        {"threshold": float("nan")},
-        {"threshold": 0.0},
-        {"output": None},
-        {"output": "labels"},
-    ],
-)
+@pytest.mark.parametrize("params", BAD_SERVING_PARAMS)
 def test_a_bad_param_gets_a_short_client_error_without_a_stack_trace(server, params):
     """MLflow passes null and NaN on to the model: the model refuses them itself, as a client error."""
     payload = _rows(_tiff(np.zeros((8, 8), np.uint16))) | {"params": params}

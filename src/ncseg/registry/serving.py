@@ -58,7 +58,7 @@ def local_server(model_uri: str, env: dict[str, str], cwd: Path, log: IO[str], s
         _wait_for_ping(process, url, startup_s, log.name)
         yield url
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _wait_for_ping(process: subprocess.Popen, url: str, startup_s: float, log_name: str) -> None:
@@ -75,7 +75,9 @@ def _wait_for_ping(process: subprocess.Popen, url: str, startup_s: float, log_na
     raise ServerError(f"the model server did not answer /ping within {startup_s:.0f} s; see {log_name}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """Stop a server started in its own process group (`start_new_session=True`) and every worker it spawned:
+    SIGTERM, then SIGKILL after 20 s."""
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=20)

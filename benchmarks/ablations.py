@@ -1,0 +1,126 @@
+"""Recipe ablations for one network, each a fold-paired gain over the study's recipe with its interval:
+
+    python benchmarks/ablations.py [-p PARAMS] [-m MODEL] [--out FILE] [NAME ...]   (default: every ablation)
+
+Every variant trains the same CV (same seed: same split, same inner validation, same initial draw where the
+architecture allows it, same batches) with one change, so the gain is measured on identical test images. The
+interval is the corrected resampled t-interval `ncseg evaluate` uses (ncseg.training.report.paired_gain). With
+K folds its width is set mostly by the 1/(K-1) correction, so repeats would narrow it little: one repeat each.
+
+Trained variants land under <study>/ablations/<name>/ (ignored by git) and as MLflow runs in the experiment
+`<tracking.experiment>-ablations`; a variant already trained is reused (delete its folder to retrain it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ncseg.config import Params, load_params
+from ncseg.records import CVSummary
+from ncseg.tracking import project_root
+from ncseg.training.cv import cross_validate
+from ncseg.training.report import paired_gain
+
+ROOT = Path(__file__).resolve().parents[1]
+Overrides = Callable[[str, Params], list[str]]  # (model name, study params) -> -S assignments
+ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
+    "study recipe": ("the study params as they are (the baseline)", lambda m, p: []),
+    "focal + Dice": ("loss: focal (γ 2) + Dice instead of BCE + Dice", lambda m, p: ["train.loss=focal_dice"]),
+    "BCE + Lovász": ("loss: BCE + Lovász hinge instead of BCE + Dice", lambda m, p: ["train.loss=bce_lovasz"]),
+    "BatchNorm": ("BatchNorm after each conv (batch 8)", lambda m, p: [f"models.{m}.norm=batch"]),
+    "GroupNorm": ("GroupNorm (8 groups) after each conv", lambda m, p: [f"models.{m}.norm=group"]),
+    "cosine lr": ("cosine decay of the learning rate over the planned steps", lambda m, p: ["train.schedule=cosine"]),
+    "one-cycle lr": ("one-cycle learning rate (warm-up, then anneal)", lambda m, p: ["train.schedule=onecycle"]),
+    "2x schedule": (
+        "twice the epochs (early stopping still applies)",
+        lambda m, p: [f"train.epochs={2 * p.train.epochs}"],
+    ),
+    "base 32": ("32 base channels instead of 16 (4x the FLOPs)", lambda m, p: [f"models.{m}.base_channels=32"]),
+    "256-px crops": ("256-px training crops instead of the study's", lambda m, p: ["train.crop_px=256"]),
+}
+
+
+def variant(params_file: Path, model: str, name: str, base: Params) -> Params:
+    slug = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower())
+    out = params_file.parent / "ablations" / slug
+    return load_params(
+        params_file,
+        [
+            f"paths={{raw: {base.paths.raw}, augmented: {base.paths.augmented}, models: {out}/models, "
+            f"metrics: {out}/metrics, plots: {out}/plots}}",
+            "cv.repeats=1",
+            f"tracking.experiment={base.tracking.experiment}-ablations",
+            f"models={{{model}: {base.model(model).model_dump_json()}}}",
+            *ABLATIONS[name][1](model, base),
+        ],
+    )
+
+
+def result(params: Params, model: str) -> tuple[CVSummary, float]:
+    """The variant's CV summary, training it first if it has none; and the training time (0 when reused)."""
+    metrics = params.paths.metrics / "cv" / f"{model}.json"
+    if metrics.is_file():
+        return CVSummary.load(metrics), 0.0
+    start = time.perf_counter()
+    summary = cross_validate(model, params, project_root(ROOT))
+    return summary, time.perf_counter() - start
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--params", type=Path, default=ROOT / "studies" / "pt-alumina" / "params.yaml")
+    parser.add_argument("-m", "--model", default="unet4")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "ablations_pt_alumina.md")
+    parser.add_argument("names", nargs="*", help=f"ablations to run (default: all): {', '.join(ABLATIONS)}")
+    args = parser.parse_args()
+    if unknown := [n for n in args.names if n not in ABLATIONS]:
+        parser.error(f"unknown ablation {', '.join(unknown)}; known: {', '.join(ABLATIONS)}")
+    params_file = args.params.resolve()
+    base = load_params(params_file)
+    torch.set_num_threads(os.cpu_count() or 1)
+    names = ["study recipe", *[n for n in args.names or ABLATIONS if n != "study recipe"]]
+    baseline, _ = result(variant(params_file, args.model, "study recipe", base), args.model)
+    lines = [
+        f"## Recipe ablations: {args.model} on {params_file.relative_to(ROOT)} (1 repeat x {base.cv.n_folds} folds)\n",
+        f"Command: `python benchmarks/ablations.py -p {params_file.relative_to(ROOT)} -m {args.model}`, on "
+        f"{cpu_model()}, {os.cpu_count()} cores. Gains are fold-paired on identical test images; the interval is "
+        "the corrected resampled t-interval (95 %).\n",
+        "| variant | change | CV Jaccard | Δ vs study recipe | 95 % interval | folds better | beyond noise | "
+        "train min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        summary, seconds = result(variant(params_file, args.model, name, base), args.model)
+        minutes = f"{seconds / 60:.1f}" if seconds else "reused"
+        row = f"| {name} | {ABLATIONS[name][0]} | {summary.jaccard_mean:.4f} ± {summary.jaccard_std:.4f} |"
+        if name == "study recipe":
+            lines.append(f"{row} — | — | — | — | {minutes} |")
+        else:
+            g = paired_gain(summary, baseline)
+            verdict = "yes" if g.beyond_noise else "no"
+            lines.append(
+                f"{row} {g.gain_mean:+.4f} | [{g.ci_low:+.4f}, {g.ci_high:+.4f}] | {g.folds_better} of {g.folds} | "
+                f"{verdict} | {minutes} |"
+            )
+        print(lines[-1], flush=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
