@@ -39,6 +39,10 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
     "GroupNorm": ("GroupNorm (8 groups) after each conv", lambda m, p: [f"models.{m}.norm=group"]),
     "cosine lr": ("cosine decay of the learning rate over the planned steps", lambda m, p: ["train.schedule=cosine"]),
     "one-cycle lr": ("one-cycle learning rate (warm-up, then anneal)", lambda m, p: ["train.schedule=onecycle"]),
+    "no early stop": (
+        "patience = epochs: every planned epoch runs, the best inner-validation epoch is kept",
+        lambda m, p: [f"train.patience={p.train.epochs}"],
+    ),
     "2x schedule": (
         "twice the epochs (early stopping still applies)",
         lambda m, p: [f"train.epochs={2 * p.train.epochs}"],
@@ -94,7 +98,11 @@ def main() -> None:
     base = load_params(params_file)
     torch.set_num_threads(os.cpu_count() or 1)
     names = ["study recipe", *[n for n in args.names or ABLATIONS if n != "study recipe"]]
-    baseline, _ = result(variant(params_file, args.model, "study recipe", base), args.model)
+    trained = {}
+    for name in names:
+        trained[name] = result(variant(params_file, args.model, name, base), args.model)
+        print(f"{name}: CV Jaccard {trained[name][0].jaccard_mean:.4f}", flush=True)
+    baseline = trained["study recipe"][0]
     lines = [
         f"## Recipe ablations: {args.model} on {params_file.relative_to(ROOT)} (1 repeat x {base.cv.n_folds} folds)\n",
         f"Command: `python benchmarks/ablations.py -p {params_file.relative_to(ROOT)} -m {args.model}`, on "
@@ -105,7 +113,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        summary, seconds = result(variant(params_file, args.model, name, base), args.model)
+        summary, seconds = trained[name]
         minutes = f"{seconds / 60:.1f}" if seconds else "reused"
         row = f"| {name} | {ABLATIONS[name][0]} | {summary.jaccard_mean:.4f} ± {summary.jaccard_std:.4f} |"
         if name == "study recipe":

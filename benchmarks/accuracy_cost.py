@@ -65,6 +65,12 @@ def oof_probabilities(params, nets, samples, repeats) -> dict[str, dict[int, np.
 
 
 def cv_jaccard(params, probs, samples, repeat0) -> tuple[float, float]:
+    per_fold = cv_jaccard_per_fold(params, probs, samples, repeat0)
+    return float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
+
+
+def cv_jaccard_per_fold(params, probs, samples, repeat0) -> list[float]:
+    """Each fold's mean test Jaccard with the temperature and threshold chosen on the other folds (as CV does)."""
     results = [
         FoldResult(k, [i for i, f in enumerate(repeat0.folds) if f == k], None) for k in range(params.cv.n_folds)
     ]
@@ -73,7 +79,7 @@ def cv_jaccard(params, probs, samples, repeat0) -> tuple[float, float]:
         np.mean([jaccard(calibration.apply(probs[i], r.temperature) > r.threshold, samples[i].mask) for i in r.test])
         for r in results
     ]
-    return float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
+    return [float(j) for j in per_fold]
 
 
 def seconds_2048(params, nets, repeats) -> dict[str, float]:

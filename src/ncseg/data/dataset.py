@@ -28,6 +28,7 @@ class Sample:
     image: np.ndarray  # normalised float32 views, (C, H, W): what the networks see
     mask: np.ndarray  # bool
     pixel_size_nm: float | None
+    target: np.ndarray | None = None  # a soft training target in [0, 1] instead of the mask (distillation)
 
 
 def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Sample], tuple[float, float] | None]:
@@ -110,7 +111,8 @@ class CropBatches(torch.utils.data.Dataset):
         cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
         for index in rng.integers(0, len(self.samples), self.size):
             s = self.samples[index]
-            t = self.transform(image=s.image.transpose(1, 2, 0), mask=s.mask.astype(np.uint8))  # HWC for albumentations
+            target = s.mask.astype(np.uint8) if s.target is None else s.target.astype(np.float32)
+            t = self.transform(image=s.image.transpose(1, 2, 0), mask=target)  # HWC for albumentations
             images.append(np.clip(t["image"].transpose(2, 0, 1), 0.0, 1.0))
             masks.append(t["mask"][cut : cut + self.out, cut : cut + self.out])
         x = torch.from_numpy(np.stack(images).astype(np.float32))

@@ -29,17 +29,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ncseg import calibration, figures
 from ncseg.config import ClassicalParams, ModelParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
-from ncseg.inference.runtime import pick_device
 from ncseg.inference.tta import predict_tta
 from ncseg.io.atomic import atomic_path, folder_lock, staged_folder
 from ncseg.io.tables import write_csv
 from ncseg.metrics import Scores, best_threshold, jaccard_sweep, score
 from ncseg.models import classical
-from ncseg.models.zoo import build_net
 from ncseg.ood import training_domain
 from ncseg.records import SCORE_KEYS, CVSummary, ModelCard, Operating, WeightFile, sha256
 from ncseg.training.folds import assign_folds, inner_validation_groups
-from ncseg.training.loop import EpochLog, train_net
+from ncseg.training.loop import EpochLog, fit_new_net
 
 
 @dataclass
@@ -134,13 +132,11 @@ def _train_fold(
     from ncseg import tracking
 
     fit, val, inner = fit_and_validation(samples, rep.folds, fold.fold, params.cv.inner_val_fraction, rep.seed)
-    torch.manual_seed(rep.seed + fold.fold)
-    net = build_net(spec, len(params.inference.normalization)).to(pick_device(params.train.device))
 
     def log_epoch(log: EpochLog) -> None:
         mlflow.log_metrics(tracking.epoch_metrics(log), step=log.epoch)
 
-    fold.history = train_net(net, spec, fit, val, params, rep.seed + fold.fold, log_epoch, progress)
+    net, fold.history = fit_new_net(spec, fit, val, params, rep.seed + fold.fold, log_epoch, progress)
     mlflow.log_params(
         {
             "fit_images": len(fit),

@@ -19,10 +19,11 @@ from torch import nn
 
 from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
 from ncseg.data.dataset import CropBatches, Sample, augmentations, batch_loader
-from ncseg.inference.runtime import autocast
+from ncseg.inference.runtime import autocast, pick_device
 from ncseg.inference.tiling import predict_proba
 from ncseg.metrics import jaccard, jaccard_sweep
 from ncseg.models.unet import l2_penalty
+from ncseg.models.zoo import build_net
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,21 @@ def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[flo
     masks = [s.mask for s in samples]
     study = float(np.mean([jaccard(p > params.threshold.study, m) for p, m in zip(probs, masks, strict=True)]))
     return float(np.mean(losses)), study, float(jaccard_sweep(probs, masks, params.threshold.grid()).max())
+
+
+def fit_new_net(
+    spec: NeuralParams,
+    fit: list[Sample],
+    val: list[Sample],
+    params: Params,
+    seed: int,
+    on_epoch: Callable[[EpochLog], None] = lambda _: None,
+    progress: Progress | None = None,
+) -> tuple[nn.Module, list[EpochLog]]:
+    """A network initialised from `seed` and trained on `fit` (crops drawn from `seed` too): same seed, same net."""
+    torch.manual_seed(seed)
+    net = build_net(spec, len(params.inference.normalization)).to(pick_device(params.train.device))
+    return net, train_net(net, spec, fit, val, params, seed, on_epoch, progress)
 
 
 def train_net(

@@ -109,13 +109,22 @@ def paired_gain(model: CVSummary, baseline: CVSummary) -> PairedGain:
             f"({baseline.n_images} images, {baseline.repeats} x {baseline.n_folds} folds) were not scored on the "
             "same folds: retrain both on the current data and params (`dvc repro`)"
         )
-    gains = [a - b for a, b in zip(model.jaccard_per_fold, baseline.jaccard_per_fold, strict=True)]
-    n, k = len(gains), model.n_folds
+    return fold_paired_gain(
+        model.model, model.jaccard_per_fold, baseline.model, baseline.jaccard_per_fold, model.n_folds
+    )
+
+
+def fold_paired_gain(
+    model: str, scores: list[float], baseline: str, baseline_scores: list[float], n_folds: int
+) -> PairedGain:
+    """`paired_gain` on two lists of per-fold scores over the same R x K folds, in the same order."""
+    gains = [a - b for a, b in zip(scores, baseline_scores, strict=True)]
+    n = len(gains)
     mean, std = statistics.mean(gains), statistics.stdev(gains)
-    half = float(stats.t.ppf(0.975, n - 1)) * std * (1 / n + 1 / (k - 1)) ** 0.5
+    half = float(stats.t.ppf(0.975, n - 1)) * std * (1 / n + 1 / (n_folds - 1)) ** 0.5
     return PairedGain(
-        model=model.model,
-        baseline=baseline.model,
+        model=model,
+        baseline=baseline,
         gain_mean=mean,
         gain_std=std,
         ci_low=mean - half,
