@@ -99,14 +99,19 @@ def operating_point(folder: Path, members: int) -> str:
     return f"{members} network(s), tta {card.tta}, temperature {op.temperature:.3g}, threshold {op.threshold:.3g}"
 
 
-def summarise(p: Pooled) -> tuple[float, float, float]:
-    """(AUROC, Spearman, share of wrong pixels)."""
+CONFIDENT = 0.1  # an uncertainty below this: the views agree, the mask there is not in doubt
+
+
+def summarise(p: Pooled) -> tuple[float, float, float, float]:
+    """(AUROC, Spearman, share of wrong pixels, share of the wrong pixels that are confidently wrong). The last is
+    the ceiling of any uncertainty: an error every view agrees on cannot be ranked by how much the views disagree."""
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    wrong = np.concatenate(p.wrong)
-    auroc = roc_auc_score(wrong, np.concatenate(p.uncertainty))
-    return float(auroc), float(spearmanr(p.score, p.error).statistic), float(wrong.mean())
+    wrong, uncertainty = np.concatenate(p.wrong), np.concatenate(p.uncertainty)
+    auroc = roc_auc_score(wrong, uncertainty)
+    confident = float(np.mean(uncertainty[wrong] < CONFIDENT)) if wrong.any() else 0.0
+    return float(auroc), float(spearmanr(p.score, p.error).statistic), float(wrong.mean()), confident
 
 
 def main() -> None:
@@ -138,8 +143,8 @@ def main() -> None:
         f"# Uncertainty vs error, out of fold ({args.params.name}: {len(samples)} images, {params.cv.n_folds} folds)\n",
         f"Command: `python benchmarks/uncertainty.py -p {args.params.relative_to(ROOT)}`, on {cpu_model()}.\n",
         "| model | uncertainty | pixel AUROC (wrong vs right, goal >= 0.8) | image Spearman (score vs 1 - Jaccard, "
-        "goal >= 0.5) | wrong pixels |",
-        "|---|---|---|---|---|",
+        f"goal >= 0.5) | wrong pixels | wrong with uncertainty < {CONFIDENT} |",
+        "|---|---|---|---|---|---|",
     ]
     points = []
     for name in names:
@@ -147,8 +152,8 @@ def main() -> None:
         for members in sorted({1, repeats}):  # one network, and the ensemble CV measured where there is one
             start = time.perf_counter()
             for key, pooled in out_of_fold(name, params, samples, splits, members).items():
-                auroc, spearman, wrong = summarise(pooled)
-                lines.append(f"| {name} | {key} | {auroc:.3f} | {spearman:+.3f} | {wrong:.2%} |")
+                auroc, spearman, wrong, confident = summarise(pooled)
+                lines.append(f"| {name} | {key} | {auroc:.3f} | {spearman:+.3f} | {wrong:.2%} | {confident:.0%} |")
             points.append(f"- {name}: {operating_point(params.paths.models / name, members)}")
             print(f"{name}, {members} network(s): {time.perf_counter() - start:.0f} s", flush=True)
     lines.append("\nOperating points (model cards; temperature 1: a card from before calibration):\n")

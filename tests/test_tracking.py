@@ -62,3 +62,30 @@ def test_the_experiment_describes_its_runs_in_the_mlflow_ui(params, tmp_path, mo
     mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, "mlflow.note.content", "")
     setup(params, tmp_path)  # an experiment created by an older ncseg gets it too
     assert "parent run" in mlflow.get_experiment_by_name(params.tracking.experiment).tags["mlflow.note.content"]
+
+
+SETUP_IN_A_NEW_PROCESS = """
+import sys
+from pathlib import Path
+from ncseg.config import load_params
+from ncseg.tracking import setup
+setup(load_params(Path(sys.argv[1])), Path(sys.argv[2]))
+"""
+
+
+def test_trainings_starting_together_on_a_new_local_store_all_get_it(tmp_path, monkeypatch):
+    """Like `dvc queue start -j 2` on a fresh project: MLflow's table creation must not run twice at once."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", SETUP_IN_A_NEW_PROCESS, str(ROOT / "params.yaml"), str(tmp_path)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    failures = [p.stderr.read()[-1500:] for p in starts if p.wait(timeout=120) != 0]
+    assert not failures, failures[0]

@@ -8,6 +8,7 @@ unchanged. Paths are absolute and resolved from the project root, also inside th
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import warnings
@@ -63,24 +64,39 @@ def setup(params: Params, root: Path) -> str:
     import mlflow
 
     uri = tracking_uri(params, root)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
-    if experiment is None:
-        local = uri.startswith("sqlite:") or uri.startswith("file:")
-        location = (root / STORE_DIR / "artifacts").as_uri() if local else None
-        _create_experiment(params.tracking.experiment, location)
-    else:
-        if uri == local_uri(root):
-            from ncseg.store import check_location  # a copied or moved project must not log into the old folder
+    with _first_use_lock(uri):
+        experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+        if experiment is None:
+            local = uri.startswith("sqlite:") or uri.startswith("file:")
+            location = (root / STORE_DIR / "artifacts").as_uri() if local else None
+            _create_experiment(params.tracking.experiment, location)
+            experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if uri == local_uri(root):
+        from ncseg.store import check_location  # a copied or moved project must not log into the old folder
 
-            check_location(experiment.artifact_location, root)
-        if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
-            for key, value in EXPERIMENT_TAGS.items():
-                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        check_location(experiment.artifact_location, root)
+    if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+        for key, value in EXPERIMENT_TAGS.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(params.tracking.experiment)
     return uri
+
+
+@contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store and creates the experiment. MLflow builds a new store's tables
+    with alembic migrations, and two processes doing it at once break it: the later one fails with "Online
+    migration expected to match one row" (seen with `dvc queue start -j 2` on a fresh project). A server's
+    database is migrated once by `mlflow db upgrade` (docs/lab.md), so other URIs need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".mlflow-init.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
 
 
 def _create_experiment(name: str, location: str | None) -> None:
