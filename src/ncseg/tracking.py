@@ -22,6 +22,8 @@ import yaml
 from ncseg.config import Params, flatten
 
 if TYPE_CHECKING:
+    from mlflow.entities import Experiment
+
     from ncseg.records import CVSummary
     from ncseg.training.loop import EpochLog
 
@@ -70,8 +72,18 @@ def setup(params: Params, root: Path) -> str:
         if experiment is None:
             local = uri.startswith("sqlite:") or uri.startswith("file:")
             location = (root / STORE_DIR / "artifacts").as_uri() if local else None
-            _create_experiment(params.tracking.experiment, location)
-            experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+            _create_experiment(params.tracking.experiment, location)  # with its location and tags
+    if experiment is not None:
+        _check_existing(experiment, uri, root)
+    mlflow.set_experiment(params.tracking.experiment)
+    return uri
+
+
+def _check_existing(experiment: Experiment, uri: str, root: Path) -> None:
+    """An experiment found in the store: not one of a folder this project was copied from, and described in the UI
+    (one made by an older ncseg gets the description too)."""
+    import mlflow
+
     if uri == local_uri(root):
         from ncseg.store import check_location  # a copied or moved project must not log into the old folder
 
@@ -79,8 +91,6 @@ def setup(params: Params, root: Path) -> str:
     if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
         for key, value in EXPERIMENT_TAGS.items():
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
-    mlflow.set_experiment(params.tracking.experiment)
-    return uri
 
 
 @contextmanager

@@ -5,7 +5,10 @@ them there, and the copy is deleted afterwards)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -42,6 +45,17 @@ def _wait_for_queue(project: Path, env: dict[str, str], timeout_s: float = 900) 
     raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
 
 
+def _stop_workers(project: Path, env: dict[str, str]) -> None:
+    """Ask the workers to stop, then end any that did not: a second worker may stay idle after the first one,
+    which cleans up the queue's broker, has gone (seen with DVC 3.67)."""
+    subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=project, env=env, capture_output=True, timeout=120)
+    for pid_file in (project / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().split()[0])
+            if b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes():  # not a process that took its pid
+                os.kill(pid, signal.SIGTERM)
+
+
 def _failed_logs(project: Path, env: dict[str, str], status: str) -> str:
     tasks = [line.split()[0] for line in status.splitlines() if "Failed" in line]
     return "".join(run(["dvc", "queue", "logs", task], project, env=env).stdout[-3000:] for task in tasks)
@@ -54,10 +68,20 @@ def test_a_queued_sweep_runs_two_at_a_time_and_reports_to_the_project(tmp_path):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny study"], project, env=env)
     run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={','.join(LRS)}"], project, env=env)
     try:
-        run(["dvc", "queue", "start", "-j", "2"], project, env=env)
+        # The workers are daemons that keep the starter's stdout/stderr: never capture them (nothing would end)
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"],
+            cwd=project,
+            env=env,
+            check=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         status = _wait_for_queue(project, env)
     finally:
-        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=project, env=env, capture_output=True, timeout=120)
+        _stop_workers(project, env)
     assert "Failed" not in status, status + _failed_logs(project, env, status)
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project, env=env).stdout)
