@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from run import cpu_model
 
 from ncseg.config import Params, load_params
 from ncseg.records import CVSummary
@@ -76,13 +77,6 @@ def result(params: Params, model: str) -> tuple[CVSummary, float]:
         cross_validate(model, params, project_root(ROOT))
         minutes.write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     return CVSummary.load(metrics), float(minutes.read_text()) if minutes.is_file() else float("nan")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:

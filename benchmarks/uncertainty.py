@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from run import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +33,6 @@ class Pooled:
     wrong: list[np.ndarray]
     score: list[float]
     error: list[float]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _pool(pooled: Pooled, u: np.ndarray, mask: np.ndarray, wrong: np.ndarray, error: float) -> None:
