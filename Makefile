@@ -29,7 +29,7 @@ REAL := ../shared/datasets/haadf-pt-alumina
 STUDY := studies/pt-alumina/params.yaml
 real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (read from ../shared)
 	ncseg data import $(REAL)/images $(REAL)/masks --groups $(REAL)/manifest.csv --group-column source_slice \
-		--out studies/pt-alumina/data/raw --force
+		--classes $(REAL)/labels --out studies/pt-alumina/data/raw --force
 	ncseg data augment -p $(STUDY)
 	ncseg train -p $(STUDY)
 	ncseg evaluate -p $(STUDY)

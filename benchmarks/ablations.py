@@ -50,6 +50,10 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
     ),
     "base 32": ("32 base channels instead of 16 (4x the FLOPs)", lambda m, p: [f"models.{m}.base_channels=32"]),
     "256-px crops": ("256-px training crops instead of the study's", lambda m, p: ["train.crop_px=256"]),
+    "aux 3-class head": (
+        "a second head learns background / support / Pt from classes/ (cross-entropy weight 0.5, set a priori)",
+        lambda m, p: [f"models.{m}.aux_classes=3", f"models.{m}.aux_weight=0.5"],
+    ),
 }
 
 
@@ -70,12 +74,15 @@ def variant(params_file: Path, model: str, name: str, base: Params) -> Params:
 
 
 def result(params: Params, model: str) -> tuple[CVSummary, float]:
-    """The variant's CV summary, training it first if it has none; and the minutes its training took."""
+    """The variant's CV summary, training it first if it has none or was trained with other params (the study
+    file changed since); and the minutes its training took."""
     metrics, minutes = params.paths.metrics / "cv" / f"{model}.json", params.paths.metrics / "train_minutes.txt"
-    if not metrics.is_file():
+    trained_with = params.paths.metrics / "params.json"
+    if not metrics.is_file() or not trained_with.is_file() or trained_with.read_text() != params.model_dump_json():
         start = time.perf_counter()
         cross_validate(model, params, project_root(ROOT))
         minutes.write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+        trained_with.write_text(params.model_dump_json())
     return CVSummary.load(metrics), float(minutes.read_text()) if minutes.is_file() else float("nan")
 
 
@@ -84,33 +91,35 @@ def main() -> None:
     parser.add_argument("-p", "--params", type=Path, default=ROOT / "studies" / "pt-alumina" / "params.yaml")
     parser.add_argument("-m", "--model", default="unet4")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "ablations_pt_alumina.md")
+    parser.add_argument("--baseline", default="study recipe", help="the variant every gain is measured against")
     parser.add_argument("names", nargs="*", help=f"ablations to run (default: all): {', '.join(ABLATIONS)}")
     args = parser.parse_args()
-    if unknown := [n for n in args.names if n not in ABLATIONS]:
+    if unknown := [n for n in [*args.names, args.baseline] if n not in ABLATIONS]:
         parser.error(f"unknown ablation {', '.join(unknown)}; known: {', '.join(ABLATIONS)}")
     params_file = args.params.resolve()
     base = load_params(params_file)
     torch.set_num_threads(os.cpu_count() or 1)
-    names = ["study recipe", *[n for n in args.names or ABLATIONS if n != "study recipe"]]
+    names = [args.baseline, *[n for n in args.names or ABLATIONS if n != args.baseline]]
     trained = {}
     for name in names:
         trained[name] = result(variant(params_file, args.model, name, base), args.model)
         print(f"{name}: CV Jaccard {trained[name][0].jaccard_mean:.4f}", flush=True)
-    baseline = trained["study recipe"][0]
+    baseline = trained[args.baseline][0]
     lines = [
         f"## Recipe ablations: {args.model} on {params_file.relative_to(ROOT)} (1 repeat x {base.cv.n_folds} folds)\n",
-        f"Command: `python benchmarks/ablations.py -p {params_file.relative_to(ROOT)} -m {args.model}`, on "
+        f"Command: `python benchmarks/ablations.py -p {params_file.relative_to(ROOT)} -m {args.model} --baseline "
+        f"'{args.baseline}' {' '.join(repr(n) for n in args.names)}`, on "
         f"{cpu_model()}, {os.cpu_count()} cores. Gains are fold-paired on identical test images; the interval is "
         "the corrected resampled t-interval (95 %). Training minutes are wall time on this machine, inflated where "
         "another job shared the 2 cores.\n",
-        "| variant | change | CV Jaccard | Δ vs study recipe | 95 % interval | folds better | beyond noise | "
+        f"| variant | change | CV Jaccard | Δ vs {args.baseline} | 95 % interval | folds better | beyond noise | "
         "train min |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         summary, minutes = trained[name]
         row = f"| {name} | {ABLATIONS[name][0]} | {summary.jaccard_mean:.4f} ± {summary.jaccard_std:.4f} |"
-        if name == "study recipe":
+        if name == args.baseline:
             lines.append(f"{row} — | — | — | — | {minutes:.1f} |")
         else:
             g = paired_gain(summary, baseline)

@@ -6,6 +6,7 @@ import shutil
 from ncseg.config import load_params
 from ncseg.data.augment import augment, read_manifest
 from ncseg.data.importer import import_dataset
+from ncseg.models.zoo import load_ensemble
 from ncseg.records import CVSummary, ModelCard
 from ncseg.training.cv import cross_validate
 from ncseg.training.folds import assign_folds
@@ -19,7 +20,7 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
         rows = list(csv.DictReader(fh))
     slices = sorted({r["source_slice"] for r in rows})[:4]
     picked = [r["name"] for r in rows if r["source_slice"] in slices]
-    for kind in ("images", "masks"):
+    for kind in ("images", "masks", "labels"):
         (tmp_path / "src" / kind).mkdir(parents=True)
         for name in picked:
             shutil.copy(shared_dataset / kind / f"{name}.tif", tmp_path / "src" / kind)
@@ -30,6 +31,7 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
         raw,
         groups=shared_dataset / "manifest.csv",
         group_column="source_slice",
+        classes=tmp_path / "src" / "labels",
     )
     params = load_params(
         ROOT / "studies" / "pt-alumina" / "params.yaml",
@@ -42,7 +44,8 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
             "train.batch_size=2",
             "train.crop_px=64",
             "inference.tile=256",
-            "models={unet4: {kind: unet4, base_channels: 4, dropout: 0.0, padding: same, l2: 0.01, weight_decay: 0.0},"
+            "models={unet4: {kind: unet4, base_channels: 4, dropout: 0.0, padding: same, l2: 0.01, weight_decay: 0.0,"
+            " aux_classes: 3, aux_weight: 0.5},"
             " classical-otsu: {kind: classical, sigma_nm: 2.0, min_area_nm2: 50.0}}",
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         ],
@@ -59,3 +62,8 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
     assert (params.paths.models / "unet4" / "fold1.pt").is_file()
     card = ModelCard.load(params.paths.models / "unet4" / "model.json")
     assert card.normalization == ("dataset", "image") and len(card.intensity_window) == 2
+    # the support / Pt classes came along, and a net trained with their head loads and predicts like any other
+    assert sorted(p.name for p in (params.paths.augmented / "classes").iterdir()) == [f"{n}.tif" for n in picked]
+    assert card.spec.aux_classes == 3
+    nets, _ = load_ensemble(params.paths.models / "unet4")
+    assert len(nets) == params.cv.repeats * 2 and nets[0].aux_head is not None

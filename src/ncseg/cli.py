@@ -97,6 +97,10 @@ def data_import(
     ] = None,
     group_column: Annotated[str, typer.Option(help="Column of --groups holding the group.")] = "group",
     pixel_size: PixelSizeOption = None,
+    classes: Annotated[
+        Path | None,
+        typer.Option(help="Folder of per-pixel class maps named like the images (for a model's aux_classes head)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing, non-empty --out.")] = False,
 ) -> None:
     """Validate and import your own images + masks; nothing is written unless every file passes."""
@@ -112,6 +116,7 @@ def data_import(
             groups=groups,
             group_column=group_column,
             pixel_size_nm=pixel_size,
+            classes=classes,
             force=force,
         )
     except ImportRefusedError as err:

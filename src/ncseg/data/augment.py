@@ -15,7 +15,7 @@ import numpy as np
 
 from ncseg.config import AugmentParams
 from ncseg.io.atomic import staged_folder
-from ncseg.io.images import list_images, read_image, read_mask, write_mask, write_tiff
+from ncseg.io.images import list_images, read_class_map, read_image, read_mask, write_mask, write_tiff
 from ncseg.io.tables import write_csv
 
 MANIFEST = "manifest.csv"
@@ -53,7 +53,8 @@ def plan(names: list[str], groups: dict[str, str], p: AugmentParams, seed: int) 
 
 
 def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
-    """Write out/images, out/masks and out/manifest.csv from raw/images + raw/masks (pairs by name)."""
+    """Write out/images, out/masks and out/manifest.csv from raw/images + raw/masks (pairs by name), and
+    out/classes from raw/classes where an image has a class map (the auxiliary head's labels)."""
     images = {path.stem: path for path in list_images(raw / "images")}
     masks = {path.stem: path for path in list_images(raw / "masks")}
     if not images:
@@ -61,6 +62,7 @@ def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
     unpaired = sorted(set(images) ^ set(masks))
     if unpaired:
         raise ValueError(f"{raw}: images and masks do not pair up: {', '.join(unpaired)}")
+    classes = {path.stem: path for path in list_images(raw / "classes")} if (raw / "classes").is_dir() else {}
     entries = plan(sorted(images), read_groups(raw), p, seed)
     with staged_folder(out) as staging:  # a failure leaves the previous augmented set, and no staging folder
         for entry in entries:
@@ -69,6 +71,9 @@ def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
             k = entry.rotation_deg // 90
             write_tiff(staging / "images" / f"{entry.name}.tif", np.rot90(image.data, k), image.pixel_size_nm)
             write_mask(staging / "masks" / f"{entry.name}.tif", np.rot90(mask, k), image.pixel_size_nm)
+            if entry.source in classes:
+                class_map = np.rot90(read_class_map(classes[entry.source]), k)
+                write_tiff(staging / "classes" / f"{entry.name}.tif", class_map, image.pixel_size_nm)
         write_manifest(staging / MANIFEST, entries)
     return entries
 

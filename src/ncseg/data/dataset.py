@@ -12,7 +12,7 @@ import torch
 
 from ncseg.config import View
 from ncseg.data.augment import read_manifest
-from ncseg.io.images import read_image, read_mask
+from ncseg.io.images import read_class_map, read_image, read_mask
 from ncseg.normalization import intensity_window, views
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations 2.x asks PyPI for updates at import
@@ -29,6 +29,7 @@ class Sample:
     mask: np.ndarray  # bool
     pixel_size_nm: float | None
     target: np.ndarray | None = None  # a soft training target in [0, 1] instead of the mask (distillation)
+    classes: np.ndarray | None = None  # uint8 class map for the auxiliary head, where the dataset has one
 
 
 def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Sample], tuple[float, float] | None]:
@@ -44,10 +45,15 @@ def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Samp
             views(im.data, normalization, window),
             read_mask(folder / "masks" / f"{e.name}.tif"),
             im.pixel_size_nm,
+            classes=_class_map(folder / "classes" / f"{e.name}.tif"),
         )
         for e, im in zip(entries, images, strict=True)
     ]
     return samples, window
+
+
+def _class_map(path: Path) -> np.ndarray | None:
+    return read_class_map(path) if path.exists() else None
 
 
 def augmentations(crop: int, seed: int, intensity_jitter: float, noise: bool) -> A.Compose:
@@ -93,31 +99,49 @@ class CropBatches(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, samples: list[Sample], crop: int, out: int, seed: int, transform: A.Compose, size: int, n_batches: int
+        self,
+        samples: list[Sample],
+        crop: int,
+        out: int,
+        seed: int,
+        transform: A.Compose,
+        size: int,
+        n_batches: int,
+        classes: bool = False,
     ) -> None:
         if not samples:
             raise ValueError("no training images in this fold")
         self.samples, self.crop, self.out, self.seed = samples, crop, out, seed
-        self.transform, self.size, self.n_batches = transform, size, n_batches
+        self.transform, self.size, self.n_batches, self.classes = transform, size, n_batches, classes
 
     def __len__(self) -> int:
         return self.n_batches
 
-    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, ...]:
+        """(images, targets), and with `classes` the crops' class maps (IGNORE where an image has none)."""
         batch_seed = int(np.random.SeedSequence([self.seed, b]).generate_state(1)[0])
         rng = np.random.default_rng(batch_seed)
         reseed(self.transform, batch_seed)
-        images, masks = [], []
-        cut = (self.crop - self.out) // 2  # `valid` networks answer for the centre of the crop only
+        images, masks, class_maps = [], [], []
+        centre = slice((self.crop - self.out) // 2, (self.crop + self.out) // 2)  # `valid` nets answer for it only
         for index in rng.integers(0, len(self.samples), self.size):
             s = self.samples[index]
             target = s.mask.astype(np.uint8) if s.target is None else s.target.astype(np.float32)
-            t = self.transform(image=s.image.transpose(1, 2, 0), mask=target)  # HWC for albumentations
+            extra = {"masks": [_classes_or_ignore(s)]} if self.classes else {}
+            t = self.transform(image=s.image.transpose(1, 2, 0), mask=target, **extra)  # HWC for albumentations
             images.append(np.clip(t["image"].transpose(2, 0, 1), 0.0, 1.0))
-            masks.append(t["mask"][cut : cut + self.out, cut : cut + self.out])
+            masks.append(t["mask"][centre, centre])
+            class_maps += [t["masks"][0][centre, centre]] if self.classes else []
         x = torch.from_numpy(np.stack(images).astype(np.float32))
         y = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
-        return x, y
+        return (x, y, torch.from_numpy(np.stack(class_maps).astype(np.int64))) if self.classes else (x, y)
+
+
+IGNORE = 255  # the class of a pixel the auxiliary loss skips: images added without a class map
+
+
+def _classes_or_ignore(s: Sample) -> np.ndarray:
+    return s.classes if s.classes is not None else np.full(s.mask.shape, IGNORE, np.uint8)
 
 
 def _one_thread(_: int) -> None:

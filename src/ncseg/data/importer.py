@@ -27,6 +27,7 @@ from ncseg.io.images import (
     ImageError,
     Micrograph,
     list_images,
+    read_class_map,
     read_image,
     read_mask_and_labels,
     write_mask,
@@ -263,11 +264,13 @@ def import_dataset(
     groups: Path | None = None,
     group_column: str = "group",
     pixel_size_nm: float | None = None,
+    classes: Path | None = None,
     force: bool = False,
 ) -> ImportResult:
-    """Validate every pair, then write out/images, out/masks (0/255) and out/groups.csv in one swap."""
+    """Validate every pair, then write out/images, out/masks (0/255), out/groups.csv and, from `classes` (a folder
+    of per-pixel class maps named like the images, for the auxiliary head), out/classes in one swap."""
     paired, problems = _pair_paths(images, masks)
-    problems += _overlapping_out(out, [images, masks], groups)
+    problems += _overlapping_out(out, [images, masks, *([classes] if classes else [])], groups)
     problems += _option_problems(foreground, pixel_size_nm)
     if out.exists() and any(out.iterdir()) and not force:
         problems.append(f"{out}: already holds data; pass --force to replace it")
@@ -279,10 +282,40 @@ def import_dataset(
         group_of, group_problems, group_warnings = read_group_table(groups, group_column, list(paired))
         problems += group_problems
         warnings += group_warnings
+    class_maps = _read_class_maps(classes, loaded, problems) if classes is not None else {}
     if problems:
         raise ImportRefusedError(problems)
-    _write(loaded, group_of, out)
+    _write(loaded, group_of, class_maps, out)
     return ImportResult(loaded, warnings)
+
+
+def _read_class_maps(folder: Path, loaded: list[Pair], problems: list[str]) -> dict[str, np.ndarray]:
+    """Each image's class map (same name, same shape); every one missing, extra or unreadable adds a problem."""
+    if not folder.is_dir():
+        problems.append(f"--classes {folder}: no such folder")
+        return {}
+    files = {path.stem: path for path in list_images(folder)}
+    problems += [
+        f"{path}: no image named {stem}.* to go with this class map"
+        for stem, path in files.items()
+        if stem not in {pair.name for pair in loaded}
+    ]
+    maps = {}
+    for pair in loaded:
+        if pair.name not in files:
+            problems.append(f"{pair.image.path}: no class map named {pair.name}.* in {folder}")
+            continue
+        try:
+            maps[pair.name] = read_class_map(files[pair.name])
+        except ImageError as err:
+            problems.append(str(err))
+            continue
+        if maps[pair.name].shape != pair.mask.shape:
+            problems.append(
+                f"{files[pair.name]}: class map shape {maps[pair.name].shape} differs from its image's "
+                f"{pair.mask.shape}"
+            )
+    return maps
 
 
 def _option_problems(foreground: frozenset[int] | None, pixel_size_nm: float | None) -> list[str]:
@@ -310,11 +343,13 @@ def _load_pairs(
     return loaded
 
 
-def _write(pairs: list[Pair], group_of: dict[str, str], out: Path) -> None:
+def _write(pairs: list[Pair], group_of: dict[str, str], class_maps: dict[str, np.ndarray], out: Path) -> None:
     with staged_folder(out) as staging:
         for pair in pairs:
             write_tiff(staging / "images" / f"{pair.name}.tif", pair.image.data, pair.image.pixel_size_nm)
             write_mask(staging / "masks" / f"{pair.name}.tif", pair.mask, pair.image.pixel_size_nm)
+            if pair.name in class_maps:
+                write_tiff(staging / "classes" / f"{pair.name}.tif", class_maps[pair.name], pair.image.pixel_size_nm)
         if group_of:
             rows = [{"name": p.name, "group": group_of[p.name]} for p in pairs]
             write_csv(staging / GROUPS, rows, ["name", "group"])

@@ -297,6 +297,17 @@ def read_mask_and_labels(
     return image.data > 0, tuple(values.tolist())
 
 
+def read_class_map(path: Path | str) -> np.ndarray:
+    """A per-pixel class map (0 background, 1…N−1 the classes, e.g. support and Pt) as uint8, for the
+    auxiliary head; a map with other values is refused with them named."""
+    data = read_image(path).data
+    values = np.unique(data)
+    if not np.issubdtype(values.dtype, np.integer) or values[0] < 0 or values[-1] > 254:
+        shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")
+        raise ImageError(path, f"class map must hold integer classes 0-254, found {shown}")
+    return data.astype(np.uint8)
+
+
 def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None) -> None:
     """An ImageJ-hyperstack TIFF whose calibration ImageJ, Fiji and tifffile all read back in nm."""
     if data.dtype.type not in (np.uint8, np.uint16, np.float32):

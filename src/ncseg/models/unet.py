@@ -61,6 +61,7 @@ class UNet4(nn.Module):
         padding: Literal["same", "valid"] = "same",
         in_channels: int = 1,
         norm: Norm = "none",
+        aux_classes: int = 0,
     ) -> None:
         super().__init__()
         pad = 1 if padding == "same" else 0
@@ -76,9 +77,22 @@ class UNet4(nn.Module):
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
         self.decoder = nn.ModuleList(DoubleConv(w * 2, w, pad, norm) for w in reversed(widths[:-1]))
         self.head = nn.Conv2d(widths[0], 1, 1)
+        # Training-only: class logits from the same features, so the auxiliary labels shape what the binary head
+        # reads. Inference never calls it; absent (None) it adds no weights, and older weights keep loading.
+        self.aux_head = nn.Conv2d(widths[0], aux_classes, 1) if aux_classes else None
         self.geometry = self._geometry()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(binary logits, class logits) for training with the auxiliary head."""
+        if self.aux_head is None:
+            raise ValueError("this UNet4 has no auxiliary head (aux_classes: 0)")
+        features = self.features(x)
+        return self.head(features), self.aux_head(features)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -88,7 +102,7 @@ class UNet4(nn.Module):
         for up, block, skip in zip(self.upsample, self.decoder, reversed(skips), strict=True):
             x = up(x)
             x = block(torch.cat([_center_crop(skip, x.shape[-2:]), x], dim=1))
-        return self.head(x)
+        return x
 
     def output_size(self, n: int) -> int | None:
         """Output side for an input side n, or None where the poolings would not divide evenly."""

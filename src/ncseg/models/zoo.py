@@ -35,7 +35,7 @@ def build_net(p: NeuralParams, in_channels: int) -> nn.Module:
     """Every network returned has `.geometry` (ncseg.models.unet.Geometry) and maps (B,C,H,W) to (B,1,H,W) logits;
     C is the number of normalised views of the image (`inference.normalization`)."""
     if isinstance(p, UNet4Params):
-        return UNet4(p.base_channels, p.dropout, p.padding, in_channels, p.norm)
+        return UNet4(p.base_channels, p.dropout, p.padding, in_channels, p.norm, p.aux_classes)
     return SmpNet(p, in_channels)
 
 

@@ -18,7 +18,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
-from ncseg.data.dataset import CropBatches, Sample, augmentations, batch_loader
+from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, batch_loader
 from ncseg.inference.runtime import autocast, pick_device
 from ncseg.inference.tiling import predict_proba
 from ncseg.metrics import jaccard, jaccard_sweep
@@ -75,6 +75,21 @@ def regulariser(net: nn.Module, p: NeuralParams) -> Callable[[], torch.Tensor]:
     return lambda: torch.zeros(())
 
 
+def auxiliary_loss(p: NeuralParams, fit: list[Sample]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The weighted cross-entropy of the auxiliary class head, or None without one. The classes (e.g. support
+    and Pt within the material) tell the shared features what the binary mask merges; pixels of images that
+    have no class map (IGNORE) do not count."""
+    if not isinstance(p, UNet4Params) or not p.aux_classes:
+        return None
+    maps = {s.name: s.classes for s in fit if s.classes is not None}
+    if not maps:
+        raise ValueError("aux_classes is set but no training image has a class map (classes/ beside images/)")
+    too_high = sorted(name for name, m in maps.items() if m.max() >= p.aux_classes)  # read_class_map: <= 254
+    if too_high:
+        raise ValueError(f"class maps of {', '.join(too_high[:5])} hold classes >= aux_classes={p.aux_classes}")
+    return lambda logits, target: p.aux_weight * F.cross_entropy(logits, target, ignore_index=IGNORE)
+
+
 def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[float, float, float]:
     """(mean BCE, mean Jaccard at the study threshold, best mean Jaccard over the threshold grid).
 
@@ -125,8 +140,16 @@ def train_net(
     device = next(net.parameters()).device
     crop = net.geometry.fit(t.crop_px)
     transform = augmentations(crop, seed, t.intensity_jitter, t.noise)
+    aux = auxiliary_loss(p, fit)
     batches = CropBatches(
-        fit, crop, crop - 2 * net.geometry.margin, seed, transform, t.batch_size, t.epochs * t.steps_per_epoch
+        fit,
+        crop,
+        crop - 2 * net.geometry.margin,
+        seed,
+        transform,
+        t.batch_size,
+        t.epochs * t.steps_per_epoch,
+        classes=aux is not None,
     )
     loader = iter(batch_loader(batches, t.workers, pin_memory=device.type == "cuda"))
     net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
@@ -140,10 +163,13 @@ def train_net(
     for epoch in range(t.epochs):
         losses = []
         for _ in range(t.steps_per_epoch):
-            x, y = next(loader)
+            x, y, *classes = next(loader)
+            x = x.to(device, memory_format=torch.channels_last, non_blocking=True)
             with autocast(t.precision, device):
-                logits = net(x.to(device, memory_format=torch.channels_last, non_blocking=True))
+                logits, class_logits = net.forward_with_aux(x) if aux else (net(x), None)
             loss = criterion(logits.float(), y.to(device, non_blocking=True))
+            if aux:
+                loss = loss + aux(class_logits.float(), classes[0].to(device, non_blocking=True))
             optimiser.zero_grad(set_to_none=True)
             (loss + penalty()).backward()
             optimiser.step()
