@@ -155,7 +155,8 @@ def main() -> None:
                 "bf16_share": "share of bf16 matmul rate",
             },
         )
-        + "\n\nDistilled student: not built yet (see the issue note).\n"
+        + "\n\nDistilled student: `python benchmarks/distill.py` (its own file); its single net is this table's, "
+        "trained alike (member 0 = repeat 0's network of each fold).\n"
     )
     args.out.write_text(text)
     print(text)
