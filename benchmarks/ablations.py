@@ -1,6 +1,7 @@
-"""Recipe ablations for one network, each a fold-paired gain over the study's recipe with its interval:
+"""Recipe ablations for one network, each a fold-paired gain over a baseline variant with its interval:
 
-    python benchmarks/ablations.py [-p PARAMS] [-m MODEL] [--out FILE] [NAME ...]   (default: every ablation)
+    python benchmarks/ablations.py [-p PARAMS] [-m MODEL] [--baseline NAME] [--out FILE] [NAME ...]
+    (default: every ablation against "study recipe", the params file as it is)
 
 Every variant trains the same CV (same seed: same split, same inner validation, same initial draw where the
 architecture allows it, same batches) with one change, so the gain is measured on identical test images. The
@@ -8,7 +9,9 @@ interval is the corrected resampled t-interval `ncseg evaluate` uses (ncseg.trai
 K folds its width is set mostly by the 1/(K-1) correction, so repeats would narrow it little: one repeat each.
 
 Trained variants land under <study>/ablations/<name>/ (ignored by git) and as MLflow runs in the experiment
-`<tracking.experiment>-ablations`; a variant already trained is reused (delete its folder to retrain it).
+`<tracking.experiment>-ablations`. A variant is reused where it was trained with the same params (paths and
+tracking aside; `metrics/params.json` records them) and retrained where the study file has changed since. The
+data and the code are not part of that key: delete a variant's folder after changing either.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import time
 import unicodedata
 from collections.abc import Callable
@@ -33,7 +37,7 @@ from ncseg.training.report import paired_gain
 ROOT = Path(__file__).resolve().parents[1]
 Overrides = Callable[[str, Params], list[str]]  # (model name, study params) -> -S assignments
 ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
-    "study recipe": ("the study params as they are (the baseline)", lambda m, p: []),
+    "study recipe": ("the study params as they are", lambda m, p: []),
     "focal + Dice": ("loss: focal (γ 2) + Dice instead of BCE + Dice", lambda m, p: ["train.loss=focal_dice"]),
     "BCE + Lovász": ("loss: BCE + Lovász hinge instead of BCE + Dice", lambda m, p: ["train.loss=bce_lovasz"]),
     "BatchNorm": ("BatchNorm after each conv (batch 8)", lambda m, p: [f"models.{m}.norm=batch"]),
@@ -51,7 +55,7 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
     "base 32": ("32 base channels instead of 16 (4x the FLOPs)", lambda m, p: [f"models.{m}.base_channels=32"]),
     "256-px crops": ("256-px training crops instead of the study's", lambda m, p: ["train.crop_px=256"]),
     "aux 3-class head": (
-        "a second head learns background / support / Pt from classes/ (cross-entropy weight 0.5, set a priori)",
+        "a training-only head learns background / support / Pt from classes/ (CE + Dice, weight 0.5 set a priori)",
         lambda m, p: [f"models.{m}.aux_classes=3", f"models.{m}.aux_weight=0.5"],
     ),
 }
@@ -77,12 +81,12 @@ def result(params: Params, model: str) -> tuple[CVSummary, float]:
     """The variant's CV summary, training it first if it has none or was trained with other params (the study
     file changed since); and the minutes its training took."""
     metrics, minutes = params.paths.metrics / "cv" / f"{model}.json", params.paths.metrics / "train_minutes.txt"
-    trained_with = params.paths.metrics / "params.json"
-    if not metrics.is_file() or not trained_with.is_file() or trained_with.read_text() != params.model_dump_json():
+    trained_with, key = params.paths.metrics / "params.json", params.model_dump_json(exclude={"paths", "tracking"})
+    if not metrics.is_file() or not trained_with.is_file() or trained_with.read_text() != key:
         start = time.perf_counter()
         cross_validate(model, params, project_root(ROOT))
         minutes.write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
-        trained_with.write_text(params.model_dump_json())
+        trained_with.write_text(key)
     return CVSummary.load(metrics), float(minutes.read_text()) if minutes.is_file() else float("nan")
 
 
@@ -98,6 +102,8 @@ def main() -> None:
         parser.error(f"unknown ablation {', '.join(unknown)}; known: {', '.join(ABLATIONS)}")
     params_file = args.params.resolve()
     base = load_params(params_file)
+    if "aux 3-class head" in (args.names or ABLATIONS) and not (base.paths.augmented / "classes").is_dir():
+        parser.error(f"{base.paths.augmented / 'classes'}: no class maps for the aux head (data import --classes)")
     torch.set_num_threads(os.cpu_count() or 1)
     names = [args.baseline, *[n for n in args.names or ABLATIONS if n != args.baseline]]
     trained = {}
@@ -108,7 +114,7 @@ def main() -> None:
     lines = [
         f"## Recipe ablations: {args.model} on {params_file.relative_to(ROOT)} (1 repeat x {base.cv.n_folds} folds)\n",
         f"Command: `python benchmarks/ablations.py -p {params_file.relative_to(ROOT)} -m {args.model} --baseline "
-        f"'{args.baseline}' {' '.join(repr(n) for n in args.names)}`, on "
+        f"{shlex.quote(args.baseline)} {' '.join(shlex.quote(n) for n in args.names)}`, on "
         f"{cpu_model()}, {os.cpu_count()} cores. Gains are fold-paired on identical test images; the interval is "
         "the corrected resampled t-interval (95 %). Training minutes are wall time on this machine, inflated where "
         "another job shared the 2 cores.\n",

@@ -5,7 +5,9 @@ import shutil
 
 from ncseg.config import load_params
 from ncseg.data.augment import augment, read_manifest
+from ncseg.data.dataset import load_samples
 from ncseg.data.importer import import_dataset
+from ncseg.inference.tiling import predict_proba
 from ncseg.models.zoo import load_ensemble
 from ncseg.records import CVSummary, ModelCard
 from ncseg.training.cv import cross_validate
@@ -63,7 +65,10 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
     card = ModelCard.load(params.paths.models / "unet4" / "model.json")
     assert card.normalization == ("dataset", "image") and len(card.intensity_window) == 2
     # the support / Pt classes came along, and a net trained with their head loads and predicts like any other
-    assert sorted(p.name for p in (params.paths.augmented / "classes").iterdir()) == [f"{n}.tif" for n in picked]
+    assert sorted(p.name for p in (params.paths.augmented / "classes").iterdir()) == sorted(f"{n}.tif" for n in picked)
     assert card.spec.aux_classes == 3
-    nets, _ = load_ensemble(params.paths.models / "unet4")
+    nets, geometry = load_ensemble(params.paths.models / "unet4")
     assert len(nets) == params.cv.repeats * 2 and nets[0].aux_head is not None
+    samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
+    prob = predict_proba(nets[:1], geometry, samples[0].image, **params.inference.tiling())
+    assert prob.shape == samples[0].mask.shape and 0 <= prob.min() <= prob.max() <= 1

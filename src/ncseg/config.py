@@ -120,15 +120,17 @@ class UNet4Params(_Frozen):
     l2: float = Field(ge=0)
     weight_decay: float = Field(ge=0)
     norm: Norm = "none"  # after each conv; the study has none (cards written before this field stay loadable)
-    aux_classes: int = Field(default=0, ge=0)  # a second head trained on the dataset's classes/ maps; 0: none
+    aux_classes: int = Field(default=0, ge=0, le=254)  # a training-only head on the dataset's classes/ maps; 0: none
     aux_weight: float = Field(default=0.0, ge=0)  # its cross-entropy's weight in the loss
 
     @model_validator(mode="after")
     def _aux_head(self) -> UNet4Params:
         if self.aux_classes == 1:
             raise ValueError("aux_classes: a class map needs 2 or more classes (0 switches the head off)")
-        if self.aux_weight > 0 and not self.aux_classes:
-            raise ValueError("aux_weight > 0 needs aux_classes, the number of classes in the dataset's classes/")
+        if (self.aux_weight > 0) != (self.aux_classes > 0):
+            raise ValueError(
+                "aux_classes (the number of classes in the dataset's classes/ maps) and aux_weight (> 0) go together"
+            )
         return self
 
 

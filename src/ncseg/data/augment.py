@@ -57,12 +57,14 @@ def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
     out/classes from raw/classes where an image has a class map (the auxiliary head's labels)."""
     images = {path.stem: path for path in list_images(raw / "images")}
     masks = {path.stem: path for path in list_images(raw / "masks")}
+    classes = {path.stem: path for path in list_images(raw / "classes")} if (raw / "classes").is_dir() else {}
     if not images:
         raise FileNotFoundError(f"{raw / 'images'}: no images to augment")
     unpaired = sorted(set(images) ^ set(masks))
     if unpaired:
         raise ValueError(f"{raw}: images and masks do not pair up: {', '.join(unpaired)}")
-    classes = {path.stem: path for path in list_images(raw / "classes")} if (raw / "classes").is_dir() else {}
+    if stray := sorted(set(classes) - set(images)):
+        raise ValueError(f"{raw / 'classes'}: class maps without an image: {', '.join(stray)}")
     entries = plan(sorted(images), read_groups(raw), p, seed)
     with staged_folder(out) as staging:  # a failure leaves the previous augmented set, and no staging folder
         for entry in entries:
@@ -72,7 +74,7 @@ def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
             write_tiff(staging / "images" / f"{entry.name}.tif", np.rot90(image.data, k), image.pixel_size_nm)
             write_mask(staging / "masks" / f"{entry.name}.tif", np.rot90(mask, k), image.pixel_size_nm)
             if entry.source in classes:
-                class_map = np.rot90(read_class_map(classes[entry.source]), k)
+                class_map = np.rot90(read_class_map(classes[entry.source], image.data.shape), k)
                 write_tiff(staging / "classes" / f"{entry.name}.tif", class_map, image.pixel_size_nm)
         write_manifest(staging / MANIFEST, entries)
     return entries

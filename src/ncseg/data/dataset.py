@@ -45,15 +45,15 @@ def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Samp
             views(im.data, normalization, window),
             read_mask(folder / "masks" / f"{e.name}.tif"),
             im.pixel_size_nm,
-            classes=_class_map(folder / "classes" / f"{e.name}.tif"),
+            classes=_class_map(folder / "classes" / f"{e.name}.tif", im.data.shape),
         )
         for e, im in zip(entries, images, strict=True)
     ]
     return samples, window
 
 
-def _class_map(path: Path) -> np.ndarray | None:
-    return read_class_map(path) if path.exists() else None
+def _class_map(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    return read_class_map(path, shape) if path.exists() else None
 
 
 def augmentations(crop: int, seed: int, intensity_jitter: float, noise: bool) -> A.Compose:

@@ -282,23 +282,27 @@ def import_dataset(
         group_of, group_problems, group_warnings = read_group_table(groups, group_column, list(paired))
         problems += group_problems
         warnings += group_warnings
-    class_maps = _read_class_maps(classes, loaded, problems) if classes is not None else {}
+    class_maps = _read_class_maps(classes, set(paired), loaded, problems) if classes is not None else {}
     if problems:
         raise ImportRefusedError(problems)
     _write(loaded, group_of, class_maps, out)
     return ImportResult(loaded, warnings)
 
 
-def _read_class_maps(folder: Path, loaded: list[Pair], problems: list[str]) -> dict[str, np.ndarray]:
+def _read_class_maps(folder: Path, names: set[str], loaded: list[Pair], problems: list[str]) -> dict[str, np.ndarray]:
     """Each image's class map (same name, same shape); every one missing, extra or unreadable adds a problem."""
     if not folder.is_dir():
         problems.append(f"--classes {folder}: no such folder")
         return {}
-    files = {path.stem: path for path in list_images(folder)}
+    files: dict[str, Path] = {}
+    for path in list_images(folder):
+        if path.stem in files:
+            problems.append(f"{path}: two class maps named {path.stem!r} ({files[path.stem].name})")
+        files[path.stem] = path
     problems += [
         f"{path}: no image named {stem}.* to go with this class map"
         for stem, path in files.items()
-        if stem not in {pair.name for pair in loaded}
+        if stem not in names
     ]
     maps = {}
     for pair in loaded:
@@ -306,15 +310,9 @@ def _read_class_maps(folder: Path, loaded: list[Pair], problems: list[str]) -> d
             problems.append(f"{pair.image.path}: no class map named {pair.name}.* in {folder}")
             continue
         try:
-            maps[pair.name] = read_class_map(files[pair.name])
+            maps[pair.name] = read_class_map(files[pair.name], pair.mask.shape)
         except ImageError as err:
             problems.append(str(err))
-            continue
-        if maps[pair.name].shape != pair.mask.shape:
-            problems.append(
-                f"{files[pair.name]}: class map shape {maps[pair.name].shape} differs from its image's "
-                f"{pair.mask.shape}"
-            )
     return maps
 
 

@@ -297,14 +297,16 @@ def read_mask_and_labels(
     return image.data > 0, tuple(values.tolist())
 
 
-def read_class_map(path: Path | str) -> np.ndarray:
+def read_class_map(path: Path | str, shape: tuple[int, ...]) -> np.ndarray:
     """A per-pixel class map (0 background, 1…N−1 the classes, e.g. support and Pt) as uint8, for the
-    auxiliary head; a map with other values is refused with them named."""
+    auxiliary head; one with other values (255 marks ignored pixels) or not of its image's `shape` is refused."""
     data = read_image(path).data
     values = np.unique(data)
     if not np.issubdtype(values.dtype, np.integer) or values[0] < 0 or values[-1] > 254:
         shown = ", ".join(str(v) for v in values[:8]) + (" …" if len(values) > 8 else "")
         raise ImageError(path, f"class map must hold integer classes 0-254, found {shown}")
+    if data.shape != shape:
+        raise ImageError(path, f"class map shape {data.shape} differs from its image's {shape}")
     return data.astype(np.uint8)
 
 
