@@ -13,6 +13,7 @@ from ncseg.registry.promote import (
     PACKAGE,
     SERVED_CODE,
     Candidate,
+    _checked_card,
     _promote,
     _stage_members,
     code_digest,
@@ -98,7 +99,7 @@ def test_the_floor_and_a_missing_baseline_also_hold_the_gate():
     assert merit_gate("unet4", alone, min_jaccard=0.9) is None
 
 
-def _card(model_dir, n):
+def _card(model_dir, n, repeats=1):
     model_dir.mkdir(exist_ok=True)
     files = []
     for k in range(n):
@@ -109,6 +110,7 @@ def _card(model_dir, n):
         spec={"kind": "unet4", "base_channels": 8, "dropout": 0.1, "padding": "same", "l2": 0.0, "weight_decay": 0.0},
         threshold=0.5,
         folds=tuple(files),
+        repeats=repeats,
         cv_jaccard_mean=0.9,
         cv_jaccard_std=0.01,
         normalization=("image",),
@@ -118,6 +120,18 @@ def _card(model_dir, n):
     )
     card.save(model_dir / ModelCard.FILE)
     return card
+
+
+def test_a_card_with_repeats_matches_its_summary_and_a_stale_one_is_refused(tmp_path):
+    """R repeats x K folds: the card lists R*K networks, the summary K folds and R repeats (make real-data)."""
+    card = _card(tmp_path / "unet4", 6, repeats=3)
+    summary = cv_summary("unet4", "unet4", [0.9] * 6).model_copy(
+        update={"n_folds": 2, "repeats": 3, "jaccard_mean": card.cv_jaccard_mean}
+    )
+    assert _checked_card(tmp_path / "unet4", summary, members=1) == card
+    stale = summary.model_copy(update={"repeats": 1, "n_folds": 6})  # trained again with R = 1 since
+    with pytest.raises(RecordError, match=r"6 networks \(3 repeats\), but the CV summary says 0.9000 with 6 \(1 x 6"):
+        _checked_card(tmp_path / "unet4", stale, members=1)
 
 
 def _serving(members: int) -> ServingConfig:

@@ -228,11 +228,13 @@ def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> 
 def _checked_card(model_dir: Path, result: CVSummary, members: int) -> ModelCard:
     """The model card, if it and the weights it lists are the ones the CV summary scored; else a clear error."""
     card = ModelCard.load(model_dir / ModelCard.FILE)
-    if card.cv_jaccard_mean != result.jaccard_mean or len(card.folds) != result.n_folds:
+    networks = result.repeats * result.n_folds  # one per (repeat, fold)
+    if card.cv_jaccard_mean != result.jaccard_mean or (len(card.folds), card.repeats) != (networks, result.repeats):
         raise RecordError(
-            f"{model_dir / ModelCard.FILE}: scored CV Jaccard {card.cv_jaccard_mean:.4f} on {len(card.folds)} "
-            f"folds, but the CV summary says {result.jaccard_mean:.4f} on {result.n_folds}: the model folder and "
-            f"the metrics come from different runs; rerun `dvc repro` (or `ncseg train {card.name}`)"
+            f"{model_dir / ModelCard.FILE}: scored CV Jaccard {card.cv_jaccard_mean:.4f} with {len(card.folds)} "
+            f"networks ({card.repeats} repeats), but the CV summary says {result.jaccard_mean:.4f} with {networks} "
+            f"({result.repeats} x {result.n_folds} folds): the model folder and the metrics come from different "
+            f"runs; rerun `dvc repro` (or `ncseg train {card.name}`)"
         )
     card.verify(model_dir, members)
     return card
