@@ -75,7 +75,7 @@ def main() -> None:
             cells.append("—" if base == name else f"{g.gain_mean:+.4f} [{g.ci_low:+.4f}, {g.ci_high:+.4f}]")
         rows.append(f"| {name} | {' | '.join(cells)} | {seconds:.2f} |")
     text = (
-        f"## Distillation: {args.model} ({args.params.name}, {params.cv.n_folds} folds), teacher = {args.members} "
+        f"## Distillation: {args.model} ({args.params}, {params.cv.n_folds} folds), teacher = {args.members} "
         f"networks + TTA {args.tta}\n\n"
         f"Command: `python benchmarks/distill.py -p {args.params} -m {args.model} --members {args.members} --tta "
         f"{args.tta}` on {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}; "
