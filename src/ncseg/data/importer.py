@@ -75,14 +75,11 @@ def _listed(path: Path, kind: str) -> tuple[list[Path], list[str]]:
 
 def _pair_paths(images: Path, masks: Path) -> tuple[dict[str, tuple[Path, Path]], list[str]]:
     problems = []
-    by_stem: dict[str, dict[str, Path]] = {"image": {}, "mask": {}}
+    by_stem: dict[str, dict[str, Path]] = {}
     for kind, folder in (("image", images), ("mask", masks)):
         paths, missing = _listed(folder, kind)
         problems += missing
-        for path in paths:
-            if path.stem in by_stem[kind]:
-                problems.append(f"{path}: two {kind}s named {path.stem!r} ({by_stem[kind][path.stem].name})")
-            by_stem[kind][path.stem] = path
+        by_stem[kind] = _by_stem(paths, kind, problems)
     for stem in sorted(set(by_stem["image"]) - set(by_stem["mask"])):
         problems.append(f"{by_stem['image'][stem]}: no mask named {stem}.* in {masks}")
     for stem in sorted(set(by_stem["mask"]) - set(by_stem["image"])):
@@ -91,6 +88,16 @@ def _pair_paths(images: Path, masks: Path) -> tuple[dict[str, tuple[Path, Path]]
     if not paired and not problems:
         problems.append(f"{images}: no image files (TIFF, PNG, DM3/DM4/EMD) found")
     return dict(sorted(paired.items())), problems
+
+
+def _by_stem(paths: list[Path], kind: str, problems: list[str]) -> dict[str, Path]:
+    """Files by name without suffix (how images, masks and class maps pair up); a name twice is a problem."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in found:
+            problems.append(f"{path}: two {kind}s named {path.stem!r} ({found[path.stem].name})")
+        found[path.stem] = path
+    return found
 
 
 def _load_pair(
@@ -294,11 +301,7 @@ def _read_class_maps(folder: Path, names: set[str], loaded: list[Pair], problems
     if not folder.is_dir():
         problems.append(f"--classes {folder}: no such folder")
         return {}
-    files: dict[str, Path] = {}
-    for path in list_images(folder):
-        if path.stem in files:
-            problems.append(f"{path}: two class maps named {path.stem!r} ({files[path.stem].name})")
-        files[path.stem] = path
+    files = _by_stem(list_images(folder), "class map", problems)
     problems += [
         f"{path}: no image named {stem}.* to go with this class map"
         for stem, path in files.items()
