@@ -1,8 +1,12 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 import tifffile
 
 from ncseg.io.images import ImageError, read_image, read_mask, write_mask, write_tiff
+
+from .test_pyfunc import tiff_declaring
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.uint32])
@@ -61,6 +65,39 @@ def test_bad_images_are_refused_naming_the_file(tmp_path, make, problem):
     with pytest.raises(ImageError, match=problem) as err:
         read_image(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("side", "problem"),
+    [
+        (60000, "60000x60000 px exceeds the limit of 1073741824 px"),
+        (20000, r"declares 20000x20000 px, which take at least 775,194 bytes as stored, but the file has \d+"),
+    ],
+)
+def test_a_tiny_tiff_declaring_a_huge_image_is_refused_before_decoding_allocates(tmp_path, side, problem):
+    """A ~220-byte zlib TIFF can declare gigabytes of pixels (6.7 GiB at 60000²); reading it for `data import` or
+    `data add` must fail from its header, not after allocating what it declares."""
+    path = tmp_path / "bomb.tif"
+    path.write_bytes(tiff_declaring(side, side))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=problem) as err:
+            read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(err.value).startswith(f"{path}: ")
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+def test_a_truncated_uncompressed_tiff_is_refused_as_such(tmp_path):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.zeros((1024, 1024), np.uint16))
+    path.write_bytes(path.read_bytes()[:4096])
+    with pytest.raises(
+        ImageError, match="1024x1024 px, which take at least 2,097,152 bytes as stored, but the file has 4,096"
+    ):
+        read_image(path)
 
 
 def test_masks_accept_imagej_and_01_conventions(tmp_path):

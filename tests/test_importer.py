@@ -12,6 +12,7 @@ from ncseg.data.augment import read_groups
 from ncseg.io.images import read_image, read_mask
 
 from .builders import fail_on_call
+from .test_pyfunc import tiff_declaring
 
 runner = CliRunner()
 
@@ -94,6 +95,11 @@ BAD_INPUTS = {
         "not binary",
     ),
     "empty": (lambda d: (d / "images" / "a.tif").write_bytes(b""), "a.tif", "empty"),
+    "a tiny file declaring 60000²": (
+        lambda d: (d / "images" / "a.tif").write_bytes(tiff_declaring(60000, 60000)),
+        "a.tif",
+        "60000x60000 px exceeds the limit",
+    ),
     "unreadable": (lambda d: (d / "masks" / "a.tif").write_bytes(b"not a tiff at all"), "a.tif", "unreadable"),
     "alpha-only mask": (
         lambda d: tifffile.imwrite(d / "masks" / "a.tif", _alpha_only_mask(), photometric="rgb", extrasamples=[2]),
@@ -135,13 +141,13 @@ def test_bad_input_is_refused_by_name_and_nothing_is_written(tmp_path, case):
     for name in ("a", "b"):
         _good_pair(src, name)
     out.mkdir()
-    (out / "keep.txt").write_text("existing raw data")
+    (out / "particles.csv").write_text("existing raw data")
     damage, filename, problem = BAD_INPUTS[case]
     damage(src)
     result = _invoke(src / "images", src / "masks", "--out", out, "--force")
     assert result.exit_code != 0
     assert filename in result.output and problem in _said(result), result.output
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"], "the raw folder must be untouched"
+    assert sorted(p.name for p in out.iterdir()) == ["particles.csv"], "the raw folder must be untouched"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "src"], "no staging folder may remain"
 
 
@@ -244,6 +250,51 @@ def test_an_out_that_overlaps_the_inputs_is_refused_and_nothing_is_deleted(tmp_p
     assert _tree(tmp_path) == before, "nothing may be written, moved or deleted"
 
 
+NOT_DATASETS = {  # what --out holds: folders that `--force` must never replace
+    "a project root": {".git/HEAD": "ref: refs/heads/main", "params.yaml": "x"},
+    "a dataset with the user's notes": {"images/a.tif": "", "masks/a.tif": "", "notes.txt": "my notes"},
+}
+
+
+@pytest.mark.parametrize("holds", sorted(NOT_DATASETS))
+def test_force_replaces_a_dataset_folder_only_never_a_project_or_other_folder(tmp_path, holds):
+    src, out = tmp_path / "src", tmp_path / "x"
+    src.mkdir()
+    _good_pair(src, "a")
+    for name, text in NOT_DATASETS[holds].items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    before = _tree(out)
+    result = _invoke(src / "images", src / "masks", "--out", out, "--force")
+    foreign = ", ".join(sorted({Path(name).parts[0] for name in NOT_DATASETS[holds]} - {"images", "masks"}))
+    assert result.exit_code != 0 and f"--out {out}: holds {foreign}, not a dataset" in _said(result), result.output
+    assert _tree(out) == before, "nothing may be written, moved or deleted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "x"], "no staging folder may remain"
+
+
+def test_force_replaces_the_demo_data_that_data_synth_wrote(small_raw, tmp_path):
+    """`data/raw` of the demo (images/, masks/, particles.csv) is a dataset ncseg wrote: an import may replace it."""
+    src, out = tmp_path / "src", tmp_path / "raw"
+    src.mkdir()
+    _good_pair(src, "a")
+    shutil.copytree(small_raw, out)
+    result = _invoke(src / "images", src / "masks", "--out", out, "--force")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.rglob("*")) == ["a.tif", "a.tif", "images", "masks"]
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_out_the_current_folder_is_refused_with_a_clear_error(tmp_path, monkeypatch, force):
+    src, here = tmp_path / "src", tmp_path / "here"
+    src.mkdir(), here.mkdir()
+    _good_pair(src, "a")
+    monkeypatch.chdir(here)
+    result = _invoke(src / "images", src / "masks", "--out", ".", *force)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "error: import refused" in result.output and "--out .: is the current folder" in _said(result)
+    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["here", "src"]
+
+
 def test_an_out_that_holds_the_group_manifest_is_refused(tmp_path):
     src, data = tmp_path / "src", tmp_path / "data"
     src.mkdir(), data.mkdir()
@@ -300,7 +351,7 @@ def test_an_interrupted_import_leaves_the_old_folder_and_no_staging(tmp_path, mo
     for name in ("a", "b", "c", "d"):
         _good_pair(src, name)
     out.mkdir()
-    (out / "keep.txt").write_text("existing raw data")
+    (out / "particles.csv").write_text("existing raw data")
     (out / "images").mkdir()
     before = _tree(out)
     fail_on_call(monkeypatch, importer, "write_mask", 3, failure)

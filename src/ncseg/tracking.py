@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ncseg.config import Params, flatten
+from ncseg.io.atomic import process_alive
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
     from ncseg.training.loop import EpochLog
 
 STORE_DIR = "mlruns"
+# Which process started a run: a run whose process was killed (SIGKILL, the OOM killer) stays RUNNING for good,
+# as MLflow's end_run never ran; the next run in the experiment marks it KILLED, with the reason under KILLED_TAG.
+OWNER_HOST, OWNER_PID, KILLED_TAG = "ncseg.host", "ncseg.pid", "ncseg.killed"
 # The experiment's description in the MLflow UI (its note).
 EXPERIMENT_TAGS = {
     "mlflow.note.content": (
@@ -154,7 +159,8 @@ def parent_run(name: str, params: Params, root: Path, kind: str, model: str | No
     import mlflow
 
     setup(params, root)
-    with mlflow.start_run(run_name=name, tags={**run_tags(name, root), "run_kind": kind}) as run:
+    _end_orphaned_runs(mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id)
+    with mlflow.start_run(run_name=name, tags={**run_tags(name, root), **_owner_tags(), "run_kind": kind}) as run:
         items = list(run_params(params, model).items())
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
@@ -165,8 +171,27 @@ def parent_run(name: str, params: Params, root: Path, kind: str, model: str | No
 def child_run(name: str, tags: dict[str, str]) -> Iterator[str]:
     import mlflow
 
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+    with mlflow.start_run(run_name=name, nested=True, tags={**tags, **_owner_tags()}) as run:
         yield run.info.run_id
+
+
+def _owner_tags() -> dict[str, str]:
+    return {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+
+
+def _end_orphaned_runs(experiment_id: str) -> None:
+    """Mark KILLED the runs left RUNNING by a process of this machine that has ended. Runs of another machine
+    (a team server) cannot be judged from here and are left as they are."""
+    import mlflow
+
+    client, host = mlflow.MlflowClient(), socket.gethostname()
+    running = f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = '{host}'"
+    for run in client.search_runs([experiment_id], running, max_results=1000):
+        pid = run.data.tags.get(OWNER_PID, "")
+        if pid.isdigit() and not process_alive(int(pid), host):
+            why = f"process {pid} on {host} ended without ending the run (killed or crashed); marked by the next run"
+            client.set_tag(run.info.run_id, KILLED_TAG, why)
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def epoch_metrics(log: EpochLog) -> dict[str, float]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from roifile import ImagejRoi
 
-from ncseg.data.augment import GROUPS, read_groups
+from ncseg.data.augment import GROUPS, MANIFEST, read_groups
 from ncseg.interop.imagej import is_roi_file, read_rois, rois_to_labels
 from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.io.images import (
@@ -34,6 +34,11 @@ from ncseg.io.images import (
     write_tiff,
 )
 from ncseg.io.tables import write_csv
+
+# What the dataset folders ncseg writes hold (`data synth`: particles.csv; `data import`: groups.csv, classes/;
+# `data augment`: manifest.csv). `--force` replaces such a folder only: one holding anything else (a project root,
+# a folder of the user's) is not ncseg's to delete.
+DATASET_ENTRIES = ("images", "masks", "classes", GROUPS, MANIFEST, "particles.csv")
 
 
 class ImportRefusedError(ValueError):
@@ -185,9 +190,31 @@ def _unused_rows(path: Path, first_line: dict[str, int], names: list[str]) -> li
     unused = sorted(set(first_line) - set(names), key=first_line.__getitem__)
     if not unused:
         return []
-    shown = ", ".join(f"{n!r} (line {first_line[n]})" for n in unused[:5])
-    more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
-    return [f"{path}: {len(unused)} row(s) name images that are not imported: {shown}{more}"]
+    shown = _first_few([f"{n!r} (line {first_line[n]})" for n in unused])
+    return [f"{path}: {len(unused)} row(s) name images that are not imported: {shown}"]
+
+
+def _first_few(items: list[str]) -> str:
+    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+    return ", ".join(items[:5]) + more
+
+
+def _out_problems(out: Path, force: bool) -> list[str]:
+    """The current folder (or one above it) cannot be swapped for a new one; a folder holding anything but a
+    dataset's entries is not one ncseg wrote, and --force must not delete it (a project root with its .git)."""
+    if Path.cwd().is_relative_to(out.resolve()):
+        return [f"--out {_shown(out)}: is the current folder or holds it; name a folder to create, e.g. --out data/raw"]
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        return [f"--out {_shown(out)}: is a file, not a folder"]
+    held = sorted(path.name for path in out.iterdir())
+    if foreign := [name for name in held if name not in DATASET_ENTRIES]:
+        return [
+            f"--out {_shown(out)}: holds {_first_few(foreign)}, not a dataset folder ncseg wrote (which holds only "
+            f"{', '.join(DATASET_ENTRIES)}); --force replaces only such a folder: choose a new or an empty one"
+        ]
+    return [f"{out}: already holds data; pass --force to replace it"] if held and not force else []
 
 
 def _overlapping_out(out: Path, folders: list[Path], groups: Path | None) -> list[str]:
@@ -278,9 +305,7 @@ def import_dataset(
     of per-pixel class maps named like the images, for the auxiliary head), out/classes in one swap."""
     paired, problems = _pair_paths(images, masks)
     problems += _overlapping_out(out, [images, masks, *([classes] if classes else [])], groups)
-    problems += _option_problems(foreground, pixel_size_nm)
-    if out.exists() and any(out.iterdir()) and not force:
-        problems.append(f"{out}: already holds data; pass --force to replace it")
+    problems += _option_problems(foreground, pixel_size_nm) + _out_problems(out, force)
     loaded = _load_pairs(paired, foreground, pixel_size_nm, problems)
     mask_problems, warnings = _mask_problems(loaded, foreground)
     problems += mask_problems

@@ -4,8 +4,9 @@ Every output of ncseg goes through here: a single file is written to a temp file
 over it; a folder (an imported dataset, the augmented set, a model's fold networks) is built in a staging folder
 beside its target and swapped in by renames, with the previous one kept until the new one is in place (and put
 back if the swap fails). A crash, a Ctrl-C or a refused input leaves the target as it was, and no staging folder
-behind. `folder_lock` keeps two processes from building or reading the same model folder at once (`ncseg train`
-and `ncseg register` take it).
+behind; a SIGKILL (or the OOM killer, or a power cut) runs no cleanup, so these folders are named with their
+owner, and the next writer beside the same target clears those whose owner is gone. `folder_lock` keeps two
+processes from building or reading the same model folder at once (`ncseg train` and `ncseg register` take it).
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+# What `staged_folder` leaves beside its target while it runs, after the target's name: `.staging.<random>` (the
+# new folder) or `.previous` (the old one, moved aside during the swap), then `.<pid>@<host>` of the writer.
+_LEFT_BEHIND = re.compile(r"\.(?P<kind>staging\.[a-z0-9_]+|previous)\.(?P<pid>\d+)@(?P<host>.+)")
 
 
 @contextmanager
@@ -43,7 +50,8 @@ def staged_folder(target: Path) -> Iterator[Path]:
     renames apart, there is always a whole folder, old or new.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+    _clear_abandoned(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", suffix=f".{_owner()}", dir=target.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs are for sharing, like any new folder
     try:
         yield staging
@@ -53,7 +61,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
 
 
 def _swap(staging: Path, target: Path) -> None:
-    backup = target.with_name(f".{target.name}.previous.{os.getpid()}")
+    backup = target.with_name(f".{target.name}.previous.{_owner()}")
     had_target = target.exists()
     if had_target:
         target.rename(backup)
@@ -64,6 +72,41 @@ def _swap(staging: Path, target: Path) -> None:
             backup.rename(target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _clear_abandoned(target: Path) -> None:
+    """Clear what writers killed inside `staged_folder` left beside `target`. An old folder moved aside while the
+    new one never came in goes back first (it is the only whole copy); the rest are deleted. What a writer that
+    still runs (or runs on another machine) left is its own, and stays."""
+    prefix, abandoned = f".{target.name}", []
+    for path in target.parent.iterdir():
+        found = _LEFT_BEHIND.fullmatch(path.name[len(prefix) :]) if path.name.startswith(prefix) else None
+        if found and not process_alive(int(found["pid"]), found["host"]):
+            abandoned.append((found["kind"] != "previous", path))  # False sorts first: the old folder
+    for is_staging, path in sorted(abandoned):
+        with suppress(FileNotFoundError):  # another writer may be clearing it too
+            if not is_staging and not target.exists():
+                path.rename(target)
+            else:
+                shutil.rmtree(path)
+
+
+def _owner() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def process_alive(pid: int, host: str) -> bool:
+    """Whether process `pid` of machine `host` may still run. One of another machine (a shared file system, a team
+    MLflow server) cannot be asked, so it may; a pid reused since by another process keeps what it names too."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    return True
 
 
 def _umask() -> int:

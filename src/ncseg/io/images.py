@@ -39,6 +39,19 @@ _UNIT_NM = {
     "mm": 1e6,
 }
 _SUPPORTED_DTYPES = (np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32, np.float32, np.float64)
+# The most pixels an image file may declare: 32768 x 32768, past the largest montage a microscope writes (detector
+# frames and montages of 8k-16k are ordinary). A header declaring more is corrupt or hostile; decoding it would
+# allocate what it declares (6.7 GiB for a 258-byte TIFF declaring 60000 x 60000 at 16 bit) before failing.
+MAX_IMAGE_PIXELS = 2**30
+# The most pixel bytes one stored byte decodes to, by TIFF compression: uncompressed stores each, PackBits packs a
+# run of at most 128 bytes into 2, and deflate's longest match (258 bytes) costs at least 2 bits: 1032:1. Other
+# codecs (LZW, LZMA, JPEG, ...) have no such bound here and are limited by MAX_IMAGE_PIXELS only.
+_MOST_DECODED_PER_BYTE = {
+    tifffile.COMPRESSION.NONE: 1,
+    tifffile.COMPRESSION.PACKBITS: 64,
+    tifffile.COMPRESSION.ADOBE_DEFLATE: 1032,
+    tifffile.COMPRESSION.DEFLATE: 1032,
+}
 
 
 class ImageError(ValueError):
@@ -94,8 +107,10 @@ def _read_tiff(path: Path | str, source: io.BytesIO | None = None) -> tuple[np.n
         with tifffile.TiffFile(source or path) as tif:
             if not tif.pages:
                 raise ImageError(path, "unreadable TIFF (no image directory)")
-            if len(tif.series) != 1 or len(tif.pages) != 1:
-                raise ImageError(path, f"multi-page TIFF ({len(tif.pages)} pages); save one plane per file")
+            header, planes = _page_header(tif, path)
+            if len(tif.series) != 1 or planes != 1:
+                raise ImageError(path, f"multi-page TIFF ({planes} pages); save one plane per file")
+            check_declared_size(header, path, tif.filehandle.size)  # before asarray allocates what it declares
             return tif.asarray(), _tiff_pixel_size_nm(tif)
     except ImageError:
         raise
@@ -197,10 +212,26 @@ class ImageHeader:
     width: int
     samples: int  # values per pixel: 1 greyscale, 3 or 4 RGB(A)
     dtype: np.dtype
+    least_file_bytes: int = 0  # the fewest bytes that can store the pixels, at its compression's best; 0: unknown
 
     @property
     def pixels(self) -> int:
         return self.height * self.width
+
+
+def check_declared_size(
+    header: ImageHeader, name: Path | str, file_size: int, max_pixels: int = MAX_IMAGE_PIXELS
+) -> None:
+    """Refuse, from the header and before decoding allocates a byte, an image of more than `max_pixels` or one whose
+    pixels a file of `file_size` bytes cannot hold (a truncated or corrupt file, or a few bytes declaring gigabytes)."""
+    if header.pixels > max_pixels:
+        raise ImageError(name, f"{header.height}x{header.width} px exceeds the limit of {max_pixels} px")
+    if header.least_file_bytes > file_size:
+        raise ImageError(
+            name,
+            f"declares {header.height}x{header.width} px, which take at least {header.least_file_bytes:,} bytes as "
+            f"stored, but the file has {file_size:,}: it is truncated or corrupt",
+        )
 
 
 # PNG colour type -> values per decoded pixel (a palette decodes to RGB).
@@ -230,17 +261,26 @@ def read_header(data: bytes, name: str) -> ImageHeader:
 
 
 def _tiff_header(data: bytes, name: str) -> tuple[ImageHeader, int]:
-    """The first page's header and the number of planes the file holds (pages, or ImageJ frames in one page)."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            page = tif.pages.first
-            values = max(page.imagelength * page.imagewidth * page.samplesperpixel, 1)
-            planes = max(len(tif.pages), tif.series[0].size // values)
+            return _page_header(tif, name)
+    except ImageError:
+        raise
     except Exception as err:  # tifffile raises many types for corrupt files
         raise ImageError(name, f"unreadable TIFF ({err})") from err
+
+
+def _page_header(tif: tifffile.TiffFile, name: Path | str) -> tuple[ImageHeader, int]:
+    """The first page's header and the number of planes the file holds (pages, or ImageJ frames in one page)."""
+    page = tif.pages.first
+    values = max(page.imagelength * page.imagewidth * page.samplesperpixel, 1)
+    planes = max(len(tif.pages), tif.series[0].size // values)
     if page.dtype is None:
         raise ImageError(name, f"unsupported pixel type ({page.bitspersample}-bit, sample format {page.sampleformat})")
-    return ImageHeader(page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype), planes
+    ratio = _MOST_DECODED_PER_BYTE.get(page.compression)
+    stored = -(-page.imagelength * page.imagewidth * page.samplesperpixel * page.bitspersample // 8)  # rounded up
+    least = -(-stored // ratio) if ratio else 0
+    return ImageHeader(page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype, least), planes
 
 
 def _png_header(data: bytes, name: str) -> ImageHeader:
