@@ -453,11 +453,11 @@ def test_a_single_roi_file_is_a_mask_and_oval_rois_fill_as_in_imagej(tmp_path):
 ROI_PROBLEMS = {
     "a line among the particles": (
         lambda roi: [roi("line", [[0, 0], [9, 9]], "ruler")],
-        "ROIs that enclose no area cannot be a mask: ruler (line)",
+        "a.zip:ruler.roi: line ROI, encloses no area",
     ),
     "a point marking a missed NC": (
         lambda roi: [roi("point", [[5, 5]], "missed")],
-        "ROIs that enclose no area cannot be a mask: missed (point)",
+        "a.zip:missed.roi: point ROI, encloses no area",
     ),
     "a RoiSet of a larger image": (
         lambda roi: [roi(None, [[40, 40], [50, 40], [50, 50]], "far")],

@@ -1,9 +1,15 @@
+import shutil
+
 import pytest
 
+from ncseg import tracking
+from ncseg.config import load_params
 from ncseg.records import Summary
-from ncseg.training.report import best_model, paired_gains, paired_table
+from ncseg.store import StoreError
+from ncseg.training.report import best_model, evaluate, paired_gains, paired_table
 
 from .builders import cv_summary
+from .conftest import ROOT
 
 
 def test_gains_over_the_baseline_are_paired_fold_by_fold_with_an_interval():
@@ -45,3 +51,24 @@ def test_models_scored_on_different_folds_are_refused_not_paired():
     }
     with pytest.raises(RecordError, match="were not scored on the same folds"):
         paired_gains(results)
+
+
+def test_evaluate_in_a_copied_project_writes_nothing_before_refusing(tmp_path, params, monkeypatch):
+    """A copy whose store still points at the original: refused before metrics/summary.* are (re)written, so they
+    keep matching the comparison run in the store."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(old))
+    tracking.setup(params, old)
+    shutil.copytree(old, new)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(new))
+    copied = load_params(ROOT / "params.yaml", [f"paths.metrics={new / 'metrics'}"])
+    (new / "metrics" / "cv").mkdir(parents=True)
+    kinds = {name: spec.kind for name, spec in copied.models.items()}
+    for name, kind in kinds.items():
+        result = cv_summary(name, kind, [0.90, 0.91, 0.92])
+        study = {"jaccard_at_study_threshold_mean": 0.9, "jaccard_at_study_threshold_std": 0.01}
+        result.model_copy(update=study if kind != "classical" else {}).save(new / "metrics" / "cv" / f"{name}.json")
+    with pytest.raises(StoreError, match="ncseg store relocate"):
+        evaluate(copied, new)
+    assert sorted(p.name for p in (new / "metrics").iterdir()) == ["cv"]

@@ -59,3 +59,17 @@ def test_predictions_without_uncertainty_are_refused_with_the_reason(tmp_path):
 def test_a_folder_that_is_no_predictions_folder_is_named(tmp_path):
     result = _review(tmp_path)
     assert result.exit_code != 0 and f"{tmp_path / 'summary.csv'}: not found" in result.output
+
+
+def test_a_summary_without_an_image_column_is_refused_naming_it(tmp_path):
+    folder = _predictions(tmp_path / "edited", "name,n_particles,uncertainty", ["a.tif,3,0.2"])
+    result = _review(folder)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"{folder / 'summary.csv'}: no 'image' column" in result.output
+
+
+def test_a_row_without_an_image_name_is_refused_with_its_line(tmp_path):
+    folder = _predictions(tmp_path / "edited", "n_particles,uncertainty,image", ["3,0.2,a.tif", "4,0.3"])
+    result = _review(folder)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"{folder / 'summary.csv'}: no image name on line 3" in result.output

@@ -98,3 +98,48 @@ def test_an_experiment_made_meanwhile_by_another_writer_is_used(tmp_path, params
     tracking.setup(params, tmp_path)
     monkeypatch.setattr(mlflow, "get_experiment_by_name", lambda _name: None)
     tracking.setup(params, tmp_path)
+
+
+@pytest.fixture
+def corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose mlflow.db is no database: a half-copied or overwritten file."""
+    db_path(tmp_path).parent.mkdir()
+    db_path(tmp_path).write_bytes(b"SQLite format 2\x00" + bytes(4080))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(tmp_path))
+    return tmp_path
+
+
+def test_a_corrupt_store_is_named_by_every_command_that_opens_it(corrupt, params):
+    """train, evaluate and register open the store in tracking.setup, predict and serve in the model lookup,
+    `store relocate` itself: each says which file is broken and what to do, not SQLAlchemy's traceback."""
+    from ncseg.registry.lookup import ModelLookupError, check_model_uri
+
+    expected = rf"{db_path(corrupt)}: not a readable SQLite database \(file is not a database\); restore it"
+    with pytest.raises(StoreError, match=expected):
+        tracking.setup(params, corrupt)
+    with pytest.raises(ModelLookupError, match=expected):
+        check_model_uri("models:/ncseg-nc-segmenter@champion", tracking.local_uri(corrupt))
+    with pytest.raises(StoreError, match=expected):
+        relocate(corrupt)
+
+
+def test_store_relocate_on_a_corrupt_store_exits_with_one_line(corrupt, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ncseg.cli import app
+
+    monkeypatch.chdir(corrupt)
+    result = CliRunner().invoke(app, ["store", "relocate"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"error: {db_path(corrupt)}: not a readable SQLite database")
+
+
+def test_relocating_from_a_folder_the_store_does_not_point_at_is_refused(moved):
+    """--from an ancestor of the old folder matched every location and rewrote /old/x as /new/old/x."""
+    old, new, _ = moved
+    before = _locations(new)
+    with pytest.raises(StoreError, match=rf"--from {old.parent}: the store's experiments point at {old}, not at it"):
+        relocate(new, old.parent)
+    assert _locations(new) == before
+    relocate(new, old)
+    assert not [loc for loc in _locations(new) if str(old) in loc]

@@ -255,7 +255,7 @@ def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
 def serve(
     model_uri: Annotated[str, typer.Option("--model-uri", "-m", help="Model to serve.")] = "",
     host: Annotated[str, typer.Option("--host", "-h", help="Bind address (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 5001,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5001,
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
 ) -> None:
@@ -263,7 +263,7 @@ def serve(
     import os
 
     from ncseg.registry.lookup import ModelLookupError, check_model_uri
-    from ncseg.registry.serving import serve_command, server_env
+    from ncseg.registry.serving import port_problem, serve_command, server_env
     from ncseg.tracking import project_root, tracking_uri
 
     p = _params(params, set_)
@@ -273,6 +273,8 @@ def serve(
         check_model_uri(uri, env["MLFLOW_TRACKING_URI"])
     except ModelLookupError as err:
         _fail(str(err))
+    if why := port_problem(host, port):
+        _fail(f"{host}:{port}: cannot listen there ({why}); stop what serves there or pick another --port / --host")
     command = serve_command(uri, host, port)
     console.print(f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']} {' '.join(command)}", highlight=False)
     os.execvpe(command[0], command, env)

@@ -34,17 +34,22 @@ def rank(predictions: Path) -> list[Candidate]:
     try:
         with summary.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            rows, columns = list(reader), reader.fieldnames or []
+            rows, columns = [(reader.line_num, row) for row in reader], reader.fieldnames or []
     except FileNotFoundError as err:
         raise ReviewError(f"{summary}: not found; is {predictions} an `ncseg predict` output folder?") from err
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ReviewError(f"{summary}: cannot read it ({getattr(err, 'strerror', None) or err})") from err
+    if "image" not in columns:
+        raise ReviewError(f"{summary}: no 'image' column; is it the summary.csv that `ncseg predict` wrote?")
     if "uncertainty" not in columns:
         raise ReviewError(
             f"{summary}: no 'uncertainty' column: these predictions were made without uncertainty, so there is "
             "nothing to rank them by; predict them again with this ncseg"
         )
-    candidates = [_candidate(predictions, row, "ood" in columns) for row in rows]
+    unnamed = [str(line) for line, row in rows if not row["image"]]  # a short row leaves it None
+    if unnamed:
+        raise ReviewError(f"{summary}: no image name on line {', '.join(unnamed)}")
+    candidates = [_candidate(predictions, row, "ood" in columns) for _, row in rows]
     return sorted(candidates, key=lambda c: (c.uncertainty is None, -(c.uncertainty or 0.0)))
 
 

@@ -54,21 +54,25 @@ def db_path(root: Path) -> Path:
 def recorded_root(root: Path) -> Path | None:
     """The project folder the store was made in: the one whose mlruns/artifacts the experiments point at (None when
     no experiment has a local location, e.g. an empty store)."""
-    suffix = f"/{STORE_DIR}/{ARTIFACTS}"
-    with closing(_connect(root)) as db:
-        paths = [_as_path(location) for (location,) in db.execute("SELECT artifact_location FROM experiments")]
-    roots = {Path(p.removesuffix(suffix)) for p in paths if p is not None and p.endswith(suffix)}
+    roots = _recorded_roots(root)
     if len(roots) > 1:
         listed = ", ".join(str(r) for r in sorted(roots))
         raise StoreError(f"{db_path(root)}: experiments point at several project folders ({listed}); pass --from")
     return next(iter(roots), None)
 
 
+def _recorded_roots(root: Path) -> set[Path]:
+    suffix = f"/{STORE_DIR}/{ARTIFACTS}"
+    with closing(_connect(root)) as db:
+        paths = [_as_path(location) for (location,) in db.execute("SELECT artifact_location FROM experiments")]
+    return {Path(p.removesuffix(suffix)) for p in paths if p is not None and p.endswith(suffix)}
+
+
 def relocate(root: Path, old_root: Path | None = None) -> Relocation:
     """Rewrite every artifact location under `old_root` (default: the folder the store records) to `root`, all or
     nothing (one transaction)."""
     root = root.resolve()
-    old = old_root or recorded_root(root)
+    old = recorded_root(root) if old_root is None else _checked_old_root(root, old_root)
     if old is None:
         raise StoreError(f"{db_path(root)}: no experiment has a local artifact location; nothing to relocate")
     if old == root:
@@ -77,6 +81,45 @@ def relocate(root: Path, old_root: Path | None = None) -> Relocation:
         counts = {f"{t}.{c}": _rewrite(db, t, c, old, root) for t, c in LOCATION_COLUMNS}
         counts["datasets.dataset_source"] = _rewrite_sources(db, old, root)
     return Relocation(old, root, counts)
+
+
+def _checked_old_root(root: Path, old_root: Path) -> Path:
+    """--from must be a folder the experiments point at. Locations are rewritten by prefix, so an ancestor of the
+    old folder matched them all too, and /old/project/mlruns/… became /new/project/mlruns/…, inside the new one."""
+    roots = _recorded_roots(root)
+    if old_root not in roots:
+        listed = ", ".join(str(r) for r in sorted(roots)) or "no local folder"
+        raise StoreError(
+            f"--from {old_root}: the store's experiments point at {listed}, not at it; pass the folder the project "
+            "was copied or moved from (or leave --from out)"
+        )
+    return old_root
+
+
+def check_readable(tracking_uri: str) -> None:
+    """A project-local store that exists must be a sound SQLite database. MLflow opens it deep inside SQLAlchemy,
+    so a truncated or overwritten mlflow.db was a traceback in whichever command touched it first; every command
+    that opens the store (tracking.setup, the model lookup, relocate) checks it here first. Servers are theirs."""
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if tracking_uri.startswith("sqlite:///") and path.is_file():
+        _check_database(path)
+
+
+def _check_database(path: Path) -> None:
+    """quick_check reads every page (milliseconds for a project's store), so truncation is found, not only a
+    damaged header."""
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            found = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    except sqlite3.OperationalError as err:  # locked, unreadable: not (known to be) damaged
+        raise StoreError(f"{path}: cannot open the MLflow store ({err})") from err
+    except sqlite3.DatabaseError as err:
+        found = [str(err)]
+    if found != ["ok"]:
+        raise StoreError(
+            f"{path}: not a readable SQLite database ({found[0]}); restore it (with the rest of {path.parent}) from "
+            "a backup, or move it aside to start an empty store"
+        )
 
 
 def check_location(artifact_location: str, root: Path) -> None:
@@ -94,6 +137,7 @@ def _connect(root: Path) -> sqlite3.Connection:
     path = db_path(root)
     if not path.is_file():
         raise StoreError(f"no MLflow store at {path}: run from the project folder (where `dvc repro` made mlruns/)")
+    _check_database(path)
     db = sqlite3.connect(path)
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     missing = {"datasets", *(t for t, _ in LOCATION_COLUMNS)} - tables

@@ -70,9 +70,12 @@ def setup(params: Params, root: Path) -> str:
     """Point MLflow at the store and select (or create) the experiment; returns the tracking URI."""
     import mlflow
 
+    from ncseg.store import check_readable  # a damaged mlflow.db: one sentence naming it, not SQLAlchemy's traceback
+
     uri = tracking_uri(params, root)
     mlflow.set_tracking_uri(uri)
     with _first_use_lock(uri):
+        check_readable(uri)  # under the lock: not while another process is still creating the store
         experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
         if experiment is None:
             local = uri.startswith("sqlite:") or uri.startswith("file:")

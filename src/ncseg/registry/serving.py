@@ -34,6 +34,20 @@ def server_env(tracking_uri: str, base: dict[str, str] | None = None) -> dict[st
     return env
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port (taken, or not an address of this host), or None. Bound once
+    as uvicorn binds it (SO_REUSEADDR: a port in TIME_WAIT is free); `ncseg serve` asks before exec'ing the server,
+    which would load the model first and then fail with a traceback. Another process may still take it between."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as err:  # socket.gaierror too: a host name that does not resolve
+        return err.strerror or str(err)
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -151,7 +151,8 @@ def paired_table(rows: list[PairedGain]) -> str:
 
 def evaluate(params: Params, root: Path) -> Summary:
     """metrics/summary.json + metrics/summary.md, and an MLflow `comparison` run holding the same table; each
-    model's CV run gets a description with its rank."""
+    model's CV run gets a description with its rank. The files are written once the run has started: a store that
+    refuses (damaged, or still pointing at the folder this project was copied from) leaves the old ones in place."""
     import mlflow
 
     from ncseg import tracking
@@ -160,10 +161,10 @@ def evaluate(params: Params, root: Path) -> Summary:
     gains = paired_gains(results)
     summary = Summary(best=best_model(results), models=results, paired_gains=tuple(gains))
     table = markdown_table(results) + ("\n" + paired_table(gains) if gains else "")
-    summary.save(params.paths.metrics / Summary.FILE)
-    with atomic_path(params.paths.metrics / "summary.md") as tmp:
-        tmp.write_text(table)
     with tracking.parent_run("comparison", params, root, kind="comparison") as run_id:
+        summary.save(params.paths.metrics / Summary.FILE)
+        with atomic_path(params.paths.metrics / "summary.md") as tmp:
+            tmp.write_text(table)
         mlflow.set_tag("best_model", summary.best)
         for name, r in results.items():
             mlflow.log_metrics({f"{name}/test/{k}_mean": r.mean(k) for k in COLUMNS})
