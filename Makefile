@@ -36,8 +36,8 @@ real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the pr
 	ncseg register -p $(STUDY)
 
 bench: install  ## speed and memory figures -> benchmarks/results.md
-	python benchmarks/run.py
-	python benchmarks/loader.py
+	python -m benchmarks.run
+	python -m benchmarks.loader
 
 lint: install
 	ruff check src tests benchmarks

@@ -1,6 +1,6 @@
 """Recipe ablations for one network, each a fold-paired gain over a baseline variant with its interval:
 
-    python benchmarks/ablations.py [-p PARAMS] [-m MODEL] [--baseline NAME] [--out FILE] [NAME ...]
+    python -m benchmarks.ablations [-p PARAMS] [-m MODEL] [--baseline NAME] [--out FILE] [NAME ...]
     (default: every ablation against "study recipe", the params file as it is)
 
 Every variant trains the same CV (same seed: same split, same inner validation, same initial draw where the
@@ -26,15 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from run import cpu_model
 
+from benchmarks.common import ROOT, cpu_model
 from ncseg.config import Params, load_params
 from ncseg.records import CVSummary
 from ncseg.tracking import project_root
 from ncseg.training.cv import cross_validate
 from ncseg.training.report import paired_gain
 
-ROOT = Path(__file__).resolve().parents[1]
 Overrides = Callable[[str, Params], list[str]]  # (model name, study params) -> -S assignments
 ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
     "study recipe": ("the study params as they are", lambda m, p: []),
@@ -113,7 +112,7 @@ def main() -> None:
     baseline = trained[args.baseline][0]
     lines = [
         f"## Recipe ablations: {args.model} on {params_file.relative_to(ROOT)} (1 repeat x {base.cv.n_folds} folds)\n",
-        f"Command: `python benchmarks/ablations.py -p {params_file.relative_to(ROOT)} -m {args.model} --baseline "
+        f"Command: `python -m benchmarks.ablations -p {params_file.relative_to(ROOT)} -m {args.model} --baseline "
         f"{shlex.quote(args.baseline)} {' '.join(shlex.quote(n) for n in args.names)}`, on "
         f"{cpu_model()}, {os.cpu_count()} cores. Gains are fold-paired on identical test images; the interval is "
         "the corrected resampled t-interval (95 %). Training minutes are wall time on this machine, inflated where "

@@ -1,6 +1,6 @@
 """What accuracy costs: one network, + TTA, the R-network ensemble, ensemble + TTA — CV Jaccard and seconds.
 
-    python benchmarks/accuracy_cost.py -p params.yaml -m smp-unet-resnet18 --out benchmarks/accuracy_cost.md
+    python -m benchmarks.accuracy_cost -p params.yaml -m smp-unet-resnet18 --out benchmarks/accuracy_cost.md
 
 Needs a model folder trained with `cv.repeats` >= 2 (each image then has R networks, one per repeat, that never
 saw it). Every configuration is scored the way CV scores a model: on repeat 0's folds, out of fold, with the
@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from run import achievable_gflops, cpu_model, median_s, table
 
-from ncseg import calibration
+from benchmarks.common import (
+    achievable_gflops,
+    cpu_model,
+    cv_jaccard_per_fold,
+    cv_networks,
+    forward_flops,
+    median_s,
+    table,
+)
 from ncseg.config import load_params
 from ncseg.data.dataset import load_samples
 from ncseg.inference.tta import predict_tta
-from ncseg.metrics import jaccard
-from ncseg.models.zoo import load_ensemble
 from ncseg.records import ModelCard
-from ncseg.training.cv import FoldResult, nested_thresholds, plan_repeats
+from ncseg.training.plan import plan_repeats
 
 CONFIGS = {  # name: (networks per fold-free image: "one" or "all" repeats, tta)
     "single net": ("one", "none"),
@@ -35,15 +39,6 @@ CONFIGS = {  # name: (networks per fold-free image: "one" or "all" repeats, tta)
     "R-net ensemble": ("all", "none"),
     "R-net ensemble + TTA (d4)": ("all", "d4"),
 }
-FILE = re.compile(r"(?:repeat(\d+)-)?fold(\d+)\.pt")
-
-
-def networks(model_dir: Path) -> dict[tuple[int, int], torch.nn.Module]:
-    """(repeat, fold) -> its network, as the model card lists them."""
-    card = ModelCard.load(model_dir / ModelCard.FILE)
-    nets, _ = load_ensemble(model_dir)
-    keys = [FILE.fullmatch(w.file).groups() for w in card.folds]
-    return {(int(r or 0), int(k)): net for (r, k), net in zip(keys, nets, strict=True)}
 
 
 def oof_probabilities(params, nets, samples, repeats) -> dict[str, dict[int, np.ndarray]]:
@@ -69,19 +64,6 @@ def cv_jaccard(params, probs, samples, repeat0) -> tuple[float, float]:
     return float(np.mean(per_fold)), float(np.std(per_fold, ddof=1))
 
 
-def cv_jaccard_per_fold(params, probs, samples, repeat0) -> list[float]:
-    """Each fold's mean test Jaccard with the temperature and threshold chosen on the other folds (as CV does)."""
-    results = [
-        FoldResult(k, [i for i, f in enumerate(repeat0.folds) if f == k], None) for k in range(params.cv.n_folds)
-    ]
-    nested_thresholds(results, probs, samples, params)
-    per_fold = [
-        np.mean([jaccard(calibration.apply(probs[i], r.temperature) > r.threshold, samples[i].mask) for i in r.test])
-        for r in results
-    ]
-    return [float(j) for j in per_fold]
-
-
 def seconds_2048(params, nets, repeats) -> dict[str, float]:
     image = np.random.default_rng(0).uniform(0, 1, (len(params.inference.normalization), 2048, 2048)).astype(np.float32)
     out = {}
@@ -95,14 +77,6 @@ def seconds_2048(params, nets, repeats) -> dict[str, float]:
             repeat=3,
         )
     return out
-
-
-def forward_flops(net: torch.nn.Module, channels: int, size: int) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(torch.zeros(1, channels, size, size))
-    return float(counter.get_total_flops())
 
 
 def main() -> None:
@@ -121,7 +95,7 @@ def main() -> None:
         raise SystemExit(f"{model_dir}: {card.repeats} repeats, params say {params.cv.repeats}: pass -S cv.repeats")
     torch.set_num_threads(os.cpu_count() or 1)
     samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
-    repeats, nets = plan_repeats(samples, params), networks(model_dir)
+    repeats, nets = plan_repeats(samples, params), cv_networks(model_dir)
     probs = oof_probabilities(params, nets, samples, repeats)
     ceiling, seconds = achievable_gflops(), seconds_2048(params, nets, repeats)
     flops = forward_flops(nets[(0, 0)], len(params.inference.normalization), 2048)
@@ -155,7 +129,7 @@ def main() -> None:
                 "bf16_share": "share of bf16 matmul rate",
             },
         )
-        + "\n\nDistilled student: `python benchmarks/distill.py` (its own file); its single net is this table's, "
+        + "\n\nDistilled student: `python -m benchmarks.distill` (its own file); its single net is this table's, "
         "trained alike (member 0 = repeat 0's network of each fold).\n"
     )
     args.out.write_text(text)

@@ -1,11 +1,11 @@
 """Distillation: does one student network reach its ensemble + TTA teacher? CV Jaccard and seconds, honestly:
 
-    python benchmarks/distill.py [-p PARAMS] [-m MODEL] [--members R] [--tta d4] [--out FILE]
+    python -m benchmarks.distill [-p PARAMS] [-m MODEL] [--members R] [--tta d4] [--out FILE]
 
 For each fold k of the study's split (repeat 0), R networks are trained on fold k's fit/validation split with the
 seeds repeat r would use (`cv.seed(seed, r) + k`; member 0 is exactly the network CV trains for fold k). They are the
 teacher: their mean, with test-time augmentation. The student, same architecture and seed as member 0, is fitted on
-the teacher's probabilities of the fit images (ncseg.training.distill). Nothing here saw fold k's test images,
+the teacher's probabilities of the fit images (benchmarks.distillation). Nothing here saw fold k's test images,
 which are scored with the temperature and threshold chosen on the other folds (as CV does). Gains are fold-paired
 with the corrected resampled t-interval. Seconds: one 2048 x 2048 image, median of 3, on this machine.
 """
@@ -19,17 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accuracy_cost import cv_jaccard_per_fold
-from run import cpu_model, median_s
 
+from benchmarks.common import ROOT, cpu_model, cv_jaccard_per_fold, median_s
+from benchmarks.distillation import distill, seed_ensemble
 from ncseg.config import load_params
 from ncseg.data.dataset import load_samples
 from ncseg.inference.tta import predict_tta
-from ncseg.training.cv import fit_and_validation, plan_repeats
-from ncseg.training.distill import distill, seed_ensemble
+from ncseg.training.plan import fit_and_validation, plan_repeats
 from ncseg.training.report import fold_paired_gain
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -55,7 +52,7 @@ def main() -> None:
         seeds = [params.cv.seed(params.seed, r) + k for r in range(args.members)]
         teacher = seed_ensemble(spec, fit, val, params, seeds)
         student = distill(spec, teacher, fit, val, params, seeds[0], args.tta)
-        for i in (i for i, f in enumerate(split.folds) if f == k):
+        for i in split.test(k):
             image = samples[i].image
             probs["single net"][i] = predict_tta(teacher[:1], student.geometry, image, "none", **tiling)
             probs["teacher"][i] = predict_tta(teacher, student.geometry, image, args.tta, **tiling)
@@ -77,7 +74,7 @@ def main() -> None:
     text = (
         f"## Distillation: {args.model} ({args.params}, {params.cv.n_folds} folds), teacher = {args.members} "
         f"networks + TTA {args.tta}\n\n"
-        f"Command: `python benchmarks/distill.py -p {args.params} -m {args.model} --members {args.members} --tta "
+        f"Command: `python -m benchmarks.distill -p {args.params} -m {args.model} --members {args.members} --tta "
         f"{args.tta}` on {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"{(time.perf_counter() - start) / 60:.0f} min in all.\n\n" + "\n".join(rows) + "\n"
     )

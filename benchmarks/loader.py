@@ -1,6 +1,6 @@
 """How fast batches are prepared: crops/s with 0 (in the training process) and N DataLoader workers.
 
-    python benchmarks/loader.py     # writes the "Data loader" section of benchmarks/results.md
+    python -m benchmarks.loader     # writes the "Data loader" section of benchmarks/results.md
 
 The data are the demo's augmented images (`make repro` first); the settings are the demo schedule (128-px crops,
 batch 8) and the real-data study's larger GPU schedule (256-px crops, batch 16). Nothing trains: this is the CPU
@@ -13,15 +13,11 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
 
-from run import cpu_model, table
-
+from benchmarks.common import RESULTS, ROOT, cpu_model, table
 from ncseg.config import load_params
 from ncseg.data.dataset import CropBatches, augmentations, batch_loader, load_samples
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results.md"
 SECTION = "## Data loader"
 N_BATCHES = 24
 
@@ -48,7 +44,7 @@ def main() -> None:
             base = base or rate
             rows.append({"crop": f"{crop} px x {size}", "workers": workers, "rate": rate, "ratio": rate / base})
     text = (
-        f"{SECTION}\n\n`python benchmarks/loader.py` on {cpu_model()}, {os.cpu_count()} cores: crops/s prepared "
+        f"{SECTION}\n\n`python -m benchmarks.loader` on {cpu_model()}, {os.cpu_count()} cores: crops/s prepared "
         "(random crop, flips, affine, elastic, intensity and noise augmentation), median of 3 passes.\n\n"
         + table(rows, {"crop": "crop x batch", "workers": "workers", "rate": "crops/s", "ratio": "× 0 workers"})
         + "\n"

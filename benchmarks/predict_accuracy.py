@@ -1,6 +1,6 @@
 """How well `ncseg predict` counts and sizes NCs on demo-like data, against the generator's truth.
 
-    python benchmarks/predict_accuracy.py [MODEL_URI]   -> benchmarks/predict_accuracy.md
+    python -m benchmarks.predict_accuracy [MODEL_URI]   -> benchmarks/predict_accuracy.md
 
 The images are *new*: the demo generator with params.yaml but another seed, so no model has seen them.
 Truth: the generator's particles.csv (every NC it placed). Predicted: particles of `ncseg predict`
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
+
 HELD_OUT_SEED = 99991
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     edge = np.array([r["edge_err"] for r in rows])
     lines = [
         f"# predict vs synthetic truth ({uri})\n",
-        "Command: `python benchmarks/predict_accuracy.py`\n",
+        "Command: `python -m benchmarks.predict_accuracy`\n",
         "| image | NCs (truth) | particles found | count error | edge nm (truth) | edge nm (found) | edge error |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -1,6 +1,6 @@
 """How faithfully a mask survives the ImageJ round trip that the correction loop makes.
 
-    python benchmarks/roi_round_trip.py   -> prints a markdown table (the README's numbers)
+    python -m benchmarks.roi_round_trip   -> prints a markdown table (the README's numbers)
 
 mask -> particles as `ncseg predict` splits them (watershed, specks under particles.min_area_nm2 dropped) ->
 ImageJ RoiSet (`predict --rois`) -> `ncseg data import` of the RoiSets -> mask. Counted against the split particles
@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label
 
+from benchmarks.common import ROOT
 from ncseg.config import Params, load_params
 from ncseg.data.importer import import_dataset
 from ncseg.data.synth import generate, write_dataset
@@ -25,7 +26,6 @@ from ncseg.interop.imagej import write_roiset
 from ncseg.io.images import list_images, read_image, read_mask
 from ncseg.particles import split
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "datasets" / "haadf-pt-alumina"
 COLUMNS = {
     "images": "images",

@@ -1,7 +1,7 @@
 """Speed and memory of ncseg on this machine, measured side by side in one run -> benchmarks/results.md.
 
-    python benchmarks/run.py            # everything (about 4 minutes on 2 cores)
-    python benchmarks/run.py --no-serve # skip the served-model latency
+    python -m benchmarks.run            # everything (about 4 minutes on 2 cores)
+    python -m benchmarks.run --no-serve # skip the served-model latency
 
 Needs a trained project (`make repro`): the registered champion for the registered-model and serving figures.
 Every figure is a median of repeated runs (5, or 15 for the ~0.1 s calls on 512² images); ratios are against
@@ -14,21 +14,16 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import RESULTS, ROOT, achievable_gflops, cpu_model, forward_flops, median_s, table
 from ncseg.config import Params, load_params
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results.md"
 
 
 def study_params() -> Params:
@@ -38,26 +33,6 @@ def study_params() -> Params:
 def neural_models() -> list[str]:
     """The networks params.yaml trains, in its order (the classical baseline has no speed worth a table)."""
     return [name for name, spec in study_params().models.items() if spec.kind != "classical"]
-
-
-def cpu_model() -> str:
-    """The processor and the bf16 instructions it has: the figures below depend on both."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
-    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return f"{name} ({', '.join(bf16) or 'no bf16 instructions'})"
-
-
-def median_s(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:
@@ -108,21 +83,13 @@ def training_table() -> list[dict]:
     rows = []
     for name in neural_models():
         for precision in ("fp32", "bf16"):
-            command = [sys.executable, __file__, "--child", name, "--precision", precision]
-            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            command = [sys.executable, "-m", "benchmarks.run", "--child", name, "--precision", precision]
+            out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
 
 # --- inference paths ------------------------------------------------------------------------------------------
-def forward_flops(net: torch.nn.Module, size: int) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(torch.zeros(1, 1, size, size))
-    return float(counter.get_total_flops())
-
-
 def run_path(nets: list[torch.nn.Module], image: np.ndarray, path: str, tile: int, context: int) -> np.ndarray:
     from ncseg.inference.tiling import predict_proba
 
@@ -141,7 +108,7 @@ def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dic
     for name in first_of_kind.values():
         torch.manual_seed(0)
         net = build_net(p.model(name), 1).eval()
-        flops = forward_flops(net, 512)
+        flops = forward_flops(net, 1, 512)
         reference = {}
         for path in ("fp32", "bf16", "bf16+channels_last"):
             memory = torch.channels_last if path.endswith("channels_last") else torch.contiguous_format
@@ -168,15 +135,6 @@ def inference_table(images: dict[int, np.ndarray]) -> tuple[list[dict], list[dic
             )
         net.to(memory_format=torch.contiguous_format)
     return rows, flops_rows
-
-
-def achievable_gflops() -> dict[str, float]:
-    """What this CPU sustains on a large matrix product: the ceiling conv layers can approach."""
-    out = {}
-    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
-        out[label] = 2 * 2048**3 / median_s(lambda: a @ b, repeat=7) / 1e9  # noqa: B023
-    return out
 
 
 def scaling_rows(crops_per_s: float) -> list[dict]:
@@ -220,8 +178,8 @@ def child_registered(model_uri: str) -> list[dict]:
 def registered_rows(model_uri: str) -> list[dict]:
     """In a fresh process, as the server is: a long-running benchmark process has warmer allocator and kernel
     caches, which made in-process look up to 20 % faster than the same call in any new process."""
-    command = [sys.executable, __file__, "--child-registered", "--model-uri", model_uri]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "benchmarks.run", "--child-registered", "--model-uri", model_uri]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -265,15 +223,6 @@ def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[
 
 
 # --- report ---------------------------------------------------------------------------------------------------
-def table(rows: list[dict], columns: dict[str, str]) -> str:
-    def cell(v: object) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def training_sections() -> tuple[list[str], list[dict]]:
     train = training_table()
     unet = next(r["crops_per_s"] for r in train if (r["model"], r["precision"]) == ("unet4", "bf16"))
@@ -384,7 +333,7 @@ def main() -> None:
     images = benchmark_images()
     header = (
         f"# Benchmarks\n\nMachine: {cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Command: `python benchmarks/run.py`.\n"
+        f"{torch.get_num_threads()} threads. Command: `python -m benchmarks.run`.\n"
     )
     training, _ = training_sections()
     sections = [header, *training, *inference_sections(images)]

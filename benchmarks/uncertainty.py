@@ -1,6 +1,6 @@
 """Does the uncertainty mean something? Out-of-fold, per trained model:
 
-    python benchmarks/uncertainty.py [-p PARAMS] [--out FILE] [MODEL ...]   -> benchmarks/uncertainty.md
+    python -m benchmarks.uncertainty [-p PARAMS] [--out FILE] [MODEL ...]   -> benchmarks/uncertainty.md
 
 Each image is predicted by the CV networks that never saw it, as the served model would predict it: with one network
 (repeat 0's network of the image's fold) and, where the card has R repeats, with the R-network ensemble CV measured
@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from run import cpu_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, cpu_model, cv_networks
 
 
 @dataclass
@@ -47,14 +46,10 @@ def _pool(pooled: Pooled, u: np.ndarray, mask: np.ndarray, wrong: np.ndarray, er
 def out_of_fold(name: str, params, samples, splits: list[list[int]], members: int) -> dict[str, Pooled]:
     """Every sample predicted as the served model with `members` networks would, by networks that never saw it:
     repeat r's network of the fold that held the sample out, r < members. Uncertainty maps, wrong pixels, error."""
-    import torch
-
     from ncseg.calibration import apply
     from ncseg.inference.tta import TRANSFORMS, predict_views, spread_transforms
     from ncseg.metrics import score
-    from ncseg.models.zoo import build_net
     from ncseg.records import ModelCard
-    from ncseg.training.cv import weight_file
     from ncseg.uncertainty import pixel_uncertainty
 
     folder = params.paths.models / name
@@ -63,12 +58,7 @@ def out_of_fold(name: str, params, samples, splits: list[list[int]], members: in
     # every member's views of spread_transforms (at least the four mirror images) make the spread, as served
     served = [i for i, t in enumerate(spread_transforms(card.tta)) if t in TRANSFORMS[card.tta]]
 
-    def net(r: int, k: int) -> torch.nn.Module:
-        n = build_net(card.spec, len(card.normalization))
-        n.load_state_dict(torch.load(folder / weight_file(r, k), map_location="cpu", weights_only=True))
-        return n.eval()
-
-    nets = {(r, k): net(r, k) for r in range(members) for k in range(params.cv.n_folds)}
+    nets = cv_networks(folder)
     spread = "spread (ncseg)" if members == 1 else f"spread, {members} networks (ncseg)"
     pooled = {spread: Pooled([], [], [], []), "4p(1-p) of the served probability": Pooled([], [], [], [])}
     for i, sample in enumerate(samples):
@@ -112,7 +102,7 @@ def main() -> None:
     from ncseg.config import load_params
     from ncseg.data.dataset import load_samples
     from ncseg.records import ModelCard
-    from ncseg.training.folds import assign_folds
+    from ncseg.training.plan import plan_repeats
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="models to measure (default: every trained one)")
@@ -129,13 +119,10 @@ def main() -> None:
     if not names:
         raise SystemExit(f"no trained models under {params.paths.models}: run the study (dvc repro) first")
     samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
-    splits = [
-        assign_folds([s.group for s in samples], params.cv.n_folds, params.cv.seed(params.seed, r))
-        for r in range(params.cv.repeats)
-    ]
+    splits = [split.folds for split in plan_repeats(samples, params)]
     lines = [
         f"# Uncertainty vs error, out of fold ({args.params.name}: {len(samples)} images, {params.cv.n_folds} folds)\n",
-        f"Command: `python benchmarks/uncertainty.py -p {args.params.relative_to(ROOT)}`, on {cpu_model()}.\n",
+        f"Command: `python -m benchmarks.uncertainty -p {args.params.relative_to(ROOT)}`, on {cpu_model()}.\n",
         "| model | uncertainty | pixel AUROC (wrong vs right, goal >= 0.8) | image Spearman (score vs 1 - Jaccard, "
         f"goal >= 0.5) | wrong pixels | wrong with uncertainty < {CONFIDENT} |",
         "|---|---|---|---|---|---|",

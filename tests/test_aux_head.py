@@ -19,7 +19,7 @@ from ncseg.models.unet import UNet4
 from ncseg.models.zoo import build_net
 from ncseg.training.loop import auxiliary_loss, fit_new_net
 
-from .test_distill import _params, _samples
+from .builders import noise_samples, tiny_train_params
 
 SPEC = UNet4Params(
     kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0, aux_classes=3, aux_weight=1.0
@@ -72,7 +72,7 @@ def test_class_crops_follow_the_image_geometry_and_unmapped_images_are_ignored(p
     geometry = UNet4(base_channels=4, padding=padding).geometry
     crop = geometry.fit(64 + 2 * geometry.margin)
     out = crop - 2 * geometry.margin  # a `valid` net answers for the centre only
-    samples = _samples(2)
+    samples = noise_samples(2)
     left = np.zeros((96, 96), bool)
     left[:, :30] = True
     mapped = replace(samples[0], classes=np.where(left, 2, samples[0].mask).astype(np.uint8))
@@ -103,16 +103,16 @@ def _with_classes(samples: list[Sample], top: int = 2) -> list[Sample]:
 
 
 def test_training_with_the_head_fits_the_classes_and_leaves_the_binary_log_comparable():
-    params = _params("train.epochs=2", "train.steps_per_epoch=3")
+    params = tiny_train_params("train.epochs=2", "train.steps_per_epoch=3")
     torch.manual_seed(7)
     before = build_net(SPEC, len(params.inference.normalization)).aux_head.weight.detach().clone()
-    net, history = fit_new_net(SPEC, _with_classes(_samples(2)), _samples(1), params, seed=7)
+    net, history = fit_new_net(SPEC, _with_classes(noise_samples(2)), noise_samples(1), params, seed=7)
     assert not torch.equal(net.aux_head.weight.detach(), before)
     assert all(0 < h.train_loss < 2 for h in history), "the logged loss is the binary one (BCE + Dice < 2)"
 
 
 def test_a_batch_without_any_class_map_adds_nothing_rather_than_nan():
-    loss = auxiliary_loss(SPEC, _with_classes(_samples(1)))
+    loss = auxiliary_loss(SPEC, _with_classes(noise_samples(1)))
     logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     ignored = loss(logits, torch.full((2, 8, 8), IGNORE))
     ignored.backward()
@@ -121,11 +121,13 @@ def test_a_batch_without_any_class_map_adds_nothing_rather_than_nan():
 
 
 def test_an_aux_head_without_class_maps_or_with_too_many_classes_is_refused():
-    params = _params("train.epochs=1", "train.steps_per_epoch=1")
+    params = tiny_train_params("train.epochs=1", "train.steps_per_epoch=1")
     with pytest.raises(ValueError, match="no training image has a class map"):
-        fit_new_net(SPEC, _samples(2), _samples(1), params, seed=0)
+        fit_new_net(SPEC, noise_samples(2), noise_samples(1), params, seed=0)
     with pytest.raises(ValueError, match=r"of s0 \(max 2\), s1 \(max 2\) hold classes >= 2"):
-        fit_new_net(SPEC.model_copy(update={"aux_classes": 2}), _with_classes(_samples(2)), _samples(1), params, 0)
+        fit_new_net(
+            SPEC.model_copy(update={"aux_classes": 2}), _with_classes(noise_samples(2)), noise_samples(1), params, 0
+        )
     for unpaired in ({"aux_classes": 0}, {"aux_weight": 0.0}):
         with pytest.raises(pydantic.ValidationError, match="go together"):
             UNet4Params(**{**SPEC.model_dump(), **unpaired})

@@ -15,8 +15,9 @@ from ncseg.metrics import jaccard
 from ncseg.models.zoo import build_net
 from ncseg.records import ModelCard
 from ncseg.training import cv, loop
-from ncseg.training.cv import FoldResult, cross_validate, fit_and_validation, nested_thresholds
-from ncseg.training.folds import assign_folds
+from ncseg.training.cv import cross_validate
+from ncseg.training.plan import fit_and_validation, plan_repeats
+from ncseg.training.scoring import FoldResult, nested_thresholds
 
 from .conftest import ROOT
 
@@ -93,37 +94,6 @@ def test_a_second_training_of_the_same_model_is_refused_while_the_first_runs(stu
     assert not folder.exists()
 
 
-def _scaled(name: str, prob_scale: float) -> tuple[Sample, float]:
-    mask = np.zeros((8, 8), bool)
-    mask[2:6, 2:6] = True
-    return Sample(name, name, mask.astype(np.float32), mask[None].astype(np.float32), mask, None), prob_scale
-
-
-def test_a_folds_threshold_is_chosen_without_its_own_images():
-    # Fold 0's images are only right at a low threshold, fold 1's only at a high one: each fold must get the other's.
-    pairs = [_scaled("a", 0.35), _scaled("b", 0.35), _scaled("c", 0.85), _scaled("d", 0.85)]
-    samples = [s for s, _ in pairs]
-    probs = {i: np.where(s.mask, scale, 0.2 * scale) for i, (s, scale) in enumerate(pairs)}
-    results = [FoldResult(0, [0, 1], "r0"), FoldResult(1, [2, 3], "r1")]
-    params = load_params(ROOT / "params.yaml", ["threshold.sweep=[0.1, 0.9, 0.2]", "calibration.method=none"])
-    nested_thresholds(results, probs, samples, params)
-    assert results[0].threshold in (0.5, 0.7), "fold 0 got a threshold tuned on its own images"
-    assert results[1].threshold in (0.1, 0.3)
-
-
-def test_inner_validation_groups_are_taken_from_the_training_side_and_never_fitted():
-    groups = [f"g{i % 7}" for i in range(21)]
-    samples = [Sample(f"s{i}", g, np.zeros(1), np.zeros(1), np.zeros(1, bool), None) for i, g in enumerate(groups)]
-    folds = assign_folds(groups, 3, seed=1)
-    for k in range(3):
-        fit, val, inner = fit_and_validation(samples, folds, k, 0.3, seed=1)
-        test_groups = {g for g, f in zip(groups, folds, strict=True) if f == k}
-        fit_groups, val_groups = {s.group for s in fit}, {s.group for s in val}
-        assert val_groups == inner and fit_groups and val_groups
-        assert not fit_groups & val_groups and not (fit_groups | val_groups) & test_groups
-        assert len(fit) + len(val) + sum(f == k for f in folds) == len(samples)
-
-
 def test_the_weights_of_the_best_inner_validation_epoch_are_the_ones_kept(study, monkeypatch):
     params, _, _ = study
     p = params().model_copy(update={"train": params().train.model_copy(update={"epochs": 4, "patience": 10})})
@@ -153,11 +123,11 @@ def _fake_training(monkeypatch, record):
     """Training replaced by a net that predicts its test images from their masks plus seeded noise, recording
     which images each (repeat, fold) network was fitted and validated on and which it predicted."""
 
-    def fake(spec, samples, fold, rep, params, progress):
-        fit, val, _ = fit_and_validation(samples, rep.folds, fold.fold, params.cv.inner_val_fraction, rep.seed)
-        rng = np.random.default_rng(rep.seed + fold.fold)
+    def fake(spec, samples, fold, split, params, progress):
+        fit, val, _ = fit_and_validation(samples, split.folds, fold.fold, params.cv.inner_val_fraction, split.seed)
+        rng = np.random.default_rng(split.seed + fold.fold)
         probs = [np.clip(samples[i].mask * 0.7 + rng.uniform(0, 0.5, samples[i].mask.shape), 0, 1) for i in fold.test]
-        record[(rep.index, fold.fold)] = ({s.name for s in fit + val}, [samples[i].name for i in fold.test], probs)
+        record[(split.index, fold.fold)] = ({s.name for s in fit + val}, [samples[i].name for i in fold.test], probs)
         fold.history = [loop.EpochLog(0, 0.5, 0.5, 0.5, 0.5)]
         return build_net(spec, 1), probs
 
@@ -167,7 +137,7 @@ def _fake_training(monkeypatch, record):
 def test_repeats_log_r_times_k_child_runs_with_their_own_seeds_and_keep_repeat_0_as_the_plain_cv(study, tmp_path):
     params, folder, _ = study
     p1, p2 = params(), params(2, "cv.repeats=2")
-    plain, repeated = cv.plan_repeats(_samples(p1), p1), cv.plan_repeats(_samples(p2), p2)
+    plain, repeated = plan_repeats(_samples(p1), p1), plan_repeats(_samples(p2), p2)
     assert repeated[0].folds == plain[0].folds and repeated[0].seed == p1.seed, "repeat 0 is the plain CV"
     assert len({r.seed for r in repeated}) == 2
     summary = cross_validate("unet4", p2, tmp_path)
@@ -180,7 +150,12 @@ def test_repeats_log_r_times_k_child_runs_with_their_own_seeds_and_keep_repeat_0
     assert names == ["repeat-0-fold-0", "repeat-0-fold-1", "repeat-1-fold-0", "repeat-1-fold-1"]
     assert len({r.data.params["seed"] for r in runs}) == 4, "each (repeat, fold) network has its own seed"
     card = ModelCard.load(folder / "model.json")
-    assert [w.file for w in card.folds] == ["fold0.pt", "repeat1-fold0.pt", "fold1.pt", "repeat1-fold1.pt"]
+    assert [(w.repeat, w.fold, w.file) for w in card.folds] == [
+        (0, 0, "fold0.pt"),
+        (1, 0, "repeat1-fold0.pt"),
+        (0, 1, "fold1.pt"),
+        (1, 1, "repeat1-fold1.pt"),
+    ], "serving order, each network's repeat and fold recorded beside its file"
     card.verify(folder)
 
 
@@ -198,10 +173,7 @@ def test_the_ensemble_averages_only_networks_that_never_saw_the_image(study, tmp
     assert {len(v) for v in predicted.values()} == {3}, "one out-of-fold prediction per image and repeat"
     samples = _samples(p)
     ensemble = {s.name: np.mean(predicted[s.name], axis=0) for s in samples}
-    results = [
-        cv.FoldResult(k, [i for i, f in enumerate(cv.plan_repeats(samples, p)[0].folds) if f == k], None)
-        for k in range(p.cv.n_folds)
-    ]
+    results = [FoldResult(k, plan_repeats(samples, p)[0].test(k), None) for k in range(p.cv.n_folds)]
     probs = {i: ensemble[s.name] for i, s in enumerate(samples)}
     nested_thresholds(results, probs, samples, p)
     expected = [np.mean([jaccard(probs[i] > r.threshold, samples[i].mask) for i in r.test]) for r in results]

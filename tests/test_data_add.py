@@ -77,7 +77,7 @@ def test_corrected_rois_are_added_beside_the_raw_data_in_one_group(raw, correcte
 
 def test_cv_never_splits_the_added_group(raw, corrected, small_params):
     from ncseg.data.augment import plan
-    from ncseg.training.folds import assign_folds
+    from ncseg.training.plan import assign_folds
 
     assert _add(raw, corrected / "images", corrected / "rois", "--group", "slice-7").exit_code == 0
     entries = plan(sorted(p.stem for p in (raw / "images").iterdir()), read_groups(raw), small_params.augment, 1)

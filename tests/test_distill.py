@@ -8,31 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from ncseg.config import UNet4Params, load_params
-from ncseg.data.dataset import CropBatches, Sample, augmentations
+from benchmarks.distillation import distill, teacher_targets
+from ncseg.config import UNet4Params
+from ncseg.data.dataset import CropBatches, augmentations
 from ncseg.inference.tiling import predict_proba
 from ncseg.models.unet import UNet4
-from ncseg.training.distill import distill, teacher_targets
 
-from .conftest import ROOT
+from .builders import noise_samples, tiny_train_params
 
 SPEC = UNet4Params(kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0)
-
-
-def _params(*extra: str):
-    return load_params(
-        ROOT / "params.yaml",
-        ["train.crop_px=64", "train.batch_size=4", "inference.tile=128", "inference.context=16", *extra],
-    )
-
-
-def _samples(n: int = 2) -> list[Sample]:
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        image = rng.uniform(0, 1, (1, 96, 96)).astype(np.float32)
-        out.append(Sample(f"s{i}", f"g{i}", image[0], image, image[0] > 0.5, 0.5))
-    return out
 
 
 def _constant_net(p: float) -> UNet4:
@@ -46,7 +30,7 @@ def _constant_net(p: float) -> UNet4:
 
 
 def test_a_soft_target_is_cropped_with_the_image_and_a_mask_stays_binary():
-    samples = _samples()
+    samples = noise_samples()
     ramp = np.tile(np.linspace(0.1, 0.9, 96, dtype=np.float32), (96, 1))
     soft = [replace(s, target=ramp) for s in samples]
     x, y = CropBatches(soft, 64, 64, 1, augmentations(64, 1, 0.0, False), size=8, n_batches=1)[0]
@@ -59,8 +43,8 @@ def test_a_soft_target_is_cropped_with_the_image_and_a_mask_stays_binary():
 
 @pytest.mark.parametrize("tta", ["none", "d4"])
 def test_the_target_is_the_teachers_mean_probability_and_the_mask_is_kept(tta):
-    samples = _samples()
-    targets = teacher_targets([_constant_net(0.2), _constant_net(0.6)], samples, tta, _params())
+    samples = noise_samples()
+    targets = teacher_targets([_constant_net(0.2), _constant_net(0.6)], samples, tta, tiny_train_params())
     for s, t in zip(samples, targets, strict=True):
         assert np.allclose(t.target, 0.4, atol=0.01), t.target.mean()
         assert np.array_equal(t.mask, s.mask) and t.image is s.image
@@ -69,8 +53,8 @@ def test_the_target_is_the_teachers_mean_probability_and_the_mask_is_kept(tta):
 def test_the_student_learns_the_teachers_probability_not_the_masks():
     """The teacher says 0.3 everywhere; the masks say 0 or 1. A student fitted on the teacher's targets must answer
     about 0.3 on every pixel, which no network fitted on the masks would."""
-    samples = _samples(3)
-    params = _params("train.epochs=6", "train.steps_per_epoch=8", "train.lr=0.01", "train.patience=6")
+    samples = noise_samples(3)
+    params = tiny_train_params("train.epochs=6", "train.steps_per_epoch=8", "train.lr=0.01", "train.patience=6")
     student = distill(SPEC, [_constant_net(0.3)], samples[:2], samples[2:], params, seed=0, tta="none")
     prob = predict_proba([student], student.geometry, samples[0].image, **params.inference.tiling())
     assert abs(float(prob.mean()) - 0.3) < 0.1 and float(np.percentile(prob, 95)) < 0.6

@@ -11,7 +11,7 @@ from ncseg.inference.tiling import predict_proba
 from ncseg.models.zoo import load_ensemble
 from ncseg.records import CVSummary, ModelCard
 from ncseg.training.cv import cross_validate
-from ncseg.training.folds import assign_folds
+from ncseg.training.plan import assign_folds
 
 from .conftest import ROOT
 

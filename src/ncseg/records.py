@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ncseg.config import TTA, ModelParams, View
+from ncseg.config import TTA, ModelParams, ParticleParams, View
 from ncseg.io.tables import write_json
 from ncseg.metrics import Scores
 from ncseg.ood import Domain
@@ -51,6 +51,9 @@ def sha256(path: Path) -> str:
 class WeightFile(Record):
     file: str  # relative to the model folder
     sha256: str
+    # Which CV network it is: repeat r's network of fold k, so readers never reverse its file name.
+    repeat: int | None = Field(default=None, ge=0)
+    fold: int | None = Field(default=None, ge=0)
 
 
 class Operating(Record):
@@ -80,6 +83,18 @@ class ModelCard(Record):
     tta: TTA  # the test-time augmentation CV scored (and tuned the threshold) with: the served default
     cv_run_id: str  # the MLflow parent run that measured it
     domain: Domain | None = None  # the training images' pixel sizes and intensities (ncseg.ood); None: older cards
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placed_by_order(cls, data: Any) -> Any:
+        """A card written before networks recorded their repeat and fold lists them in serving order (fold 0 of
+        each repeat, then fold 1, ...): that place says which network each is, so an older folder still loads."""
+        folds, repeats = (data.get("folds"), data.get("repeats", 1)) if isinstance(data, dict) else (None, None)
+        if not folds or not isinstance(repeats, int) or repeats < 1:
+            return data  # nothing to place, or a `repeats` its own validation will name
+        if not all(isinstance(w, dict) and "fold" not in w for w in folds):
+            return data
+        return {**data, "folds": [{**w, "repeat": j % repeats, "fold": j // repeats} for j, w in enumerate(folds)]}
 
     def operating(self, members: int) -> Operating:
         """Threshold and temperature for serving `members` networks: the ensemble's where CV measured exactly
@@ -215,6 +230,9 @@ class ServingConfig(Record):
     max_rows: int = Field(ge=1)  # images per request
     max_request_pixels: int = Field(ge=1)  # all images of a request together
     domain: Domain | None = None  # from the model card: what the served model flags as out of distribution
+    # How `ncseg predict` cuts and measures particles, from the study that registered it: a model folder works outside
+    # any project. None: registered before they travelled with the model (predict then reads params.yaml).
+    particles: ParticleParams | None = None
 
 
 class RegistryDecision(Record):

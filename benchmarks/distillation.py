@@ -1,5 +1,7 @@
 """Distillation (Hinton et al. 2015; for segmentation, Liu et al. 2019): one network trained on the soft
 probabilities of an ensemble + test-time-augmentation teacher, for the ensemble's accuracy at one network's cost.
+It lives beside the one benchmark that uses it (benchmarks.distill) until a pipeline stage does; the training loop
+already takes a sample's soft `target` in place of its mask (ncseg.data.dataset.Sample).
 
 The teacher labels only the images the student is fitted on. The inner-validation images that choose the
 student's checkpoint keep their expert masks, and the test images of the fold the student is scored on are seen by

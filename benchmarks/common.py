@@ -1,0 +1,87 @@
+"""What every benchmark shares: the machine it ran on, its matmul ceiling, FLOP counts, timing, the networks a
+CV trained and how CV scores out-of-fold probabilities, and the markdown table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ncseg.config import Params
+from ncseg.data.dataset import Sample
+from ncseg.models.zoo import load_ensemble
+from ncseg.records import ModelCard
+from ncseg.training.plan import Split
+from ncseg.training.scoring import FoldResult, score_nested
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.md"
+
+
+def cpu_model() -> str:
+    """The processor and the bf16 instructions it has: the figures depend on both."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((set(line.split(":", 1)[1].split()) for line in info.splitlines() if line.startswith("flags")), set())
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{name} ({', '.join(bf16) or 'no bf16 instructions'})"
+
+
+def median_s(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def achievable_gflops() -> dict[str, float]:
+    """What this CPU sustains on a large matrix product: the ceiling conv layers can approach."""
+    out = {}
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
+        out[label] = 2 * 2048**3 / median_s(lambda: a @ b, repeat=7) / 1e9  # noqa: B023
+    return out
+
+
+def forward_flops(net: torch.nn.Module, channels: int, size: int) -> float:
+    """FLOPs of one forward pass of a `channels` x `size`² image, as torch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, channels, size, size))
+    return float(counter.get_total_flops())
+
+
+def cv_networks(model_dir: Path) -> dict[tuple[int, int], torch.nn.Module]:
+    """(repeat, fold) -> the network CV trained for it, as the model card records them (hashes checked)."""
+    card = ModelCard.load(model_dir / ModelCard.FILE)
+    if unplaced := [w.file for w in card.folds if w.repeat is None or w.fold is None]:
+        raise SystemExit(f"{model_dir / ModelCard.FILE}: {', '.join(unplaced)} has no recorded repeat and fold")
+    nets, _ = load_ensemble(model_dir)
+    return {(w.repeat, w.fold): net for w, net in zip(card.folds, nets, strict=True)}
+
+
+def cv_jaccard_per_fold(
+    params: Params, probs: dict[int, np.ndarray], samples: list[Sample], split: Split
+) -> list[float]:
+    """Each fold's mean test Jaccard with the temperature and threshold chosen on the other folds (as CV does)."""
+    results = [FoldResult(k, split.test(k), None) for k in range(params.cv.n_folds)]
+    score_nested(results, probs, samples, params)
+    return [r.mean("jaccard") for r in results]
+
+
+def table(rows: list[dict], columns: dict[str, str]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in columns) + " |" for r in rows]
+    return "\n".join(lines)

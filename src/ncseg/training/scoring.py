@@ -1,0 +1,207 @@
+"""Scoring a cross-validation from its out-of-fold predictions: numpy only, no network runs here.
+
+- fold k's temperature and threshold are fitted on the out-of-fold predictions of the *other* folds, so no fold
+  is scored at a setting tuned on itself; the deployed ones use all folds;
+- the networks are also scored at the study's fixed threshold, the classical baseline as it segments;
+- the R-network ensemble (each image's mean over the R networks that never saw it, one per repeat) is scored on
+  repeat 0's folds like any model: its gain measured, not assumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ncseg import calibration
+from ncseg.config import ClassicalParams, ModelParams, Params
+from ncseg.metrics import Scores, best_threshold, score
+from ncseg.records import SCORE_KEYS, CVSummary, Operating
+from ncseg.training.plan import Split
+
+if TYPE_CHECKING:
+    from ncseg.data.dataset import Sample
+    from ncseg.training.loop import EpochLog
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    test: list[int]  # sample indices
+    run_id: str | None  # its MLflow child run (None for the ensemble's folds, which train nothing)
+    repeat: int = 0
+    scores: list[Scores] = field(default_factory=list)
+    study_scores: list[Scores] = field(default_factory=list)
+    threshold: float | None = None  # on the calibrated scale
+    temperature: float = 1.0
+    ece: tuple[float, float] | None = None  # this fold's test pixels: before, after calibration
+    history: list[EpochLog] = field(default_factory=list)
+
+    def mean(self, key: str, study: bool = False) -> float:
+        return float(np.mean([getattr(s, key) for s in (self.study_scores if study else self.scores)]))
+
+
+@dataclass
+class Repeat:
+    """One repeat's split and what its folds produced."""
+
+    split: Split
+    results: list[FoldResult] = field(default_factory=list)
+    probs: dict[int, np.ndarray] = field(default_factory=dict)  # out-of-fold probabilities (networks only)
+    preds: dict[int, np.ndarray] = field(default_factory=dict)  # out-of-fold masks
+
+
+@dataclass
+class CVRun:
+    """One model's cross-validation in progress: what it runs on and what its repeats have produced so far."""
+
+    name: str
+    spec: ModelParams
+    params: Params
+    samples: list[Sample]
+    repeats: list[Repeat]
+
+    @property
+    def trainable(self) -> bool:
+        return not isinstance(self.spec, ClassicalParams)
+
+    @property
+    def results(self) -> list[FoldResult]:
+        return [r for rep in self.repeats for r in rep.results]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The operating points the model card records: one network's, and the R-network ensemble's."""
+
+    single: Operating
+    ensemble: Operating | None
+
+
+def _temperature(probs: list[np.ndarray], masks: list[np.ndarray], params: Params) -> float:
+    c = params.calibration
+    if c.method == "none":
+        return 1.0
+    return calibration.fit_temperature(probs, masks, max_pixels=c.fit_pixels, seed=params.seed)
+
+
+def nested_thresholds(
+    results: list[FoldResult], probs: dict[int, np.ndarray], samples: list[Sample], params: Params
+) -> None:
+    """Fold k's temperature, then its threshold on the calibrated scale, from the other folds' out-of-fold
+    predictions only; its calibration error is measured on its own test images before and after."""
+    grid, bins = params.threshold.grid(), params.calibration.bins
+    for r in results:
+        others = [i for o in results if o is not r for i in o.test]
+        other_probs, other_masks = [probs[i] for i in others], [samples[i].mask for i in others]
+        r.temperature = _temperature(other_probs, other_masks, params)
+        calibrated = [calibration.apply(p, r.temperature) for p in other_probs]
+        r.threshold = best_threshold(calibrated, other_masks, grid)
+        test_probs, test_masks = [probs[i] for i in r.test], [samples[i].mask for i in r.test]
+        tested = [calibration.apply(p, r.temperature) for p in test_probs]
+        r.ece = (calibration.ece(test_probs, test_masks, bins), calibration.ece(tested, test_masks, bins))
+
+
+def score_nested(
+    results: list[FoldResult], probs: dict[int, np.ndarray], samples: list[Sample], params: Params
+) -> dict[int, np.ndarray]:
+    """Every fold's test images cut at the temperature and threshold chosen on the other folds, and scored (the
+    way CV scores any set of out-of-fold probabilities); returns the masks."""
+    nested_thresholds(results, probs, samples, params)
+    masks = {}
+    for r in results:
+        masks |= {i: calibration.apply(probs[i], r.temperature) > r.threshold for i in r.test}
+        r.scores = [score(masks[i], samples[i].mask) for i in r.test]
+    return masks
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def score_cv(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSummary, Deployed | None]:
+    """Score every fold's test images of every repeat (networks at their nested threshold, and at the study's;
+    the baseline as is), then the R-network ensemble; returns the summary and the deployed operating points."""
+    operating = _score_networks(run) if run.trainable else None
+    if not run.trainable:
+        for r in run.results:
+            r.scores = [score(run.repeats[r.repeat].preds[i], run.samples[i].mask) for i in r.test]
+    values: dict = {}
+    for key in SCORE_KEYS:
+        values[f"{key}_mean"], values[f"{key}_std"] = _mean_std([r.mean(key) for r in run.results])
+    repeat_means = [float(np.mean([r.mean("jaccard") for r in rep.results])) for rep in run.repeats]
+    if run.trainable:
+        values |= dict(
+            zip(
+                ("jaccard_at_study_threshold_mean", "jaccard_at_study_threshold_std"),
+                _mean_std([r.mean("jaccard", study=True) for r in run.results]),
+                strict=True,
+            )
+        )
+        values["temperature"] = operating.temperature
+        values["ece_raw_mean"] = float(np.mean([r.ece[0] for r in run.results]))
+        values["ece_calibrated_mean"] = float(np.mean([r.ece[1] for r in run.results]))
+    ensemble = _score_ensemble(run) if run.trainable and len(run.repeats) > 1 else None
+    if ensemble is not None:
+        per_fold = [r.mean("jaccard") for r in ensemble[0]]
+        values["ensemble_jaccard_mean"], values["ensemble_jaccard_std"] = _mean_std(per_fold)
+        values["ensemble_jaccard_per_fold"] = tuple(per_fold)
+    summary = CVSummary(
+        model=run.name,
+        kind=run.spec.kind,
+        n_folds=run.params.cv.n_folds,
+        n_images=len(run.samples),
+        repeats=len(run.repeats),
+        threshold=operating.threshold if operating else None,
+        study_threshold=run.params.threshold.study if run.trainable else None,
+        fold_thresholds=tuple(r.threshold for r in run.results) if run.trainable else None,
+        jaccard_per_fold=tuple(r.mean("jaccard") for r in run.results),
+        jaccard_repeat_means=tuple(repeat_means),
+        jaccard_between_repeat_std=_mean_std(repeat_means)[1] if len(repeat_means) > 1 else None,
+        intensity_window=window,
+        **values,
+    )
+    return summary, Deployed(operating, ensemble[1] if ensemble else None) if operating else None
+
+
+def _operating_point(probs: list[np.ndarray], masks: list[np.ndarray], params: Params) -> Operating:
+    """Temperature on all out-of-fold predictions, then the threshold on the calibrated ones."""
+    temperature = _temperature(probs, masks, params)
+    calibrated = [calibration.apply(p, temperature) for p in probs]
+    return Operating(threshold=best_threshold(calibrated, masks, params.threshold.grid()), temperature=temperature)
+
+
+def _score_networks(run: CVRun) -> Operating:
+    """Every repeat's fold scores at nested thresholds, and at the study's raw cut; returns the operating point
+    chosen on all out-of-fold predictions of all repeats."""
+    samples, study = run.samples, run.params.threshold.study
+    for rep in run.repeats:
+        rep.preds |= score_nested(rep.results, rep.probs, samples, run.params)
+        for r in rep.results:
+            r.study_scores = [score(rep.probs[i] > study, samples[i].mask) for i in r.test]
+    probs = [rep.probs[i] for rep in run.repeats for i in range(len(samples))]
+    return _operating_point(probs, [s.mask for _ in run.repeats for s in samples], run.params)
+
+
+def _score_ensemble(run: CVRun) -> tuple[list[FoldResult], Operating]:
+    """The mean probability of the R networks that never saw an image (one per repeat), scored on repeat 0's
+    folds with the same nested calibration and threshold."""
+    probs = {i: np.mean([rep.probs[i] for rep in run.repeats], axis=0) for i in range(len(run.samples))}
+    results = [FoldResult(r.fold, r.test, None) for r in run.repeats[0].results]
+    score_nested(results, probs, run.samples, run.params)
+    return results, _operating_point(list(probs.values()), [s.mask for s in run.samples], run.params)
+
+
+def fold_metrics(r: FoldResult) -> dict[str, float]:
+    """A fold's test scores as its child run records them."""
+    metrics = {key: r.mean(key) for key in SCORE_KEYS}
+    if r.threshold is not None:
+        metrics |= {
+            "threshold": r.threshold,
+            "temperature": r.temperature,
+            "jaccard_at_study_threshold": r.mean("jaccard", study=True),
+        }
+    if r.ece is not None:
+        metrics |= {"ece_raw": r.ece[0], "ece_calibrated": r.ece[1]}
+    return metrics
