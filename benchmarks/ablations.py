@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.common import ROOT, cpu_model
 from ncseg.config import Params, load_params
+from ncseg.data.layout import CLASSES
 from ncseg.records import CVSummary
 from ncseg.tracking import project_root
 from ncseg.training.cv import cross_validate
@@ -101,8 +102,8 @@ def main() -> None:
         parser.error(f"unknown ablation {', '.join(unknown)}; known: {', '.join(ABLATIONS)}")
     params_file = args.params.resolve()
     base = load_params(params_file)
-    if "aux 3-class head" in (args.names or ABLATIONS) and not (base.paths.augmented / "classes").is_dir():
-        parser.error(f"{base.paths.augmented / 'classes'}: no class maps for the aux head (data import --classes)")
+    if "aux 3-class head" in (args.names or ABLATIONS) and not (base.paths.augmented / CLASSES).is_dir():
+        parser.error(f"{base.paths.augmented / CLASSES}: no class maps for the aux head (data import --classes)")
     torch.set_num_threads(os.cpu_count() or 1)
     names = [args.baseline, *[n for n in args.names or ABLATIONS if n != args.baseline]]
     trained = {}

@@ -26,6 +26,7 @@ def main() -> None:
 
     from ncseg import predict
     from ncseg.config import load_params
+    from ncseg.data.layout import IMAGES, PARTICLES
     from ncseg.data.synth import generate, write_dataset
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
@@ -34,9 +35,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         held_out = Path(tmp) / "held-out"
         write_dataset(generate(params.data.synth, HELD_OUT_SEED), held_out, params.data.synth.pixel_size_nm)
-        with (held_out / "particles.csv").open() as fh:
+        with (held_out / PARTICLES).open() as fh:
             truth = list(csv.DictReader(fh))
-        files = sorted((held_out / "images").glob("*.tif"))
+        files = sorted((held_out / IMAGES).glob("*.tif"))
         report = predict.run(predict.Segmenter(uri), files, Path(tmp) / "out", params.particles)
     rows = []
     for row in report.done:

@@ -21,6 +21,7 @@ from skimage.measure import label
 from benchmarks.common import ROOT
 from ncseg.config import Params, load_params
 from ncseg.data.importer import import_dataset
+from ncseg.data.layout import IMAGES, MASKS, mask_path
 from ncseg.data.synth import generate, write_dataset
 from ncseg.interop.imagej import write_roiset
 from ncseg.io.images import list_images, read_image, read_mask
@@ -50,7 +51,7 @@ def round_trip(images: Path, masks: Path, work: Path, params: Params) -> dict[st
     import_dataset(images, work / "rois", work / "back")
     totals = dict.fromkeys(COLUMNS, 0)
     for name, mask in originals.items():
-        back, particles = read_mask(work / "back" / "masks" / f"{name}.tif"), split_labels[name] > 0
+        back, particles = read_mask(mask_path(work / "back", name)), split_labels[name] > 0
         holes = ndimage.binary_fill_holes(particles) & ~particles
         near = ndimage.binary_dilation(mask & ~ndimage.binary_erosion(mask))
         totals["images"] += 1
@@ -78,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"
         write_dataset(generate(params.data.synth, params.seed), demo, params.data.synth.pixel_size_nm)
-        rows.append(("demo (data synth)", round_trip(demo / "images", demo / "masks", Path(tmp) / "d", params)))
+        rows.append(("demo (data synth)", round_trip(demo / IMAGES, demo / MASKS, Path(tmp) / "d", params)))
         if REAL.is_dir():
             rows.append(("Pt on alumina (real)", round_trip(REAL / "images", REAL / "masks", Path(tmp) / "r", params)))
     print("| data | " + " | ".join(COLUMNS.values()) + " |")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ncseg.config import AugmentParams, UNet4Params
-from ncseg.data.augment import augment
 from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, load_samples
 from ncseg.data.importer import ImportRefusedError, import_dataset
+from ncseg.data.rotations import augment
 from ncseg.io.images import ImageError, list_images, read_mask, write_tiff
 from ncseg.models.unet import UNet4
 from ncseg.models.zoo import build_net

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ncseg.config import load_params
-from ncseg.data.augment import augment
 from ncseg.data.dataset import Sample, load_samples
+from ncseg.data.rotations import augment
 from ncseg.io.atomic import FolderBusyError, folder_lock
 from ncseg.metrics import jaccard
 from ncseg.models.zoo import build_net

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from ncseg.cli import app
 from ncseg.data import importer
-from ncseg.data.augment import read_groups
+from ncseg.data.groups import read_groups
 from ncseg.interop.imagej import write_roiset
 from ncseg.io.atomic import folder_lock
 from ncseg.io.images import read_image, read_mask
@@ -76,7 +76,7 @@ def test_corrected_rois_are_added_beside_the_raw_data_in_one_group(raw, correcte
 
 
 def test_cv_never_splits_the_added_group(raw, corrected, small_params):
-    from ncseg.data.augment import plan
+    from ncseg.data.rotations import plan
     from ncseg.training.plan import assign_folds
 
     assert _add(raw, corrected / "images", corrected / "rois", "--group", "slice-7").exit_code == 0

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ncseg.data.augment import plan
 from ncseg.data.dataset import Sample
+from ncseg.data.rotations import plan
 from ncseg.training.plan import assign_folds, fit_and_validation, inner_validation_groups
 
 

@@ -4,9 +4,10 @@ import csv
 import shutil
 
 from ncseg.config import load_params
-from ncseg.data.augment import augment, read_manifest
 from ncseg.data.dataset import load_samples
 from ncseg.data.importer import import_dataset
+from ncseg.data.layout import read_manifest
+from ncseg.data.rotations import augment
 from ncseg.inference.tiling import predict_proba
 from ncseg.models.zoo import load_ensemble
 from ncseg.records import CVSummary, ModelCard

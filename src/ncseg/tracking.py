@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ncseg.config import Params, flatten
+from ncseg.data.layout import MANIFEST
 from ncseg.io.atomic import process_alive
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def log_training_data(augmented: Path, root: Path) -> None:
     import mlflow
     import pandas as pd
 
-    manifest = augmented / "manifest.csv"
+    manifest = augmented / MANIFEST
     with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns that it cannot choose
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from roifile import ImagejRoi, roiread, roiwrite
 
-from ncseg.data.augment import read_manifest
+from ncseg.data.layout import read_manifest
 from ncseg.interop.imagej import rois_to_labels
 from ncseg.io.images import read_mask
 

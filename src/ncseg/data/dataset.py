@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ncseg.config import View
-from ncseg.data.augment import read_manifest
+from ncseg.data.layout import class_map_path, image_path, mask_path, read_manifest
 from ncseg.io.images import read_class_map, read_image, read_mask
 from ncseg.normalization import intensity_window, views
 
@@ -35,7 +35,7 @@ class Sample:
 def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Sample], tuple[float, float] | None]:
     """Every image of an augmented folder, in manifest order, and the dataset-wide intensity window if used."""
     entries = read_manifest(folder)
-    images = [read_image(folder / "images" / f"{e.name}.tif") for e in entries]
+    images = [read_image(image_path(folder, e.name)) for e in entries]
     window = intensity_window([im.data for im in images]) if "dataset" in normalization else None
     samples = [
         Sample(
@@ -43,9 +43,9 @@ def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Samp
             e.group,
             im.data,
             views(im.data, normalization, window),
-            read_mask(folder / "masks" / f"{e.name}.tif"),
+            read_mask(mask_path(folder, e.name)),
             im.pixel_size_nm,
-            classes=_class_map(folder / "classes" / f"{e.name}.tif", im.data.shape),
+            classes=_class_map(class_map_path(folder, e.name), im.data.shape),
         )
         for e, im in zip(entries, images, strict=True)
     ]

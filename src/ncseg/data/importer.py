@@ -9,7 +9,6 @@ way: the folder is rebuilt beside itself, under a lock, and swapped in whole.
 
 from __future__ import annotations
 
-import csv
 import math
 import shutil
 from collections.abc import Iterable
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from roifile import ImagejRoi
 
-from ncseg.data.augment import GROUPS, MANIFEST, read_groups
+from ncseg.data.groups import first_few, read_group_table, read_groups, write_groups
+from ncseg.data.layout import DATASET_ENTRIES, GROUP, IMAGES, class_map_path, image_path, mask_path
 from ncseg.interop.imagej import is_roi_file, read_rois, rois_to_labels
 from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.io.images import (
@@ -33,12 +33,6 @@ from ncseg.io.images import (
     write_mask,
     write_tiff,
 )
-from ncseg.io.tables import write_csv
-
-# What the dataset folders ncseg writes hold (`data synth`: particles.csv; `data import`: groups.csv, classes/;
-# `data augment`: manifest.csv). `--force` replaces such a folder only: one holding anything else (a project root,
-# a folder of the user's) is not ncseg's to delete.
-DATASET_ENTRIES = ("images", "masks", "classes", GROUPS, MANIFEST, "particles.csv")
 
 
 class ImportRefusedError(ValueError):
@@ -136,69 +130,6 @@ def _outside(roi: ImagejRoi, h: int, w: int) -> bool:
     return roi.right <= 0 or roi.bottom <= 0 or roi.left >= w or roi.top >= h
 
 
-def read_group_table(path: Path, column: str, names: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
-    """(group per image name, problems, warnings) from a CSV with a `name` column and a group column (e.g. the
-    shared dataset's `source_slice`), each problem and warning named with the file and its line.
-
-    Every imported image needs a row with a non-empty group, once (identical repeats are harmless): a typo that
-    leaves an image in a group of its own would let its slice neighbours cross folds. Rows for images that are not
-    imported are only warned about: a dataset-wide manifest used for a subset is normal, and such a row cannot put
-    an imported image in a wrong group (a misspelt name is caught as the imported image's missing row).
-    """
-    try:
-        header, rows = _csv_rows(path)
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        return {}, [f"{path}: cannot read group manifest ({getattr(err, 'strerror', None) or err})"], []
-    if "name" not in header or column not in header:
-        found = ", ".join(header) or "no header"
-        return {}, [f"{path}: group manifest needs columns 'name' and {column!r} (found: {found})"], []
-    groups: dict[str, str] = {}
-    first_line: dict[str, int] = {}  # where each name got its group, so a conflict names both lines
-    problems = []
-    for line, row in rows:
-        name, group = (row.get("name") or "").strip(), (row.get(column) or "").strip()
-        where = f"{path}, line {line}"
-        if not name and not group:
-            continue  # a blank row, as spreadsheets save them (",,")
-        if not name:
-            problems.append(f"{where}: group {group!r} for an empty 'name'")
-        elif not group:
-            problems.append(f"{where}: image {name!r} has an empty {column!r}")
-        elif name not in groups:
-            groups[name], first_line[name] = group, line
-        elif groups[name] != group:
-            problems.append(
-                f"{where}: image {name!r} is in {groups[name]!r} and in {group!r} (line {first_line[name]})"
-            )
-    named = {(row.get("name") or "").strip() for _, row in rows}
-    problems += [f"{path}: no group for image {n!r} (no row names it)" for n in names if n not in named]
-    return groups, problems, _unused_rows(path, first_line, names)
-
-
-def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The header (stripped, so 'name, slice' works) and each row with its line in the file, blank lines and quoted
-    line breaks counted. utf-8-sig drops the byte-order mark Excel writes, which would rename 'name'."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [field.strip() for field in reader.fieldnames or []]
-        reader.fieldnames = header
-        return header, [(reader.line_num, row) for row in reader]
-
-
-def _unused_rows(path: Path, first_line: dict[str, int], names: list[str]) -> list[str]:
-    """Rows for images not imported: fine for a dataset-wide manifest used for a subset, a typo otherwise."""
-    unused = sorted(set(first_line) - set(names), key=first_line.__getitem__)
-    if not unused:
-        return []
-    shown = _first_few([f"{n!r} (line {first_line[n]})" for n in unused])
-    return [f"{path}: {len(unused)} row(s) name images that are not imported: {shown}"]
-
-
-def _first_few(items: list[str]) -> str:
-    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-    return ", ".join(items[:5]) + more
-
-
 def _out_problems(out: Path, force: bool) -> list[str]:
     """The current folder (or one above it) cannot be swapped for a new one; a folder holding anything but a
     dataset's entries is not one ncseg wrote, and --force must not delete it (a project root with its .git)."""
@@ -211,7 +142,7 @@ def _out_problems(out: Path, force: bool) -> list[str]:
     held = sorted(path.name for path in out.iterdir())
     if foreign := [name for name in held if name not in DATASET_ENTRIES]:
         return [
-            f"--out {_shown(out)}: holds {_first_few(foreign)}, not a dataset folder ncseg wrote (which holds only "
+            f"--out {_shown(out)}: holds {first_few(foreign)}, not a dataset folder ncseg wrote (which holds only "
             f"{', '.join(DATASET_ENTRIES)}); --force replaces only such a folder: choose a new or an empty one"
         ]
     return [f"{out}: already holds data; pass --force to replace it"] if held and not force else []
@@ -296,7 +227,7 @@ def import_dataset(
     *,
     foreground: frozenset[int] | None = None,
     groups: Path | None = None,
-    group_column: str = "group",
+    group_column: str = GROUP,
     pixel_size_nm: float | None = None,
     classes: Path | None = None,
     force: bool = False,
@@ -372,13 +303,12 @@ def _load_pairs(
 def _write(pairs: list[Pair], group_of: dict[str, str], class_maps: dict[str, np.ndarray], out: Path) -> None:
     with staged_folder(out) as staging:
         for pair in pairs:
-            write_tiff(staging / "images" / f"{pair.name}.tif", pair.image.data, pair.image.pixel_size_nm)
-            write_mask(staging / "masks" / f"{pair.name}.tif", pair.mask, pair.image.pixel_size_nm)
+            write_tiff(image_path(staging, pair.name), pair.image.data, pair.image.pixel_size_nm)
+            write_mask(mask_path(staging, pair.name), pair.mask, pair.image.pixel_size_nm)
             if pair.name in class_maps:
-                write_tiff(staging / "classes" / f"{pair.name}.tif", class_maps[pair.name], pair.image.pixel_size_nm)
+                write_tiff(class_map_path(staging, pair.name), class_maps[pair.name], pair.image.pixel_size_nm)
         if group_of:
-            rows = [{"name": p.name, "group": group_of[p.name]} for p in pairs]
-            write_csv(staging / GROUPS, rows, ["name", "group"])
+            write_groups(staging, {p.name: group_of[p.name] for p in pairs})
 
 
 def add_to_dataset(
@@ -399,7 +329,7 @@ def add_to_dataset(
     where the model saw NCs that are not there is what a correction teaches. Validation and the swap run under the
     raw folder's lock, so two adds cannot interleave.
     """
-    if not (raw / "images").is_dir():
+    if not (raw / IMAGES).is_dir():
         raise ImportRefusedError(
             [f"{raw}: no raw data to add to (run `dvc pull` or `ncseg data import` first)"], "data add"
         )
@@ -416,9 +346,9 @@ def add_to_dataset(
 
 def _addition_problems(paired: dict[str, tuple[Path, Path]], images: Path, raw: Path, group: str | None) -> list[str]:
     problems = [] if group is None or group.strip() else ["--group: empty; name the specimen region the images show"]
-    existing = {path.stem for path in list_images(raw / "images")}
+    existing = {path.stem for path in list_images(raw / IMAGES)}
     problems += [
-        f"{paths[0]}: an image named {name!r} is already in {raw / 'images'}; rename the new image"
+        f"{paths[0]}: an image named {name!r} is already in {raw / IMAGES}; rename the new image"
         for name, paths in paired.items()
         if name in existing
     ]
@@ -431,13 +361,12 @@ def _append(pairs: list[Pair], group: str | None, raw: Path) -> None:
     """The raw folder rebuilt beside itself (a copy plus the new pairs) and swapped in whole. The group manifest is
     written when there is one or a group is given, every image listed: existing images keep their group (their own
     name where the folder had no manifest, as augment reads it), new ones get `group` or their own name."""
-    old_groups, existing = read_groups(raw), [path.stem for path in list_images(raw / "images")]
+    old_groups, existing = read_groups(raw), [path.stem for path in list_images(raw / IMAGES)]
     with staged_folder(raw) as staging:
         shutil.copytree(raw, staging, dirs_exist_ok=True)
         for pair in pairs:
-            write_tiff(staging / "images" / f"{pair.name}.tif", pair.image.data, pair.image.pixel_size_nm)
-            write_mask(staging / "masks" / f"{pair.name}.tif", pair.mask, pair.image.pixel_size_nm)
+            write_tiff(image_path(staging, pair.name), pair.image.data, pair.image.pixel_size_nm)
+            write_mask(mask_path(staging, pair.name), pair.mask, pair.image.pixel_size_nm)
         if old_groups or group is not None:
-            rows = [{"name": n, "group": old_groups.get(n, n)} for n in existing]
-            rows += [{"name": p.name, "group": group or p.name} for p in pairs]
-            write_csv(staging / GROUPS, rows, ["name", "group"])
+            added = {p.name: group or p.name for p in pairs}
+            write_groups(staging, {n: old_groups.get(n, n) for n in existing} | added)

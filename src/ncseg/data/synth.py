@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from ncseg.config import SynthParams
+from ncseg.data.layout import PARTICLES, image_path, mask_path
 from ncseg.io.images import write_mask, write_tiff
 from ncseg.io.tables import write_csv
 
@@ -260,8 +261,8 @@ def generate(p: SynthParams, seed: int) -> list[SynthImage]:
 def write_dataset(images: list[SynthImage], out: Path, pixel_size_nm: float) -> None:
     """images/NAME.tif (16 bit, calibrated), masks/NAME.tif (0/255), particles.csv (the generator's truth)."""
     for item in images:
-        write_tiff(out / "images" / f"{item.name}.tif", item.image, pixel_size_nm)
-        write_mask(out / "masks" / f"{item.name}.tif", item.mask, pixel_size_nm)
+        write_tiff(image_path(out, item.name), item.image, pixel_size_nm)
+        write_mask(mask_path(out, item.name), item.mask, pixel_size_nm)
     fields = ["image", "iodide_fraction", *Crystal.__dataclass_fields__]
     rows = [
         {
@@ -272,4 +273,4 @@ def write_dataset(images: list[SynthImage], out: Path, pixel_size_nm: float) -> 
         for item in images
         for c in item.crystals
     ]
-    write_csv(out / "particles.csv", rows, fields)
+    write_csv(out / PARTICLES, rows, fields)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from ncseg.config import AugmentParams
-from ncseg.data.augment import augment, plan, read_manifest
+from ncseg.data.layout import read_manifest
+from ncseg.data.rotations import augment, plan
 from ncseg.io.images import read_image, read_mask
 
 from .builders import fail_on_call
@@ -54,7 +55,7 @@ def test_more_rotations_than_images_is_an_error():
 def test_an_interrupted_augment_leaves_the_previous_set_and_no_staging(
     small_raw, small_params, tmp_path, monkeypatch, failure
 ):
-    from ncseg.data import augment as module
+    from ncseg.data import rotations as module
 
     out = tmp_path / "augmented"
     augment(small_raw, out, small_params.augment, small_params.seed)

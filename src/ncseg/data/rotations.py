@@ -1,4 +1,5 @@
-"""The study's 12 -> 22 images: lossless quarter-turn rotations of some raw images, with a manifest of sources.
+"""The study's 12 -> 22 images: lossless quarter-turn rotations of some raw images, with a manifest of sources
+(the `augment` stage; the random augmentations of training crops are data/dataset.py's).
 
 The manifest's `group` column is what cross-validation splits on: a rotated copy shares the group of its raw
 image (and raw images imported with a group manifest share their slice's group), so no copy of one specimen
@@ -7,35 +8,15 @@ region can sit on both sides of a fold.
 
 from __future__ import annotations
 
-import csv
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ncseg.config import AugmentParams
+from ncseg.data.groups import read_groups
+from ncseg.data.layout import CLASSES, IMAGES, MASKS, Entry, class_map_path, image_path, mask_path, write_manifest
 from ncseg.io.atomic import staged_folder
 from ncseg.io.images import list_images, read_class_map, read_image, read_mask, write_mask, write_tiff
-from ncseg.io.tables import write_csv
-
-MANIFEST = "manifest.csv"
-GROUPS = "groups.csv"  # optional in a raw folder: name,group (written by `ncseg data import --groups`)
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    source: str
-    group: str
-    rotation_deg: int
-
-
-def read_groups(raw: Path) -> dict[str, str]:
-    path = raw / GROUPS
-    if not path.exists():
-        return {}
-    with path.open(newline="") as fh:
-        return {row["name"]: row["group"] for row in csv.DictReader(fh)}
 
 
 def plan(names: list[str], groups: dict[str, str], p: AugmentParams, seed: int) -> list[Entry]:
@@ -55,35 +36,26 @@ def plan(names: list[str], groups: dict[str, str], p: AugmentParams, seed: int) 
 def augment(raw: Path, out: Path, p: AugmentParams, seed: int) -> list[Entry]:
     """Write out/images, out/masks and out/manifest.csv from raw/images + raw/masks (pairs by name), and
     out/classes from raw/classes where an image has a class map (the auxiliary head's labels)."""
-    images = {path.stem: path for path in list_images(raw / "images")}
-    masks = {path.stem: path for path in list_images(raw / "masks")}
-    classes = {path.stem: path for path in list_images(raw / "classes")} if (raw / "classes").is_dir() else {}
+    images = {path.stem: path for path in list_images(raw / IMAGES)}
+    masks = {path.stem: path for path in list_images(raw / MASKS)}
+    classes = {path.stem: path for path in list_images(raw / CLASSES)} if (raw / CLASSES).is_dir() else {}
     if not images:
-        raise FileNotFoundError(f"{raw / 'images'}: no images to augment")
+        raise FileNotFoundError(f"{raw / IMAGES}: no images to augment")
     unpaired = sorted(set(images) ^ set(masks))
     if unpaired:
         raise ValueError(f"{raw}: images and masks do not pair up: {', '.join(unpaired)}")
     if stray := sorted(set(classes) - set(images)):
-        raise ValueError(f"{raw / 'classes'}: class maps without an image: {', '.join(stray)}")
+        raise ValueError(f"{raw / CLASSES}: class maps without an image: {', '.join(stray)}")
     entries = plan(sorted(images), read_groups(raw), p, seed)
     with staged_folder(out) as staging:  # a failure leaves the previous augmented set, and no staging folder
         for entry in entries:
             image = read_image(images[entry.source])
             mask = read_mask(masks[entry.source])
             k = entry.rotation_deg // 90
-            write_tiff(staging / "images" / f"{entry.name}.tif", np.rot90(image.data, k), image.pixel_size_nm)
-            write_mask(staging / "masks" / f"{entry.name}.tif", np.rot90(mask, k), image.pixel_size_nm)
+            write_tiff(image_path(staging, entry.name), np.rot90(image.data, k), image.pixel_size_nm)
+            write_mask(mask_path(staging, entry.name), np.rot90(mask, k), image.pixel_size_nm)
             if entry.source in classes:
                 class_map = np.rot90(read_class_map(classes[entry.source], image.data.shape), k)
-                write_tiff(staging / "classes" / f"{entry.name}.tif", class_map, image.pixel_size_nm)
-        write_manifest(staging / MANIFEST, entries)
+                write_tiff(class_map_path(staging, entry.name), class_map, image.pixel_size_nm)
+        write_manifest(staging, entries)
     return entries
-
-
-def write_manifest(path: Path, entries: list[Entry]) -> None:
-    write_csv(path, [asdict(e) for e in entries], list(Entry.__dataclass_fields__))
-
-
-def read_manifest(folder: Path) -> list[Entry]:
-    with (folder / MANIFEST).open(newline="") as fh:
-        return [Entry(r["name"], r["source"], r["group"], int(r["rotation_deg"])) for r in csv.DictReader(fh)]
