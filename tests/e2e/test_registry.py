@@ -9,7 +9,8 @@ import torch
 
 from ncseg import calibration
 from ncseg.inference.tiling import predict_proba
-from ncseg.io.images import read_image
+from ncseg.io.images import read_image, read_mask
+from ncseg.metrics import jaccard
 from ncseg.models.zoo import load_ensemble
 from ncseg.normalization import normalize
 from ncseg.records import ModelCard
@@ -32,14 +33,37 @@ def test_pyfunc_round_trip_equals_the_direct_ensemble(tiny_project):
     inference = json.loads((tiny_project / "metrics" / "registry.json").read_text())
     card = ModelCard.load(tiny_project / "models" / "unet4" / ModelCard.FILE)
     raw = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="bf16")
-    fp32 = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="fp32")
-    assert np.abs(fp32 - raw).max() < 0.02 and ((fp32 > 0.5) == (raw > 0.5)).mean() > 0.999
     assert card.temperature != 1.0, "CV fitted a temperature on the out-of-fold predictions"
     direct = calibration.apply(raw, card.temperature)
+    # Served and direct run the same bf16 kernels on the same CPU: equal up to float32 rounding of the codec.
     np.testing.assert_allclose(served, direct, atol=1e-5)  # the served probability is the calibrated one
     mask = decode_answer(model.predict(request))[0] > 0
     np.testing.assert_array_equal(mask, direct > card.threshold)  # the threshold was chosen on that scale
     assert inference["architecture"] == "unet4" and inference["alias"] == "champion"
+
+
+def test_the_served_bf16_mask_is_the_fp32_mask_a_user_would_get(tiny_project):
+    """bf16 is a speed choice that must not change what a user sees: the mask and its score. A bound on the raw
+    probabilities cannot hold on every CPU (AMX and AVX-512-BF16 kernels round differently; one pixel of 65 536
+    differed by 0.0204 on an AMD EPYC), and it is not what anyone reads. A pixel can only flip where the fp32
+    probability lies within the bf16 error of the threshold, i.e. on a particle's edge: the bound below is the
+    README's documented agreement (> 99.9 % of pixels). The score follows from it: flipping a share f of the
+    pixels moves a Jaccard by at most f / (the union's share, >= 0.2 on these two images), so by < 0.005, below
+    every between-fold std the study has measured."""
+    card = ModelCard.load(tiny_project / "models" / "unet4" / ModelCard.FILE)
+    nets, geometry = load_ensemble(tiny_project / "models" / "unet4")
+    nets = [net.to(memory_format=torch.channels_last) for net in nets[:1]]
+    masks, truths = {}, []
+    for name in ("synth_03", "synth_07"):
+        image = normalize(read_image(tiny_project / "data" / "raw" / "images" / f"{name}.tif").data)
+        truths.append(read_mask(tiny_project / "data" / "raw" / "masks" / f"{name}.tif"))
+        for precision in ("bf16", "fp32"):
+            p = predict_proba(nets, geometry, image, tile=256, context=16, batch_tiles=4, precision=precision)
+            masks.setdefault(precision, []).append(calibration.apply(p, card.temperature) > card.threshold)
+    agreement = np.mean([(a == b).mean() for a, b in zip(masks["bf16"], masks["fp32"], strict=True)])
+    assert agreement > 0.999, f"bf16 and fp32 masks agree on {agreement:.5f} of the pixels"
+    scores = {k: np.mean([jaccard(m, t) for m, t in zip(v, truths, strict=True)]) for k, v in masks.items()}
+    assert abs(scores["bf16"] - scores["fp32"]) < 0.005, scores
 
 
 def test_reregistering_unchanged_inputs_creates_no_version(tiny_project):
