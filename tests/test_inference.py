@@ -45,3 +45,22 @@ def test_views_stack_one_channel_per_normalisation_in_order():
     np.testing.assert_array_equal(stacked[1], normalize(image))
     with pytest.raises(ValueError, match="intensity window"):
         views(image, ["dataset"], None)
+
+
+@pytest.mark.parametrize(("shape", "tile", "context"), [((70, 90), 24, 4), ((5, 3), 64, 8), ((1, 37), 16, 2)])
+def test_tiles_cut_by_index_see_the_mirror_padded_image(shape, tile, context):
+    """Tiles are cut from the image by index, never from a padded copy of it: past the border they see np.pad's
+    mirror ('edge' for an image one pixel wide), mirrored again where the context is longer than the image."""
+    import torch
+
+    from ncseg.inference.tiling import predict_proba
+
+    from .test_tta import SymmetricNet
+
+    net = SymmetricNet().eval()
+    image = np.random.default_rng(8).random((1, *shape), dtype=np.float32)
+    padded = np.pad(image, ((0, 0), (1, 1), (1, 1)), mode="reflect" if min(shape) > 1 else "edge")
+    with torch.no_grad():
+        whole = torch.sigmoid(net(torch.from_numpy(padded)[None]))[0, 0, 1:-1, 1:-1].numpy()
+    tiled = predict_proba([net], net.geometry, image, tile=tile, context=context, batch_tiles=3, precision="fp32")
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)

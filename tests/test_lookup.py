@@ -60,3 +60,19 @@ def test_serve_refuses_a_missing_champion_before_starting_a_server(store, monkey
     monkeypatch.setattr("os.execvpe", lambda *a: pytest.fail("the server was started"))
     result = CliRunner().invoke(app, ["serve", "-p", str(ROOT / "params.yaml")])
     assert result.exit_code != 0 and "model 'ncseg-nc-segmenter' has no versions" in result.output.replace("\n", " ")
+
+
+def test_serve_refuses_weights_changed_after_registration_before_starting_a_server(tmp_path, monkeypatch):
+    """The server would load them, hit the model card's sha256 check and die with a traceback."""
+    from ncseg.cli import app
+
+    from .test_pyfunc import _model_folder
+
+    weights = tmp_path / "model" / "artifacts" / "weights"
+    _model_folder(weights, ["image"], None)
+    (weights / "fold0.pt").write_bytes((weights / "fold0.pt").read_bytes() + b"tampered")
+    monkeypatch.setattr("os.execvpe", lambda *a: pytest.fail("the server was started"))
+    result = CliRunner().invoke(app, ["serve", "-m", str(tmp_path / "model"), "-p", str(ROOT / "params.yaml")])
+    assert result.exit_code == 1 and result.output.startswith("error:"), result.output
+    assert "its weights are not the ones it was registered with" in result.output
+    assert "fold0.pt: differs from the weights" in result.output.replace("\n", "")

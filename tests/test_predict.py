@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ncseg.cli import app
 from ncseg.config import ParticleParams
 from ncseg.io.images import write_tiff
-from ncseg.predict import collect_inputs, output_collisions, run
+from ncseg.predict import Segmenter, collect_inputs, output_collisions, run
 
 from .conftest import ROOT
 
@@ -238,3 +238,118 @@ def test_an_image_unlike_the_training_data_is_flagged_in_the_summary_and_warned_
     assert ood == {"other.tif": "", "saturated.tif": "fraction of pixels at the maximum value (saturated detector?)"}
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "saturated.tif" in warning.getMessage() and "saturated detector" in warning.getMessage()
+
+
+class Loaded:
+    """What mlflow.pyfunc.load_model returns for an ncseg model: MLflow's predict in front of the served model."""
+
+    def __init__(self, served) -> None:
+        from ncseg.registry.pyfunc import signature
+
+        self.served = served
+        self.metadata = mlflow.models.Model(signature=signature(served.config.threshold, served.config.tta))
+
+    def predict(self, data, params=None):
+        return self.served.predict(None, data, params)
+
+    def unwrap_python_model(self):
+        return self.served
+
+
+def test_an_image_past_the_servers_size_limit_is_segmented_tile_by_tile(images, monkeypatch):
+    """The server's max_pixels bounds what one request may cost a shared server; `ncseg predict` runs the model in
+    its own process and segments a detector frame or montage of any size."""
+    from ncseg.io.images import read_image
+
+    from .test_pyfunc import _served
+
+    served = _served(images / "model", ["image"], max_pixels=32 * 32, max_request_pixels=32 * 32)
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: Loaded(served))
+    large = np.random.default_rng(9).integers(0, 4000, (48, 80), dtype=np.uint16)
+    write_tiff(images / "large.tif", large, 0.5)
+    report = run(Segmenter(str(images / "model")), [images / "large.tif"], images / "out", PARTICLES)
+    assert report.failed == [] and len(report.done) == 1
+    mask = read_image(images / "out" / "masks" / "large.tif").data
+    expected = served.probability(large.astype(np.float32), "none") > served.config.threshold
+    np.testing.assert_array_equal(mask > 0, expected)
+
+
+class CarriedSegmenter(FakeSegmenter):
+    """A model registered with its particle settings: NCs of at least 1000 nm²."""
+
+    particles = ParticleParams(min_area_nm2=1000.0, min_distance_nm=2.0)
+
+    def __init__(self, model_uri: str) -> None:
+        self.model_uri = model_uri
+
+
+def test_outside_a_project_a_model_folder_predicts_with_the_particle_settings_it_carries(images, monkeypatch):
+    """No params.yaml here, no MLFLOW_TRACKING_URI: a model folder needs neither; the 36 nm² square is too small
+    for the model's particle settings unless `-S particles.…` says otherwise."""
+    import csv
+
+    monkeypatch.setattr("ncseg.predict.Segmenter", CarriedSegmenter)
+    monkeypatch.chdir(images)
+    env = {"MLFLOW_TRACKING_URI": None}
+    found = []
+    for extra in ([], ["-S", "particles.min_area_nm2=10"]):
+        args = ["predict", str(images / "model"), str(images / "a" / "img.tif"), "--out", "out", *extra]
+        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        with (images / "out" / "summary.csv").open() as fh:
+            found += [int(row["n_particles"]) for row in csv.DictReader(fh)]
+    assert found == [0, 1]
+    assert not (images / "mlruns").exists(), "a stray store was created"
+    monkeypatch.setattr(CarriedSegmenter, "particles", None)  # a model registered before they travelled with it
+    result = CliRunner().invoke(app, ["predict", str(images / "model"), str(images / "a"), "--out", "out"], env=env)
+    assert result.exit_code == 1 and "error: the model carries no particle settings" in result.output
+
+
+def test_a_second_run_into_the_same_folder_keeps_the_first_runs_rows_in_the_summary(images):
+    """`ncseg review` ranks summary.csv: the first batch's masks and RoiSets are still there, so are its rows. An
+    image predicted again (its outputs are named by stem) replaces its row, also under another suffix."""
+    import csv
+
+    run(FakeSegmenter(), [images / "a" / "img.tif"], images / "out", PARTICLES)
+    run(FakeSegmenter(), [images / "a" / "other.tif"], images / "out", PARTICLES, threshold=0.3)
+    write_tiff(images / "img.png", np.zeros((16, 16), np.uint16), None)  # a later img.* overwrites masks/img.tif
+    run(FakeSegmenter(), [images / "img.png"], images / "out", PARTICLES)
+    with (images / "out" / "summary.csv").open() as fh:
+        rows = {row["image"]: row for row in csv.DictReader(fh)}
+    assert list(rows) == ["other.tif", "img.png"]
+    assert (rows["other.tif"]["threshold"], rows["img.png"]["n_particles"]) == ("0.3", "0")
+
+
+def test_an_out_folder_with_a_summary_predict_did_not_write_is_refused_before_the_model_loads(images):
+    (images / "out").mkdir()
+    (images / "out" / "summary.csv").write_text("name,count\nx,1\n")
+    result = _predict("models:/nc@champion", str(images / "a" / "other.tif"), "--out", str(images / "out"))
+    assert result.exit_code != 0 and "summary.csv: not a summary `ncseg predict` wrote" in result.output
+    assert "MLflow store" not in result.output, "checked before the model"
+
+
+@pytest.mark.parametrize("where", ["input", "--out"])
+def test_a_symlink_loop_is_refused_by_name_before_the_model_loads(images, where):
+    loop = images / "loop.tif"
+    loop.symlink_to(loop)
+    files, out = (loop, images / "out") if where == "input" else (images / "a" / "other.tif", loop)
+    result = _predict("models:/nc@champion", str(files), "--out", str(out))
+    assert result.exit_code == 1 and result.output.startswith("error:"), result.output
+    assert str(loop) in result.output and "symbolic link" in result.output, result.output
+    assert "MLflow store" not in result.output, "checked before the model"
+
+
+def test_weights_changed_after_registration_are_one_line_also_where_lookup_cannot_see_them(images, monkeypatch):
+    """Where the weights are not found before loading (a runs:/ URI, a folder laid out otherwise), the model's own
+    check at load time (RecordError) is reported like any model that cannot be loaded."""
+    from ncseg.predict import load_segmenter
+    from ncseg.records import RecordError
+    from ncseg.registry.lookup import ModelLookupError
+
+    def tampered(uri: str) -> None:
+        raise RecordError(f"{uri}/fold0.pt: differs from the weights model.json was scored with; retrain unet4")
+
+    monkeypatch.setattr("ncseg.predict.Segmenter", tampered)
+    uri = str(images / "model")
+    with pytest.raises(ModelLookupError, match=f"^{uri}: cannot load the model \\({uri}/fold0.pt: differs"):
+        load_segmenter(uri, f"sqlite:///{images / 'mlflow.db'}")

@@ -162,6 +162,23 @@ def test_the_served_folder_holds_only_the_served_fold_networks_and_they_are_fing
     assert fingerprint(changed, _serving(members=2)) != two
 
 
+def test_the_served_model_carries_the_particle_settings_of_the_study_that_registered_it(tmp_path):
+    """`ncseg predict` with a model folder outside any project measures particles as the study did (no params.yaml
+    needed); a config written before they travelled with it still loads, without them."""
+    from ncseg.config import load_params
+    from ncseg.registry.promote import serving_config
+
+    from .conftest import ROOT
+
+    params = load_params(ROOT / "params.yaml", ["particles.min_area_nm2=30", "particles.min_distance_nm=5"])
+    config = serving_config(_card(tmp_path / "unet4", 1), params)
+    assert config.particles == params.particles
+    assert ServingConfig.model_validate_json(config.model_dump_json()).particles.min_area_nm2 == 30
+    older = config.model_dump(mode="json")
+    del older["particles"]
+    assert ServingConfig.model_validate(older).particles is None
+
+
 def test_weights_that_are_not_the_scored_ones_are_refused(tmp_path):
     card = _card(tmp_path / "unet4", 2)
     (tmp_path / "unet4" / "fold1.pt").write_bytes(b"half-trained")

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -16,15 +18,17 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from ncseg.config import UNet4Params
+from ncseg.models.geometry import Geometry
 from ncseg.models.zoo import build_net
 from ncseg.records import ModelCard, ServingConfig, WeightFile, sha256
 from ncseg.registry import pyfunc
-from ncseg.registry.pyfunc import NcSegmenter, decode_answer, decode_images, encode_request, signature
+from ncseg.registry.pyfunc import NcSegmenter, TileCost, decode_answer, decode_images, encode_request, signature
 
 from .builders import BAD_SERVING_PARAMS
 
-LIMITS = {"max_pixels": 32 * 32, "max_rows": 4, "max_request_pixels": 64 * 64}
 INFERENCE = {"tile": 64, "context": 16, "batch_tiles": 2, "precision": "fp32"}
+COST = TileCost(Geometry(divisor=16, offset=0, margin=0), tile=INFERENCE["tile"], context=INFERENCE["context"])
+LIMITS = {"max_pixels": 32 * 32, "max_rows": 4, "max_request_pixels": 64 * 64, "cost": COST}
 
 
 def _b64(data: bytes) -> str:
@@ -206,6 +210,91 @@ def test_a_request_is_capped_in_rows_and_in_pixels_all_images_together(tmp_path,
     assert err.value.get_http_status_code() == 400
 
 
+@pytest.mark.parametrize(
+    ("rows", "height", "width", "message"),
+    [
+        (1, 1, 256 * 256, "request image 0: 1x65536 px is tiled into 6291456 px of network input .* limit of 409600"),
+        (4, 1, 4096, "request image 3: brings the request to 1572864 px of network input in tiles, over .* 1327104"),
+    ],
+)
+def test_a_thin_strip_is_refused_from_its_header_by_the_tiles_it_would_cost(
+    tmp_path, no_decoding, rows, height, width, message
+):
+    """A strip one pixel high within the pixel limits is padded to whole tiles along all its length (here 24x the
+    work of a square of as many pixels): refused before decoding, alone or several to a request."""
+    model = _served(tmp_path, ["image"], max_pixels=256 * 256, max_request_pixels=4 * 256 * 256)
+    strips = pd.DataFrame({"image": [_b64(tiff_declaring(height, width))] * rows})
+    with pytest.raises(MlflowException, match=message) as err:
+        model.predict(None, strips)
+    assert err.value.get_http_status_code() == 400
+    square = pd.DataFrame({"image": [_b64(tiff_declaring(256, 256))] * 4})
+    limits = {"max_pixels": 256 * 256, "max_rows": 16, "max_request_pixels": 4 * 256 * 256}
+    decode_images(square, **limits, cost=model.cost)  # four of the largest squares pass every header check
+
+
+def test_a_served_request_past_the_servers_timeout_stops_between_tile_batches(tmp_path, monkeypatch):
+    """The scoring server answers the client 504 at its request timeout while the worker computes on: the model
+    stops at its next batch of tiles instead of computing for nobody. Outside a server nothing is cut short."""
+    model = _served(tmp_path, ["image"])
+    clock, batches = [0.0], []
+    forward = model.nets[0].forward
+
+    def one_second_a_batch(x: torch.Tensor) -> torch.Tensor:
+        batches.append(len(x))
+        clock[0] += 1.0
+        return forward(x)
+
+    monkeypatch.setattr(model.nets[0], "forward", one_second_a_batch)
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    request = encode_request([np.zeros((32, 32 * 20), np.uint16)])  # 20 tiles, 10 batches of 2
+    model.predict(None, request)
+    assert len(batches) == 10, "in process the whole image is computed"
+    batches.clear()
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")  # what `mlflow models serve` sets
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "3")
+    with pytest.raises(MlflowException, match="request image 0: stopped after 8 of 20 tiles") as err:
+        model.predict(None, request)
+    assert err.value.get_http_status_code() == 504 and len(batches) == 4
+
+
+class Smoothing(torch.nn.Module):
+    """A 3x3 mean filter: as cheap a network as there is, so a test can afford a 2048² image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        torch.nn.init.constant_(self.conv.weight, 1 / 9)
+        self.geometry = Geometry(divisor=1, offset=0, margin=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def _peak_bytes(compute) -> int:
+    """The most memory numpy held at once while `compute` ran (torch's own tensors are not traced: a batch of
+    tiles is what the tiler may hold)."""
+    tracemalloc.start()
+    try:
+        compute()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_micrograph_costs_the_memory_of_its_answers_not_of_float_copies_of_it(tmp_path):
+    """What `ncseg predict` runs on an 8k-16k montage: no padded, normalised, weight or float64 copy of the image,
+    neither per view nor per batch. The probability costs the one float32 map it returns and a few batches of tiles;
+    the uncertainty its two float64 running sums, one view's map and its answer."""
+    tiling = INFERENCE | {"tile": 256}
+    model = _served(tmp_path, ["image"], temperature=0.8, inference=tiling)
+    model.nets, model.geometry = [Smoothing().eval()], Geometry(divisor=1, offset=0, margin=0)
+    image = np.random.default_rng(12).integers(0, 4000, (2048, 2048), dtype=np.uint16)
+    model.uncertainty(image[:64, :64], "none")  # its modules imported before memory is counted
+    answer, batches = image.size * 4, 8 * tiling["batch_tiles"] * tiling["tile"] ** 2 * 4  # float32 maps and tiles
+    assert _peak_bytes(lambda: model.probability(image, "flip")) < answer + batches
+    assert _peak_bytes(lambda: model.uncertainty(image, "none")) < (2 * 2 + 1 + 1) * answer + batches
+
+
 @pytest.mark.parametrize("params", BAD_SERVING_PARAMS)
 def test_a_bad_param_is_a_short_client_error(tmp_path, params):
     """What MLflow passes through (null, NaN) or a direct caller sends: HTTP 400 with one line, never a crash."""
@@ -264,6 +353,21 @@ def test_the_logged_model_is_code_and_weights_not_a_pickle(logged_model):
     flavor = mlflow.models.Model.load(logged_model).flavors["python_function"]
     assert Path(flavor["model_code_path"]).name == "model_code.py" and "python_model" not in flavor
     assert (logged_model / "code" / "ncseg" / "registry" / "pyfunc.py").is_file(), "the ncseg code travels with it"
+
+
+def test_a_logged_model_whose_weights_changed_is_refused_in_one_line_before_it_loads(logged_model, tmp_path):
+    """`ncseg predict` and `ncseg serve` check the weights against the model card first (registry.lookup); loading
+    them (load_ensemble) would refuse too, but with a RecordError traceback, from the server at its start."""
+    import shutil
+
+    from ncseg.predict import load_segmenter
+    from ncseg.registry.lookup import ModelLookupError
+
+    model = Path(shutil.copytree(logged_model, tmp_path / "model"))
+    weights = model / "artifacts" / "weights" / "fold0.pt"
+    weights.write_bytes(weights.read_bytes() + b"tampered")
+    with pytest.raises(ModelLookupError, match=f"^{model}: its weights are not the ones it was registered with: "):
+        load_segmenter(str(model), f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 LOAD_AND_PREDICT = """

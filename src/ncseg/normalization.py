@@ -23,10 +23,19 @@ def normalize(image: np.ndarray, window: tuple[float, float] | None = None) -> n
     Z-contrast comparable across images recorded with the same settings.
     """
     image = image.astype(np.float32, copy=False)
-    lo, hi = window or (float(v) for v in np.percentile(image, PERCENTILES))  # floats keep the result float32
+    lo, hi = window or image_window(image)
     if hi <= lo:
         return np.zeros_like(image)
-    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+    scaled = image - lo  # then in place: one float copy of the image, not three
+    scaled /= hi - lo
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+
+def image_window(image: np.ndarray) -> tuple[float, float]:
+    """The image's own percentile window, as `normalize` takes it: on float32 values (a tiled 16k² montage needs
+    its window before any tile is normalised). Floats keep what is normalised with it float32."""
+    lo, hi = np.percentile(image.astype(np.float32), PERCENTILES, overwrite_input=True)  # sorts the copy in place
+    return float(lo), float(hi)
 
 
 def views(image: np.ndarray, normalization: Sequence[View], window: tuple[float, float] | None) -> np.ndarray:
@@ -36,9 +45,16 @@ def views(image: np.ndarray, normalization: Sequence[View], window: tuple[float,
     the image's own percentiles say where that level sits within this field of view — the adaptivity a
     per-image threshold such as Otsu's has. A network given both can learn either, or their combination.
     """
+    return np.stack([normalize(image, w) for w in view_windows(image, normalization, window)])
+
+
+def view_windows(
+    image: np.ndarray, normalization: Sequence[View], window: tuple[float, float] | None
+) -> tuple[tuple[float, float], ...]:
+    """The intensity window of each of `views`' channels: the dataset's, or the image's own percentiles."""
     if "dataset" in normalization and window is None:
         raise ValueError("the 'dataset' view needs the dataset's intensity window")
-    return np.stack([normalize(image, window if view == "dataset" else None) for view in normalization])
+    return tuple(window if view == "dataset" else image_window(image) for view in normalization)
 
 
 def intensity_window(images: Sequence[np.ndarray], max_values: int = 4_000_000) -> tuple[float, float]:

@@ -1,13 +1,18 @@
 """`ncseg predict`: a registered model over a folder of micrographs -> masks, overlays, particle tables in nm.
 
 Each image's outputs are written (atomically) as soon as it is done; an unreadable image is reported and
-skipped, so one bad file never costs the results of the others.
+skipped, so one bad file never costs the results of the others. The model runs in this process on the code the
+server runs, without the server's request limits: a detector frame or montage of 8k-16k px is tiled like any image.
+The particle settings come with the model, so a model folder works outside any project.
 """
 
 from __future__ import annotations
 
+import csv
+import errno
 import logging
 import math
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -16,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 
 from ncseg import figures
-from ncseg.config import ParticleParams
+from ncseg.config import ConfigError, Params, ParticleParams, apply_override
 from ncseg.inference.tta import TRANSFORMS
 from ncseg.interop.imagej import write_roiset
 from ncseg.io.images import (
@@ -33,9 +39,11 @@ from ncseg.io.images import (
 from ncseg.io.tables import write_csv
 from ncseg.normalization import normalize
 from ncseg.particles import Particle, measure, split
+from ncseg.records import RecordError
 from ncseg.uncertainty import PARTICLE_COLUMNS, image_score, particle_scores
 
 log = logging.getLogger(__name__)
+SUMMARY = "summary.csv"
 
 
 @dataclass
@@ -63,11 +71,32 @@ def check_settings(out: Path, threshold: float | None, pixel_size_nm: float | No
         problems.append(f"--pixel-size {pixel_size_nm}: must be a positive number of nm per pixel")
     if tta is not None and tta not in TRANSFORMS:
         problems.append(f"--tta {tta}: must be one of {', '.join(TRANSFORMS)}")
-    if out.exists() and not out.is_dir():
+    if (link := _dangling(out)) is not None:
+        problems.append(f"--out {out}: {link} is a symbolic link to nothing (a loop, or its target is missing)")
+    elif out.exists() and not out.is_dir():
         problems.append(f"--out {out}: is a file, not a folder")
     elif (why := _unwritable(out)) is not None:
         problems.append(f"--out {out}: cannot be written ({why})")
+    else:
+        try:
+            read_summary(out / SUMMARY)
+        except ValueError as err:
+            problems.append(f"--out {out}: {err}; its rows are kept, so move it away or choose another --out")
     return problems
+
+
+def _dangling(path: Path) -> Path | None:
+    """The first of `path` and its folders that is a symbolic link leading nowhere: mkdir there fails with
+    "Too many levels of symbolic links" or "File exists" after all the images were segmented."""
+    return next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+
+
+def _is_loop(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
 
 
 def _unwritable(out: Path) -> str | None:
@@ -102,6 +131,10 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
     is one input, not two whose outputs collide."""
     files: dict[Path, Path] = {}
     for path in inputs:
+        if _is_loop(path):  # resolving it below would end in pathlib's RuntimeError
+            raise ValueError(
+                f"{path}: a loop of symbolic links (it leads back to itself); point it at an image or folder"
+            )
         if path.is_dir():
             found = list_images(path)
         elif path.suffix.lower() in IMAGE_SUFFIXES or not path.exists():
@@ -124,39 +157,73 @@ def load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:
     mlflow.set_tracking_uri(tracking_uri)
     try:
         return Segmenter(model_uri)
-    except (MlflowException, OSError) as err:
+    except (MlflowException, OSError, RecordError) as err:  # RecordError: weights changed after registration
         raise ModelLookupError(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})") from err
 
 
+def store_uri(params: Params | None, root: Path) -> str:
+    """Where models:/ and runs:/ URIs are looked up: as the project's commands do where there is a params.yaml,
+    else MLFLOW_TRACKING_URI or the store of the folder predict runs in (a model folder needs none)."""
+    from ncseg import tracking
+
+    if params is not None:
+        return tracking.tracking_uri(params, root)
+    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.local_uri(root)
+
+
 class Segmenter:
-    """A loaded pyfunc model, called exactly as the server calls it; its default threshold from the signature."""
+    """A registered model run in this process by the code the server runs (its probability, uncertainty and
+    out-of-distribution check), but not through the server's request: its size limits bound what one request may
+    cost a shared server, and its file round trip would copy the image; here an image of any size is tiled in the
+    memory of its answers and a batch of tiles."""
 
     def __init__(self, model_uri: str) -> None:
         import mlflow
 
-        self.model = mlflow.pyfunc.load_model(model_uri)
+        from ncseg.registry.lookup import ModelLookupError
+        from ncseg.registry.pyfunc import NcSegmenter
+
+        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        if not isinstance(served, NcSegmenter):
+            raise ModelLookupError(f"{model_uri}: not an ncseg model (its Python model is {type(served).__name__})")
+        self.served = served
         self.description = describe_model(model_uri)
-        schema = self.model.metadata.get_params_schema()
-        self.threshold = float(next(p.default for p in schema.params if p.name == "threshold"))
+        self.threshold = served.config.threshold  # the served default (the signature's)
+        self.particles = served.config.particles  # None: registered before the settings travelled with it
 
     def probability(self, image: np.ndarray, tta: str | None = None) -> np.ndarray:
-        from ncseg.registry.pyfunc import decode_answer, encode_request
-
-        params = {"output": "probability"} | ({"tta": tta} if tta else {})
-        answer = self.model.predict(encode_request([image]), params=params)
-        return decode_answer(answer)[0]
+        return self.served.probability(image, tta or self.served.config.tta)
 
     def uncertainty(
         self, image: np.ndarray, pixel_size_nm: float | None, tta: str | None = None
     ) -> tuple[np.ndarray, str]:
         """The per-pixel uncertainty map and why the image is out of the training domain ('' if it is not), as the
         served model answers `output=uncertainty` with the image's pixel size."""
-        from ncseg.registry.pyfunc import OOD_COLUMN, decode_answer, encode_request
+        ood = "; ".join(self.served.out_of_domain(image, pixel_size_nm))
+        return self.served.uncertainty(image, tta or self.served.config.tta), ood
 
-        params = {"output": "uncertainty"} | ({"tta": tta} if tta else {})
-        params |= {"pixel_size_nm": pixel_size_nm} if pixel_size_nm else {}
-        answer = self.model.predict(encode_request([image]), params=params)
-        return decode_answer(answer)[0], str(answer[OOD_COLUMN].iloc[0])
+
+def particle_settings(carried: ParticleParams | None, project: Params | None, overrides: list[str]) -> ParticleParams:
+    """How particles are cut and measured: the settings the model was registered with (so a model folder works
+    anywhere), with any `-S particles.KEY=VALUE` applied; for a model registered before they travelled with it, the
+    project's params.yaml."""
+    if carried is None:
+        if project is None:
+            raise ConfigError(
+                "the model carries no particle settings (registered before ncseg recorded them): run in its project "
+                "folder or pass --params PARAMS.yaml"
+            )
+        return project.particles
+    tree = {"particles": carried.model_dump()}
+    for assignment in overrides:
+        if assignment.startswith("particles."):
+            apply_override(tree, assignment)
+        elif project is None:
+            raise ConfigError(f"-S {assignment}: no params.yaml here to set it in (only particles.* apply)")
+    try:
+        return ParticleParams.model_validate(tree["particles"])
+    except ValidationError as err:
+        raise ConfigError(f"-S particles: {err}") from err
 
 
 def _write_image_outputs(
@@ -178,8 +245,8 @@ def _write_image_outputs(
     if rois:
         write_roiset(out / "rois" / f"{stem}.zip", labels)
     if save_probability:
-        write_tiff(out / "probability" / f"{stem}.tif", prob.astype(np.float32), image.pixel_size_nm)
-    write_tiff(out / "uncertainty" / f"{stem}.tif", uncertainty.astype(np.float32), image.pixel_size_nm)
+        write_tiff(out / "probability" / f"{stem}.tif", prob, image.pixel_size_nm)  # float32, written as it is
+    write_tiff(out / "uncertainty" / f"{stem}.tif", uncertainty, image.pixel_size_nm)
     write_csv(out / "particles" / f"{stem}.csv", *particle_table(particles, labels, prob, uncertainty))
 
 
@@ -287,6 +354,31 @@ def run(
         if on_image:
             on_image(path)
     if report.done:
-        write_csv(out / "summary.csv", report.done, list(report.done[0]))
+        write_summary(out / SUMMARY, report.done)
         figures.size_histogram(out / "size_distribution.png", report.particles, caption)
     return report
+
+
+def read_summary(path: Path) -> tuple[list[dict], list[str]]:
+    """The rows and columns of an earlier run's summary.csv (none where there is none), or a ValueError naming it."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows, columns = list(reader), list(reader.fieldnames or [])
+    except FileNotFoundError:
+        return [], []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: cannot read it ({getattr(err, 'strerror', None) or err})") from err
+    if "image" not in columns:
+        raise ValueError(f"{path}: not a summary `ncseg predict` wrote (no 'image' column)")
+    return [{k: v for k, v in row.items() if k is not None} for row in rows], columns
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    """summary.csv over every image predicted into this folder: an image predicted again replaces its row (its
+    outputs, named by stem, were just overwritten), the rows of earlier runs stay with their masks and RoiSets, so
+    `ncseg review` still lists them. Columns of older runs that this one lacks are kept (empty here)."""
+    earlier, columns = read_summary(path)
+    again = {Path(row["image"]).stem for row in rows}
+    kept = [row for row in earlier if Path(row["image"]).stem not in again]
+    write_csv(path, kept + rows, list(dict.fromkeys([*rows[0], *columns])))

@@ -28,19 +28,30 @@ from skimage.segmentation import find_boundaries
 
 PARTICLE_COLUMNS = ("confidence", "boundary_uncertainty")
 CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity, as find_boundaries uses
+ROWS = 256  # image rows squared in float64 at once
 
 
 def pixel_uncertainty(views: Iterable[np.ndarray]) -> np.ndarray:
     """2 x the standard deviation over probability maps of one image, in [0, 1]. The maps are consumed one at a time
-    (running sums), so a 4096² image in 8 views by 5 members never holds 40 maps at once."""
-    n, total, squares = 0, np.float64(0.0), np.float64(0.0)
+    into running float64 sums updated in place, so a 16k² image in 8 views by 5 members holds two sums and one map,
+    never 40 maps or a float64 copy of each."""
+    n, total, squares = 0, None, None
     for view in views:
-        v = view.astype(np.float64)
-        n, total, squares = n + 1, total + v, squares + v * v
+        if total is None:
+            total, squares = np.zeros(view.shape), np.zeros(view.shape)
+        n += 1
+        np.add(total, view, out=total)
+        for start in range(0, len(view), ROWS):  # a band of float64 squares at a time
+            squares[start : start + ROWS] += np.square(view[start : start + ROWS], dtype=np.float64)
     if n < 2:
         raise ValueError(f"uncertainty is the spread of at least two views of an image, got {n}")
-    mean = total / n
-    return (2.0 * np.sqrt(np.maximum(squares / n - mean * mean, 0.0))).astype(np.float32)
+    total /= n  # the mean, then its square, then the variance, all in place
+    total *= total
+    squares /= n
+    squares -= total
+    np.sqrt(np.maximum(squares, 0.0, out=squares), out=squares)
+    squares *= 2.0
+    return squares.astype(np.float32)
 
 
 def boundary_band(labels: np.ndarray) -> np.ndarray:

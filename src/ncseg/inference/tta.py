@@ -4,17 +4,22 @@ averaged. A HAADF image has no preferred orientation, so every dihedral transfor
 `flip` uses the four mirror images (nnU-Net's test-time mirroring in 2-D), `d4` all eight dihedral transforms (the
 four quarter turns, each mirrored). Every transform is a lossless permutation of pixels and is exactly inverted,
 so a network that is itself symmetric gives the same answer with and without TTA.
+
+The views are turned as numpy views, not copies, and each view's tiles add their answer into the image's own
+orientation (`ncseg.inference.tiling`): TTA costs time, not memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ncseg.config import TTA
-from ncseg.inference.tiling import predict_proba
+from ncseg.inference.tiling import Source, add_probability, source
 from ncseg.models.geometry import Geometry
 
 Transform = tuple[int, bool]  # (quarter turns, then mirrored left-right)
@@ -26,30 +31,27 @@ TRANSFORMS: dict[str, tuple[Transform, ...]] = {
 }
 
 
-def forward(image: np.ndarray, transform: Transform) -> np.ndarray:
-    """Transform the last two axes of a (..., H, W) array."""
+def turn(image: np.ndarray, transform: Transform) -> np.ndarray:
+    """Transform the last two axes of a (..., H, W) array, as a view of it: what is written to the view lands in
+    the array at the pixel it was turned from."""
     k, mirror = transform
     turned = np.rot90(image, k, axes=(-2, -1))
-    return np.ascontiguousarray(turned[..., ::-1] if mirror else turned)
-
-
-def inverse(image: np.ndarray, transform: Transform) -> np.ndarray:
-    k, mirror = transform
-    unmirrored = image[..., ::-1] if mirror else image
-    return np.ascontiguousarray(np.rot90(unmirrored, -k, axes=(-2, -1)))
+    return turned[..., ::-1] if mirror else turned
 
 
 def predict_tta(
-    nets: Sequence[nn.Module], geometry: Geometry, image: np.ndarray, tta: TTA, **tiling: int | str
+    nets: Sequence[nn.Module], geometry: Geometry, image: np.ndarray | Source, tta: TTA, **tiling: Any
 ) -> np.ndarray:
     """`predict_proba` averaged over the transforms of `tta` (each answer turned back first); `none` is
     `predict_proba` itself, at no extra cost."""
     transforms = TRANSFORMS[tta]
-    total = None
+    src = source(image)
+    total = np.zeros(src.shape[1:], np.float32)
     for transform in transforms:
-        prob = inverse(predict_proba(nets, geometry, forward(image, transform), **tiling), transform)
-        total = prob if total is None else total + prob
-    return total / len(transforms)
+        turned = src.turned(partial(turn, transform=transform))
+        add_probability(nets, geometry, turned, turn(total, transform), **tiling)  # into `total`, turned back
+    total /= len(transforms)
+    return total
 
 
 def spread_transforms(tta: TTA) -> tuple[Transform, ...]:
@@ -59,11 +61,14 @@ def spread_transforms(tta: TTA) -> tuple[Transform, ...]:
 
 
 def predict_views(
-    nets: Sequence[nn.Module], geometry: Geometry, image: np.ndarray, tta: TTA, **tiling: int | str
+    nets: Sequence[nn.Module], geometry: Geometry, image: np.ndarray | Source, tta: TTA, **tiling: Any
 ) -> Iterator[np.ndarray]:
     """Each net's probability for each view of `spread_transforms(tta)`, turned back, one map at a time: the members
     are not averaged here, their disagreement is part of the spread."""
+    src = source(image)
     for transform in spread_transforms(tta):
-        turned = forward(image, transform)
+        turned = src.turned(partial(turn, transform=transform))
         for net in nets:
-            yield inverse(predict_proba([net], geometry, turned, **tiling), transform)
+            answer = np.zeros(src.shape[1:], np.float32)
+            add_probability([net], geometry, turned, turn(answer, transform), **tiling)
+            yield answer

@@ -1,5 +1,6 @@
-"""Resolve a model URI before loading it, so that a missing store, model or alias is one clear sentence instead of
-MLflow's traceback: `ncseg predict` and `ncseg serve` call this first, and create nothing on the way."""
+"""Resolve a model URI before loading it, so that a missing store, model or alias, or weights changed after
+registration, is one clear sentence instead of MLflow's (or the server's) traceback: `ncseg predict` and
+`ncseg serve` call this first, and create nothing on the way."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ncseg.store import StoreError, check_readable
+
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^/]+)$")
+VERSION_URI = re.compile(r"^models:/(?P<name>[^@/]+)/(?P<version>\d+)$")
+WEIGHTS = "artifacts/weights"  # where a logged ncseg model keeps its networks and their card (registry.promote)
 
 
 class ModelLookupError(LookupError):
@@ -18,29 +23,70 @@ class ModelLookupError(LookupError):
 
 def check_store(tracking_uri: str) -> None:
     """A local SQLite store must already exist: opening a missing one would create an empty one (in whatever
-    folder the user happens to be in) and then fail to find any model in it."""
+    folder the user happens to be in) and then fail to find any model in it. It must also be readable."""
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         raise ModelLookupError(
             f"no MLflow store at {tracking_uri.removeprefix('sqlite:///')}: run from the project folder (where "
             "`dvc repro` made mlruns/) or set MLFLOW_TRACKING_URI"
         )
+    try:
+        check_readable(tracking_uri)
+    except StoreError as err:
+        raise ModelLookupError(str(err)) from err
 
 
 def check_model_uri(model_uri: str, tracking_uri: str) -> None:
     """For models:/NAME@ALIAS, that NAME is registered and a version holds ALIAS; otherwise say which versions
-    exist and why none was promoted. Other URIs (runs:/, a folder) are left to MLflow."""
-    match = ALIAS_URI.match(model_uri)
+    exist and why none was promoted. For a registered version or a model folder, that its weights are the ones it
+    was registered with (`check_weights`). Anything else about a URI (runs:/, a folder that is no model) is left
+    to MLflow."""
     if not model_uri.startswith(("models:/", "runs:/")):
+        check_weights(model_uri, None)
         return
     check_store(tracking_uri)
-    if match is None:
-        return
-    name, alias = match["name"], match["alias"]
     client = MlflowClient(tracking_uri)
+    if (match := ALIAS_URI.match(model_uri)) is not None:
+        try:
+            client.get_model_version_by_alias(match["name"], match["alias"])
+        except MlflowException:
+            raise ModelLookupError(_no_alias(client, match["name"], match["alias"])) from None
+    check_weights(model_uri, client)
+
+
+def check_weights(model_uri: str, client: MlflowClient | None) -> None:
+    """The networks a logged model holds are the ones its model card lists (sha256), checked before anything loads
+    them: a registered artifact changed afterwards is refused in one sentence, before `ncseg serve` starts a server
+    that would die of it with a traceback. A model whose weights cannot be fetched is left to loading to describe."""
+    import mlflow
+
+    from ncseg.records import ModelCard, RecordError
+
+    location = _location(model_uri, client)
+    if location is None:
+        return
     try:
-        client.get_model_version_by_alias(name, alias)
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/{WEIGHTS}"))
+    except (MlflowException, OSError):
+        return
+    try:
+        ModelCard.load(folder / ModelCard.FILE).verify(folder)
+    except RecordError as err:
+        raise ModelLookupError(f"{model_uri}: its weights are not the ones it was registered with: {err}") from err
+
+
+def _location(model_uri: str, client: MlflowClient | None) -> str | None:
+    """Where a model folder or a registered version (by number or alias) keeps its files; None for other URIs."""
+    if client is None:
+        return model_uri
+    if (match := ALIAS_URI.match(model_uri) or VERSION_URI.match(model_uri)) is None:
+        return None
+    name, fields = match["name"], match.groupdict()
+    try:
+        if "alias" in fields:
+            fields["version"] = client.get_model_version_by_alias(name, fields["alias"]).version
+        return client.get_model_version_download_uri(name, fields["version"])
     except MlflowException:
-        raise ModelLookupError(_no_alias(client, name, alias)) from None
+        return None
 
 
 def _no_alias(client: MlflowClient, name: str, alias: str) -> str:

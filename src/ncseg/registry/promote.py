@@ -55,6 +55,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         max_rows=params.registry.max_rows,
         max_request_pixels=params.registry.max_request_pixels,
         domain=card.domain,
+        particles=params.particles,
     )
 
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -27,16 +30,19 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from ncseg.inference.tiling import DeadlineError, RawViews, tiled_pixels
 from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views
 from ncseg.io.images import ImageError, decode_image, encode_tiff, read_header
+from ncseg.models.geometry import Geometry
 from ncseg.records import ServingConfig
 
 OUTPUTS = ("mask", "probability", "uncertainty")
 INPUT_COLUMN, OUTPUT_COLUMN, OOD_COLUMN = "image", "tiff", "ood"
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow logs as the model: it builds an NcSegmenter
+CALIBRATION_PIXELS = 1 << 16  # calibrated at once: its float64 logit takes 8 bytes a pixel, a few times over
 
 
 def signature(threshold: float, tta: str) -> ModelSignature:
@@ -69,13 +75,35 @@ def _refuse(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)  # served as HTTP 400
 
 
+@dataclass(frozen=True)
+class TileCost:
+    """What an image costs the networks: the input pixels of its tiles (ncseg.inference.tiling.tiled_pixels).
+
+    A strip one pixel high is padded to whole tiles along all its length, 40-100x the work of a square of as many
+    pixels: a pixel limit alone lets a 25 kB request keep a worker busy for minutes. An image, and a request, may
+    cost what a square of its pixel limit grown by one tile each way costs: room for any image within the limit
+    that is not far longer than wide, however its sides fall on tile boundaries, and none for such strips.
+    """
+
+    geometry: Geometry
+    tile: int
+    context: int
+
+    def __call__(self, height: int, width: int) -> int:
+        return tiled_pixels(height, width, self.geometry, tile=self.tile, context=self.context)
+
+    def limit(self, pixels: int) -> int:
+        side = math.isqrt(pixels) + self.tile
+        return self(side, side)
+
+
 def _checked_files(
-    model_input: Any, *, max_pixels: int, max_rows: int, max_request_pixels: int
+    model_input: Any, *, max_pixels: int, max_rows: int, max_request_pixels: int, cost: TileCost
 ) -> list[tuple[str, bytes]]:
     """Each row's file with its name for errors, once every row's header is within the limits.
 
     The limits are checked on what the headers declare, for all rows before any is decoded: a few kB of zlib TIFF
-    can declare a 40000 x 40000 image whose decoding alone takes gigabytes.
+    can declare a 40000 x 40000 image whose decoding alone takes gigabytes, or a strip whose tiles take minutes.
     """
     if not isinstance(model_input, pd.DataFrame) or INPUT_COLUMN not in model_input:
         raise _refuse(f"expected a table with a column {INPUT_COLUMN!r} of base64-encoded TIFF or PNG files")
@@ -83,7 +111,8 @@ def _checked_files(
         raise _refuse("empty request: no images")
     if len(model_input) > max_rows:
         raise _refuse(f"{len(model_input)} images in one request, over the limit of {max_rows}; send fewer per request")
-    files, total = [], 0
+    files, total, work = [], 0, 0
+    image_budget, request_budget = cost.limit(max_pixels), cost.limit(max_request_pixels)
     for row, text in enumerate(model_input[INPUT_COLUMN]):
         name = f"request image {row}"
         try:
@@ -96,23 +125,38 @@ def _checked_files(
             raise _refuse(str(err)) from err
         if header.pixels > max_pixels:
             raise _refuse(f"{name}: {header.height}x{header.width} px exceeds the limit of {max_pixels} px")
-        total += header.pixels
+        tiles = cost(header.height, header.width)
+        if tiles > image_budget:
+            raise _refuse(
+                f"{name}: {header.height}x{header.width} px is tiled into {tiles} px of network input (a thin image "
+                f"is padded to whole tiles), over the limit of {image_budget} px; send it as squarer pieces"
+            )
+        total, work = total + header.pixels, work + tiles
         if total > max_request_pixels:
             raise _refuse(
                 f"{name}: brings the request to {total} px, over the limit of {max_request_pixels} px per request; "
                 "send fewer images per request"
             )
+        if work > request_budget:
+            raise _refuse(
+                f"{name}: brings the request to {work} px of network input in tiles, over the limit of "
+                f"{request_budget} px per request; send fewer images per request"
+            )
         files.append((name, data))
     return files
 
 
-def decode_images(model_input: Any, *, max_pixels: int, max_rows: int, max_request_pixels: int) -> Iterator[np.ndarray]:
+def decode_images(
+    model_input: Any, *, max_pixels: int, max_rows: int, max_request_pixels: int, cost: TileCost
+) -> Iterator[np.ndarray]:
     """Each row's image as a 2-D float32 array, or a clear error naming the row and what is wrong with it.
 
     The limits are checked for every row first; the images are then decoded one at a time, as they are used, so a
     request holds one decoded image, not all of them.
     """
-    files = _checked_files(model_input, max_pixels=max_pixels, max_rows=max_rows, max_request_pixels=max_request_pixels)
+    files = _checked_files(
+        model_input, max_pixels=max_pixels, max_rows=max_rows, max_request_pixels=max_request_pixels, cost=cost
+    )
     return (_decode(data, name) for name, data in files)
 
 
@@ -141,6 +185,29 @@ def request_params(params: dict[str, Any] | None, default_threshold: float, defa
     return float(threshold), output, tta
 
 
+def request_deadline() -> float | None:
+    """When the scoring server stops waiting for the request in hand (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT, counted
+    from here, just after the request arrived): it then answers the client 504 while the worker thread computes on,
+    for nobody. None outside a server (a Python caller, `ncseg predict`), where nothing times out; `mlflow models
+    predict` simulates a server and gets one too."""
+    from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT, MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+
+    if not _MLFLOW_IS_IN_SERVING_ENVIRONMENT.get():
+        return None
+    return time.monotonic() + MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
+
+
+def _calibrated(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """`calibration.apply` in place, a band of rows at a time: its float64 logit of a whole 16k² map is gigabytes."""
+    from ncseg.calibration import apply
+
+    rows = max(1, CALIBRATION_PIXELS // prob.shape[1])
+    for start in range(0, len(prob), rows):
+        band = prob[start : start + rows]
+        band[...] = apply(band, temperature)
+    return prob
+
+
 def request_pixel_size(params: dict[str, Any] | None) -> float | None:
     """The request's `pixel_size_nm` (nm per pixel, for the out-of-distribution check), None when not given."""
     size = (params or {}).get("pixel_size_nm")
@@ -163,6 +230,7 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         self.config = ServingConfig.load(Path(context.artifacts["serving"]))
         nets, self.geometry = load_ensemble(Path(context.artifacts["weights"]))
         self.nets = [net.to(memory_format=torch.channels_last) for net in nets]  # oneDNN's fast convolutions
+        self.cost = TileCost(self.geometry, self.config.inference.tile, self.config.inference.context)
 
     # pd.DataFrame: a type hint MLflow accepts without inferring a signature from it (the explicit one, with the
     # params, stays) and without warning; it is what MLflow passes after enforcing that signature.
@@ -180,17 +248,27 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
             max_pixels=config.max_pixels,
             max_rows=config.max_rows,
             max_request_pixels=config.max_request_pixels,
+            cost=self.cost,
         )
+        deadline = request_deadline()
         answers, ood = [], []
-        for image in images:
+        for row, image in enumerate(images):
             ood.append("; ".join(self.out_of_domain(image, pixel_size_nm)))
-            answers.append(base64.b64encode(encode_tiff(self.answer(image, output, threshold, tta))).decode())
+            try:
+                answer = self.answer(image, output, threshold, tta, deadline)
+            except DeadlineError as err:
+                raise MlflowException(
+                    f"request image {row}: {err}: the server's request timeout "
+                    "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) has passed; send smaller or fewer images per request",
+                    error_code=DEADLINE_EXCEEDED,
+                ) from err
+            answers.append(base64.b64encode(encode_tiff(answer)).decode())
         return pd.DataFrame({OUTPUT_COLUMN: answers, OOD_COLUMN: ood})
 
-    def answer(self, image: np.ndarray, output: str, threshold: float, tta: str) -> np.ndarray:
+    def answer(self, image: np.ndarray, output: str, threshold: float, tta: str, deadline: float | None) -> np.ndarray:
         if output == "uncertainty":
-            return self.uncertainty(image, tta)
-        prob = self.probability(image, tta)
+            return self.uncertainty(image, tta, deadline)
+        prob = self.probability(image, tta, deadline)
         return prob if output == "probability" else np.where(prob > threshold, 255, 0).astype(np.uint8)
 
     def out_of_domain(self, image: np.ndarray, pixel_size_nm: float | None) -> list[str]:
@@ -199,20 +277,19 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
 
         return [] if self.config.domain is None else check(image, pixel_size_nm, self.config.domain)
 
-    def probability(self, image: np.ndarray, tta: str) -> np.ndarray:
-        from ncseg.calibration import apply
-        from ncseg.normalization import views
+    def probability(self, image: np.ndarray, tta: str, deadline: float | None = None) -> np.ndarray:
+        """The calibrated NC probability (the threshold was chosen on this scale) of a raw image of any size: its
+        tiles are normalised as they are cut, so memory is the image, this answer and a batch of tiles."""
+        stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
+        tiling = self.config.inference.model_dump()
+        prob = predict_tta(self.nets, self.geometry, stacked, tta, **tiling, deadline=deadline)
+        return _calibrated(prob, self.config.temperature)
 
-        stacked = views(image, self.config.normalization, self.config.intensity_window)
-        prob = predict_tta(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())
-        return apply(prob, self.config.temperature)  # calibrated: the threshold was chosen on this scale
-
-    def uncertainty(self, image: np.ndarray, tta: str) -> np.ndarray:
+    def uncertainty(self, image: np.ndarray, tta: str, deadline: float | None = None) -> np.ndarray:
         """The spread of the calibrated probability over the members and (at least the flip) views of `tta`."""
-        from ncseg.calibration import apply
-        from ncseg.normalization import views
         from ncseg.uncertainty import pixel_uncertainty
 
-        stacked = views(image, self.config.normalization, self.config.intensity_window)
-        maps = predict_views(self.nets, self.geometry, stacked, tta, **self.config.inference.model_dump())
-        return pixel_uncertainty(apply(prob, self.config.temperature) for prob in maps)
+        stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
+        tiling = self.config.inference.model_dump()
+        maps = predict_views(self.nets, self.geometry, stacked, tta, **tiling, deadline=deadline)
+        return pixel_uncertainty(_calibrated(prob, self.config.temperature) for prob in maps)
