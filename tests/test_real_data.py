@@ -42,6 +42,7 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
             f"paths={{raw: {raw}, augmented: {work}/aug, models: {work}/models, metrics: {work}/metrics, "
             f"plots: {work}/plots}}",
             "cv.n_folds=2",
+            "cv.repeats=1",  # the study repeats CV 3 times; one shows the flow at a third of the cost
             "train.epochs=1",
             "train.steps_per_epoch=1",
             "train.batch_size=2",
