@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ncseg.config import ConfigError, flatten, load_params
+from ncseg.config import LEAK_THRESHOLD, ConfigError, flatten, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +29,7 @@ def test_override_parses_yaml_values():
         ("train.epochs", "section.key=value"),
         ("models.unet4.padding=full", "padding"),
         ("threshold.sweep=[0.9, 0.1, 0.05]", "sweep"),
+        ("cv.leak_threshold=1.5", "leak_threshold"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_key_named(override, fragment):
@@ -52,3 +53,10 @@ def test_flatten_uses_dotted_keys_and_params_yaml_names(params):
     assert flat["train.epochs"] == str(params.train.epochs)
     assert flat["register.model_name"] == params.registry.model_name
     assert flat["models.unet4.l2"] == "0.01"
+
+
+def test_a_null_leak_threshold_switches_joining_off_and_a_study_written_before_it_gets_the_default(tmp_path):
+    assert load_params(ROOT / "params.yaml", ["cv.leak_threshold=null"]).cv.leak_threshold is None
+    older = (ROOT / "params.yaml").read_text().replace("  leak_threshold:", "  # leak_threshold:")
+    (tmp_path / "params.yaml").write_text(older)
+    assert load_params(tmp_path / "params.yaml").cv.leak_threshold == LEAK_THRESHOLD

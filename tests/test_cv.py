@@ -9,11 +9,13 @@ import torch
 
 from ncseg.config import load_params
 from ncseg.data.dataset import Sample, load_samples
+from ncseg.data.layout import Entry, image_path, mask_path, read_manifest, write_manifest
 from ncseg.data.rotations import augment
 from ncseg.io.atomic import FolderBusyError, folder_lock
+from ncseg.io.images import read_image, read_mask, write_mask, write_tiff
 from ncseg.metrics import jaccard
 from ncseg.models.zoo import build_net
-from ncseg.records import ModelCard
+from ncseg.records import CVSummary, ModelCard
 from ncseg.training import cv, loop
 from ncseg.training.cv import cross_validate
 from ncseg.training.plan import fit_and_validation, plan_repeats
@@ -187,3 +189,28 @@ def test_the_same_seed_gives_the_same_numbers_and_another_seed_other_ones(study,
     assert first.jaccard_per_fold == again.jaccard_per_fold and first.temperature == again.temperature
     other = cross_validate("unet4", p.model_copy(update={"seed": p.seed + 1}), tmp_path)
     assert other.jaccard_per_fold != first.jaccard_per_fold
+
+
+def test_a_near_copy_filed_under_another_group_joins_it_and_the_summary_and_run_say_so(study, tmp_path, monkeypatch):
+    """A mirrored copy of synth_00 filed as its own group (a neighbouring slice): CV tests it beside synth_00 in
+    every repeat, and the CV summary and the MLflow parent run name the groups it joined."""
+    params, _, metrics = study
+    p = params(2, "cv.repeats=2")
+    folder = p.paths.augmented
+    image, mask = read_image(image_path(folder, "synth_00")), read_mask(mask_path(folder, "synth_00"))
+    write_tiff(image_path(folder, "copy"), np.fliplr(image.data), image.pixel_size_nm)
+    write_mask(mask_path(folder, "copy"), np.fliplr(mask), image.pixel_size_nm)
+    write_manifest(folder, [*read_manifest(folder), Entry("copy", "copy", "slice 9", 0)])
+    record: dict = {}
+    _fake_training(monkeypatch, record)
+    summary = cross_validate("unet4", p, tmp_path)
+    for trained_on, tested, _ in record.values():
+        assert ("copy" in tested) == ("synth_00" in tested) and ("copy" in trained_on) == ("synth_00" in trained_on)
+    assert (summary.leak_threshold, summary.groups, summary.joined_groups) == (0.9, 4, (("slice 9", "synth_00"),))
+    assert CVSummary.load(metrics).joined_groups == (("slice 9", "synth_00"),)
+    client = mlflow.MlflowClient(p.tracking.uri)
+    experiment = mlflow.get_experiment_by_name(p.tracking.experiment).experiment_id
+    (parent,) = client.search_runs([experiment], "tags.run_kind = 'cv'")
+    assert parent.data.params["split.groups"] == "4" and parent.data.tags["split.joined"] == "slice 9 + synth_00"
+    leaks = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/leaks.json")
+    assert ("synth_00", "copy") in [(q["a"], q["b"]) for q in leaks["pairs"]], "the pair that joined them, by name"

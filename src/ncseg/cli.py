@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ncseg.config import ConfigError, Params, load_params
 from ncseg.io.images import ImageError
 from ncseg.records import RecordError
+
+if TYPE_CHECKING:
+    from ncseg.data.leaks import Check
 
 app = typer.Typer(
     help="Find nanocrystals in HAADF-STEM images: data, training, registry, prediction.",
@@ -70,14 +74,15 @@ def data_preview(
     import numpy as np
 
     from ncseg import figures
+    from ncseg.data.layout import IMAGES, MASKS
     from ncseg.io.images import list_images, read_image, read_mask
     from ncseg.normalization import normalize
 
-    images = list_images(folder / "images")
+    images = list_images(folder / IMAGES)
     if not images:
-        _fail(f"{folder / 'images'}: no images")
+        _fail(f"{folder / IMAGES}: no images")
     picked = [images[i] for i in np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)]
-    tiles = [figures.outline(normalize(read_image(p).data), read_mask(folder / "masks" / p.name)) for p in picked]
+    tiles = [figures.outline(normalize(read_image(p).data), read_mask(folder / MASKS / p.name)) for p in picked]
     figures.save_png(out, figures.montage(tiles))
     console.print(f"wrote {out} ({', '.join(p.stem for p in picked)})")
 
@@ -176,7 +181,7 @@ def _foreground(option: str | None) -> frozenset[int] | None:
 @data_app.command("augment")
 def data_augment(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
     """The study's 12 -> 22: quarter-turn copies of some raw images, and the manifest of source groups."""
-    from ncseg.data.augment import augment
+    from ncseg.data.rotations import augment
 
     p = _params(params, set_)
     try:
@@ -185,6 +190,101 @@ def data_augment(params: ParamsOption = Path("params.yaml"), set_: SetOption = N
         _fail(str(err))
     rotated = sum(e.rotation_deg > 0 for e in entries)
     console.print(f"wrote {len(entries)} images ({rotated} rotated copies) to {p.paths.augmented}")
+
+
+@data_app.command("check")
+def data_check(
+    train: Annotated[Path, typer.Argument(help="Training images: a dataset folder (images/ inside) or a folder.")],
+    test: Annotated[Path | None, typer.Argument(help="An external test set, checked against TRAIN.")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Similarity of a near-copy (default: the study's cv.leak_threshold)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for a side-by-side PNG of each pair (replaced).")] = Path(
+        "near-duplicates"
+    ),
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", "-p", help="The study's parameters file (default: ./params.yaml where there is one)."),
+    ] = None,
+) -> None:
+    """Near-duplicate images inside TRAIN, and between TEST and TRAIN (exit code 2 when a test image has a near-copy
+    in training: a score on TEST would then measure recall of seen images, not generalisation)."""
+    from ncseg.data import leaks
+
+    limit = threshold if threshold is not None else _leak_threshold(params)
+    try:
+        found = leaks.check(train, test, limit)
+    except ImageError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"{err.filename}: cannot read it ({err.strerror or err})" if err.filename else str(err))
+    try:
+        written = _pair_pictures(found, out)
+    except FileExistsError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"{err.filename or out}: cannot write the pictures ({err.strerror or err})")
+    title = f"near-duplicate pairs (similarity >= {limit:g})"
+    if found.across:
+        rows = [(found.test[p.a].stem, found.train[p.b].stem, f"{p.similarity:.3f}") for p in found.across]
+        Console().print(_table(f"{len(rows)} {title}", ("test image", "near-copy in training", "similarity"), rows))
+    rows = [(found.train[p.a].stem, found.train[p.b].stem, f"{p.similarity:.3f}") for p in found.within]
+    if found.groups:  # a pair inside one group is harmless; one across groups is what CV joins
+        rows = [(*row, _pair_groups(found.groups, *row[:2])) for row in rows]
+    columns = ("training image", "near-copy", "similarity", *(["groups"] if found.groups else []))
+    Console().print(_table(f"{len(rows)} {title}", columns, rows))
+    console.print(f"{written} side-by-side pictures in {out}", highlight=False, soft_wrap=True)
+    if found.across:
+        copied = len({p.a for p in found.across})
+        console.print(f"{copied} of {len(found.test)} test images have a near-copy in training", highlight=False)
+        raise typer.Exit(2)
+
+
+def _leak_threshold(params: Path | None) -> float:
+    """The study's cv.leak_threshold (--params, or ./params.yaml where there is one), else the default; a study that
+    switched it off still checks at the default."""
+    from ncseg.config import LEAK_THRESHOLD
+
+    project = params or Path("params.yaml")
+    if params is None and not project.is_file():
+        return LEAK_THRESHOLD
+    return _params(project, None).cv.leak_threshold or LEAK_THRESHOLD
+
+
+def _pair_pictures(found: Check, out: Path) -> int:
+    """A side-by-side PNG of each pair (`across-0.998-TEST-TRAIN.png`, `within-…`), in a folder that replaces `out`
+    whole, so no picture of an earlier check is left beside them. A folder holding anything but PNGs is refused."""
+    from ncseg import figures
+    from ncseg.io.atomic import staged_folder
+    from ncseg.io.images import read_image
+    from ncseg.normalization import normalize
+
+    if out.exists() and (not out.is_dir() or any(p.suffix != ".png" for p in out.iterdir())):
+        raise FileExistsError(f"{out}: holds other files than a check's pictures; pass another --out")
+    pairs = [("across", p, found.test[p.a]) for p in found.across]
+    pairs += [("within", p, found.train[p.a]) for p in found.within]
+    with staged_folder(out) as staging:
+        for kind, pair, first in pairs:
+            second = found.train[pair.b]
+            panel = figures.side_by_side([normalize(read_image(path).data) for path in (first, second)])
+            figures.save_png(staging / f"{kind}-{pair.similarity:.3f}-{first.stem}-{second.stem}.png", panel)
+    return len(pairs)
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column == "similarity" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _pair_groups(groups: dict[str, str], a: str, b: str) -> str:
+    """'same' where both images are in one group (fine); else both groups: CV joins them."""
+    ga, gb = groups.get(a, a), groups.get(b, b)
+    return "same" if ga == gb else f"{ga} | {gb}"
 
 
 @app.command("train")
@@ -286,9 +386,7 @@ def review(
     top: Annotated[int | None, typer.Option(min=1, help="Show only the N most uncertain images.")] = None,
 ) -> None:
     """List predicted images worst-first by uncertainty: what to correct first (then `ncseg data add`)."""
-    from rich.table import Table
-
-    from ncseg.review import ReviewError, rank
+    from ncseg.predict.review import ReviewError, rank
 
     try:
         candidates = rank(predictions)
@@ -318,7 +416,10 @@ def predict(
     tta: Annotated[
         str | None, typer.Option(help="Test-time augmentation: none, flip or d4 (default: the model's).")
     ] = None,
-    params: ParamsOption = Path("params.yaml"),
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", "-p", help="The study's parameters file (default: ./params.yaml where there is one)."),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Segment micrographs: masks (0/255 TIFF), overlays, per-particle CSVs in nm, a summary and a histogram."""
@@ -327,7 +428,8 @@ def predict(
     from ncseg import predict as prediction
     from ncseg import tracking
 
-    p = _params(params, set_)
+    project = params or Path("params.yaml")
+    p = _params(project, set_) if params or project.is_file() else None  # outside a project the model says enough
     try:
         files = prediction.collect_inputs(inputs)
         problems = prediction.check_settings(out, threshold, pixel_size, tta) + prediction.output_collisions(files)
@@ -336,23 +438,29 @@ def predict(
     except ValueError as err:
         _fail(str(err))
     try:
-        segmenter = prediction.load_segmenter(model_uri, tracking.tracking_uri(p, tracking.project_root()))
-    except LookupError as err:
+        segmenter = prediction.load_segmenter(model_uri, prediction.store_uri(p, tracking.project_root()))
+        particles = prediction.particle_settings(segmenter.particles, p, set_ or [])
+    except (LookupError, ConfigError) as err:
         _fail(str(err))
-    with Progress(console=console) as progress:
-        task = progress.add_task("segmenting", total=len(files))
-        report = prediction.run(
-            segmenter,
-            files,
-            out,
-            p.particles,
-            threshold=threshold,
-            pixel_size_nm=pixel_size,
-            save_probability=save_probability,
-            rois=rois,
-            tta=tta,
-            on_image=lambda _: progress.advance(task),
-        )
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("segmenting", total=len(files))
+            report = prediction.run(
+                segmenter,
+                files,
+                out,
+                particles,
+                threshold=threshold,
+                pixel_size_nm=pixel_size,
+                save_probability=save_probability,
+                rois=rois,
+                tta=tta,
+                on_image=lambda _: progress.advance(task),
+            )
+    except OSError as err:
+        _fail(f"{err.filename or out}: cannot write the predictions ({err.strerror or err})")
+    except ValueError as err:  # summary.csv made unreadable while the images were segmented
+        _fail(str(err))
     n = sum(row["n_particles"] for row in report.done)
     console.print(f"{len(report.done)} images, {n} particles -> {out}")
     if report.failed:

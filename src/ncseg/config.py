@@ -52,10 +52,19 @@ class AugmentParams(_Frozen):
     angles: tuple[Literal[90, 180, 270], ...] = Field(min_length=1)
 
 
+# Near-duplicate images at least this similar (ncseg.data.leaks: r between 64 px signatures, best of 8 turns and
+# shifts up to 10 %) are kept on one side of every split. Measured: neighbouring slices 0.95-1.00, nothing between
+# 0.88 and 0.95 on the real data, 2 000 distinct images of one specimen kind at most 0.53 (benchmarks/leaks.md).
+LEAK_THRESHOLD = 0.9
+
+
 class CVParams(_Frozen):
     n_folds: int = Field(ge=2)
     repeats: int = Field(ge=1)  # independent grouped K-fold runs, each with its own split, init and sampling
     inner_val_fraction: float = Field(gt=0, lt=1)
+    # Groups that a near-duplicate pair of images links are joined before splitting; None: the data's groups as
+    # they are (a study written before this setting gets the default)
+    leak_threshold: float | None = Field(default=LEAK_THRESHOLD, gt=0, le=1)
 
     def seed(self, base: int, repeat: int) -> int:
         """Repeat r's seed; repeat 0 runs on the study seed itself, so one repeat is exactly the plain CV."""

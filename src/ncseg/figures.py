@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,9 @@ from ncseg.io.atomic import atomic_path
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from PIL.Image import Image as PILImage
+    from PIL.ImageDraw import ImageDraw
+    from PIL.ImageFont import FreeTypeFont
 
     from ncseg.particles import Particle
     from ncseg.training.loop import EpochLog
@@ -67,12 +71,10 @@ def _figure(width_in: float, height_in: float) -> tuple[Figure, Axes]:
     return plt.subplots(figsize=(width_in, height_in), dpi=110)
 
 
-def _save(fig: Figure, path: Path, tight: bool = True) -> None:
-    """`tight`: fit the layout to the labels (a draw more; figures with a fixed layout skip it)."""
+def _save(fig: Figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    if tight:
-        fig.tight_layout()
+    fig.tight_layout()  # the layout fitted to the labels
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
@@ -131,6 +133,14 @@ def montage(tiles: list[np.ndarray], gap: int = 6) -> np.ndarray:
     return np.concatenate(row, axis=1)
 
 
+def side_by_side(images: list[np.ndarray], height: int = 256) -> np.ndarray:
+    """Images scaled to [0, 1], of any size, as grey tiles of one height side by side (`ncseg data check`'s pairs)."""
+    from skimage.transform import resize
+
+    size = [(height, max(1, round(im.shape[1] * height / im.shape[0]))) for im in images]
+    return montage([_grey(resize(im, hw, anti_aliasing=True)) for im, hw in zip(images, size, strict=True)])
+
+
 def size_histogram(path: Path, particles: list[Particle], caption: str) -> None:
     """Edge lengths (sqrt(area), nm) of the particles away from the image border: those are measured whole.
     `caption` names the model and threshold, so a histogram copied into a talk still says what made it."""
@@ -148,8 +158,10 @@ def size_histogram(path: Path, particles: list[Particle], caption: str) -> None:
 
 
 INSIDE, BORDER = "#ffd000", "#00c8ff"  # yellow and cyan: apart for the common colour-vision deficiencies too
-ID_TEXT = {"fontsize": 7, "fontweight": "bold", "ha": "center", "va": "center"}
 OVERLAY_PX = (900, 1800)  # drawn width on screen: small images enlarged to read the ids, large ones kept sharp
+TITLE_PX, KEY_PX = 50, 33  # the bands above the image (title) and below it (key)
+DASH = (6.0, 3.0)  # px drawn, px left out along a border particle's outline
+LINE_PX = 2  # matplotlib's 1 pt line at 110 dpi, 1.5 px, rounded up
 
 
 def particle_overlay(
@@ -162,63 +174,45 @@ def particle_overlay(
 ) -> None:
     """The image with every particle outlined along its pixel edges (the ImageJ ROI's outline) and its id (the CSV's
     `label`) at its centre; particles cut by the border dashed in another colour, as they are left out of sizes;
-    a scale bar in nm. Outlines are vectors, so a large image drawn smaller keeps them; the image itself is resized
-    to the drawn size once (not by matplotlib at every draw) and the layout is fixed, which keeps a 2048 px image
-    with a thousand particles to seconds."""
-    from matplotlib import patheffects
-    from matplotlib.collections import PolyCollection
-    from matplotlib.lines import Line2D
+    a scale bar in nm. Drawn straight into the picture's pixels at its drawn size (PIL): as a matplotlib figure, a
+    2048 px image with two thousand particles took 5-7 s, most of it laying out the ids."""
+    from PIL import Image, ImageDraw
 
-    halo = [patheffects.withStroke(linewidth=2, foreground="black")]  # ids readable on bright NCs too
     h, w = labels.shape
-    fig, ax = _overlay_figure(h, w)
-    ax.imshow(_drawn(image, fig), extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
-    for border, colour, style in ((False, INSIDE, "solid"), (True, BORDER, "dashed")):
-        chosen = [p for p in particles if p.touches_border == border]
-        shapes = [_outline_xy(labels, p) for p in chosen]
-        ax.add_collection(PolyCollection(shapes, closed=True, facecolors="none", edgecolors=colour, linestyles=style))
-        for p in chosen:
-            ax.text(p.centroid_x_px, p.centroid_y_px, str(p.label), color=colour, path_effects=halo, **ID_TEXT)
+    width = min(max(w, OVERLAY_PX[0]), OVERLAY_PX[1])
+    scale, height = width / w, max(1, round(h * width / w))
+    canvas = Image.new("RGB", (width, TITLE_PX + height + KEY_PX), "white")
+    canvas.paste(_drawn(image, width, height), (0, TITLE_PX))
+    draw = ImageDraw.Draw(canvas)
+    origin = np.array([0.5 * scale, TITLE_PX + 0.5 * scale])  # pixel centres at integers, as the outlines have them
+    for p in particles:
+        corners = _outline_xy(labels, p) * scale + origin
+        _polyline(draw, np.vstack([corners, corners[:1]]), BORDER if p.touches_border else INSIDE, p.touches_border)
+    font = _font(11, bold=True)
+    for p in particles:  # over every outline; a black halo keeps them readable on bright NCs
+        x, y = np.array([p.centroid_x_px, p.centroid_y_px]) * scale + origin
+        colour = BORDER if p.touches_border else INSIDE
+        draw.text((x, y), str(p.label), fill=colour, font=font, anchor="mm", stroke_width=2, stroke_fill="black")
     if pixel_size_nm:
-        _scale_bar(ax, w, pixel_size_nm)
-    ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5))
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=8)
-    key = [
-        Line2D([], [], color=INSIDE, label="particle (id = CSV label)"),
-        Line2D([], [], color=BORDER, ls="--", label="cut by the border: not in sizes"),
-    ]
-    fig.legend(handles=key, loc="lower center", ncol=2, fontsize=7, frameon=False)
-    _save(fig, path, tight=False)
+        _scale_bar(canvas, (width, TITLE_PX + height), w, pixel_size_nm)
+    draw.multiline_text((width / 2, TITLE_PX / 2), title, fill="black", font=_font(12), anchor="mm", align="center")
+    _key(draw, width, TITLE_PX + height + KEY_PX / 2)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG", compress_level=1)  # zlib's level 6 took longer than all the drawing
 
 
-def _overlay_figure(h: int, w: int) -> tuple[Figure, Axes]:
-    """Image width between OVERLAY_PX; fixed margins for the title (top) and the key (bottom)."""
-    import matplotlib
+def _drawn(image: np.ndarray, width: int, height: int) -> PILImage:
+    """The image as grey pixels at its drawn size: averaged down (as a viewer shows a large image) or enlarged
+    with each pixel a square (as the outlines on its pixel edges expect)."""
+    from PIL import Image
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dpi, top_in, bottom_in = 110, 0.45, 0.3
-    width_in = min(max(w, OVERLAY_PX[0]), OVERLAY_PX[1]) / dpi
-    height_in = width_in * h / w + top_in + bottom_in
-    fig = plt.figure(figsize=(width_in, height_in), dpi=dpi)
-    return fig, fig.add_axes((0.0, bottom_in / height_in, 1.0, 1 - (top_in + bottom_in) / height_in))
-
-
-def _drawn(image: np.ndarray, fig: Figure) -> np.ndarray:
-    """The image as grey RGB bytes at the size it is drawn, when that is smaller (anti-aliased, as a viewer would)."""
-    from skimage.transform import resize
-
-    h, w = image.shape
-    width = round(fig.get_figwidth() * fig.dpi)
-    if width < w:
-        image = resize(image, (max(1, round(h * width / w)), width), anti_aliasing=True)
-    return _grey(image)
+    grey = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+    smaller = width < image.shape[1]
+    return grey.resize((width, height), Image.Resampling.BOX if smaller else Image.Resampling.NEAREST).convert("RGB")
 
 
 def _outline_xy(labels: np.ndarray, particle: Particle) -> np.ndarray:
-    """The particle's pixel-edge outline in image coordinates (pixel centres at integers, as imshow draws them)."""
+    """The particle's pixel-edge outline in image coordinates (pixel centres at integers)."""
     from ncseg.interop.imagej import outline
 
     r0, c0, r1, c1 = particle.bbox_min_row, particle.bbox_min_col, particle.bbox_max_row, particle.bbox_max_col
@@ -226,21 +220,62 @@ def _outline_xy(labels: np.ndarray, particle: Particle) -> np.ndarray:
     return corners + np.array([c0 - 0.5, r0 - 0.5])
 
 
-def _scale_bar(ax: Axes, width_px: int, pixel_size_nm: float) -> None:
-    """About a fifth of the field, rounded down to 1, 2 or 5 x 10^k nm, white on a dark box to read on any image."""
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+def _polyline(draw: ImageDraw, points: np.ndarray, colour: str, dashed: bool) -> None:
+    """`points` joined by lines, or with `dashed` by DASH-long pieces of them (PIL draws no dashes)."""
+    if not dashed:
+        draw.line(points.ravel().tolist(), fill=colour, width=LINE_PX)
+        return
+    along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+    for begin in np.arange(0.0, along[-1], sum(DASH)):
+        end = min(begin + DASH[0], along[-1])
+        at = np.concatenate([[begin], along[(along > begin) & (along < end)], [end]])  # the corners a dash turns at
+        dash = np.column_stack([np.interp(at, along, points[:, 0]), np.interp(at, along, points[:, 1])])
+        draw.line(dash.ravel().tolist(), fill=colour, width=LINE_PX)
+
+
+def _scale_bar(canvas: PILImage, corner: tuple[int, int], width_px: int, pixel_size_nm: float) -> None:
+    """About a fifth of the field, rounded down to 1, 2 or 5 x 10^k nm, white on a dark box to read on any image,
+    in the image's lower right `corner`."""
+    from PIL import Image, ImageDraw
 
     target = width_px * pixel_size_nm / 5
     decade = 10 ** np.floor(np.log10(target))
     nm = max(m * decade for m in (1, 2, 5) if m * decade <= target)
-    bar = AnchoredSizeBar(
-        ax.transData,
-        nm / pixel_size_nm,
-        f"{nm:g} nm",
-        "lower right",
-        color="white",
-        size_vertical=max(1.0, width_px / 150),
-        pad=0.4,
+    scale = canvas.width / width_px
+    font, label = _font(15), f"{nm:g} nm"
+    bar, thick = round(nm / pixel_size_nm * scale), max(1, round(max(1.0, width_px / 150) * scale))
+    text = font.getbbox(label, anchor="mt")
+    box_w, box_h = max(bar, text[2] - text[0]) + 12, thick + 4 + (text[3] - text[1]) + 12
+    right, bottom = corner[0] - 7, corner[1] - 7
+    left, top = right - box_w, bottom - box_h
+    shaded = canvas.crop((left, top, right, bottom))
+    canvas.paste(Image.blend(shaded, Image.new("RGB", shaded.size, "black"), 0.6), (left, top))
+    draw, middle = ImageDraw.Draw(canvas), (left + right) / 2
+    draw.rectangle((middle - bar / 2, top + 6, middle + bar / 2 - 1, top + 6 + thick - 1), fill="white")
+    draw.text((middle, top + 6 + thick + 4), label, fill="white", font=font, anchor="mt")
+
+
+def _key(draw: ImageDraw, width: int, y: float) -> None:
+    """What the two colours mean, centred on one line at height `y`."""
+    font = _font(11)
+    entries = (
+        (INSIDE, False, "particle (id = CSV label)"),
+        (BORDER, True, "cut by the border: not in sizes"),
     )
-    bar.patch.set(facecolor="black", alpha=0.6, edgecolor="none")
-    ax.add_artist(bar)
+    sample, gap = 28, 30
+    total = sum(sample + 8 + font.getlength(text) for *_, text in entries) + gap
+    x = (width - total) / 2
+    for colour, dashed, text in entries:
+        _polyline(draw, np.array([[x, y], [x + sample, y]]), colour, dashed)
+        draw.text((x + sample + 8, y), text, fill="black", font=font, anchor="lm")
+        x += sample + 8 + font.getlength(text) + gap
+
+
+@cache
+def _font(size: int, bold: bool = False) -> FreeTypeFont:
+    """DejaVu Sans (matplotlib's, which the other figures use) at `size` px."""
+    import matplotlib
+    from PIL import ImageFont
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)

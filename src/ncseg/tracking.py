@@ -27,6 +27,7 @@ from ncseg.io.atomic import process_alive
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
 
+    from ncseg.data.leaks import LeakFreeGroups
     from ncseg.records import CVSummary
     from ncseg.training.loop import EpochLog
 
@@ -234,10 +235,22 @@ def log_cv_outcome(summary: CVSummary, folds: list[tuple[str, dict[str, float]]]
     for run_id, metrics in folds:
         for key, value in metrics.items():
             client.log_metric(run_id, f"test/{key}", value)
-    numbers = summary.model_dump(exclude={"jaccard_per_fold", "fold_thresholds", "intensity_window"})
+    numbers = summary.model_dump(exclude={"jaccard_per_fold", "fold_thresholds", "intensity_window", "leak_threshold"})
     mlflow.log_metrics({_cv_metric(k): v for k, v in numbers.items() if isinstance(v, float)})
     mlflow.log_artifacts(str(plots), "plots")  # overlays/, threshold sweep, learning curves, folds.csv
     mlflow.log_artifact(str(weights / "model.json"), "weights")
+
+
+def log_split_groups(found: LeakFreeGroups, names: list[str]) -> None:
+    """What the folds kept together: how many groups they split and which of the data's were joined (searchable
+    params, a readable tag), and every near-duplicate pair that joined them, by image name (leaks.json)."""
+    import mlflow
+
+    from ncseg.data.groups import first_few
+
+    mlflow.log_params({"split.groups": len(set(found.groups)), "split.joined_groups": len(found.joined)})
+    mlflow.set_tag("split.joined", first_few([" + ".join(j) for j in found.joined]) or "none")
+    mlflow.log_dict(found.record(names), "leaks.json")
 
 
 def _cv_metric(key: str) -> str:

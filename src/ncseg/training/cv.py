@@ -3,7 +3,7 @@ threshold, the scores, the ensemble. This module only orchestrates: the splits a
 ncseg.training.plan, the networks fitted in .loop, scored in .scoring and written out in .outputs.
 
 Honesty rules (nnU-Net style):
-- folds are grouped by source image (ncseg.training.plan);
+- folds are grouped by source image, groups that near-duplicate images link joined first (ncseg.training.plan);
 - checkpoints are chosen on inner-validation groups taken from the training side of each fold;
 - the temperature and threshold reported for fold k are fitted on the out-of-fold predictions of the *other*
   folds, so no fold is scored at a setting tuned on itself; the deployed ones use all folds (.scoring);
@@ -34,7 +34,7 @@ from ncseg.models import classical
 from ncseg.records import CVSummary, ModelCard
 from ncseg.training.loop import EpochLog, fit_new_net
 from ncseg.training.outputs import model_card, save_weights, weight_file, write_plots
-from ncseg.training.plan import Split, child_name, fit_and_validation, plan_repeats
+from ncseg.training.plan import Split, child_name, fit_and_validation, leak_free, plan_repeats
 from ncseg.training.scoring import CVRun, FoldResult, Repeat, fold_metrics, score_cv
 
 
@@ -80,8 +80,9 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
 
     spec = params.model(name)
     samples, window = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, groups = leak_free(samples, params.cv.leak_threshold)  # inner validation splits these groups too
     model_dir, plot_dir = params.paths.models / name, params.paths.plots / name
-    run = CVRun(name, spec, params, samples, [Repeat(split) for split in plan_repeats(samples, params)])
+    run = CVRun(name, spec, params, samples, [Repeat(split) for split in plan_repeats(samples, params, groups)])
     with (
         folder_lock(model_dir),
         staged_folder(model_dir) as weights_dir,
@@ -89,8 +90,11 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         tracking.parent_run(name, params, root, kind="cv", model=name) as parent_id,
     ):
         tracking.log_training_data(params.paths.augmented, root)
+        tracking.log_split_groups(groups, [s.name for s in samples])
         _run_folds(run, weights_dir)
         summary, deployed = score_cv(run, window)
+        joins = {"leak_threshold": groups.threshold, "groups": len(set(groups.groups)), "joined_groups": groups.joined}
+        summary = summary.model_copy(update=joins)
         write_plots(run, summary, plots_out)
         model_card(run, summary, deployed, weights_dir, parent_id).save(weights_dir / ModelCard.FILE)
         folds = [(r.run_id, fold_metrics(r)) for r in run.results if r.run_id is not None]

@@ -1,21 +1,25 @@
 """Split planning: which images each network of a cross-validation is fitted on, checkpointed on and tested on.
 
 Grouped k-fold: every image of one source (a raw image and its rotated copies, or one tomogram slice) lands in
-exactly one fold, so no specimen region is seen in training and test at once. Repeats are independent grouped
-K-fold splits, each with its own seed; a fold's checkpoint is chosen on inner-validation groups taken from its
-training side, so its test images choose nothing.
+exactly one fold, so no specimen region is seen in training and test at once. Groups that near-duplicate images
+link (neighbouring slices filed as separate groups; ncseg.data.leaks) are joined first, so no near-copy of a test
+image is on the training side either. Repeats are independent grouped K-fold splits, each with its own seed; a
+fold's checkpoint is chosen on inner-validation groups taken from its training side, so its test images choose
+nothing.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from ncseg.config import Params
+from ncseg.data.groups import first_few
+from ncseg.data.leaks import LeakFreeGroups, leak_free_groups
 
 if TYPE_CHECKING:
     from ncseg.data.dataset import Sample
@@ -57,11 +61,32 @@ class Split:
         return [i for i, f in enumerate(self.folds) if f == k]
 
 
-def plan_repeats(samples: list[Sample], params: Params) -> list[Split]:
-    """The R grouped splits: repeat r uses `cv.seed(seed, r)` for everything random in it."""
-    groups = [s.group for s in samples]
+def leak_free(samples: list[Sample], threshold: float | None) -> tuple[list[Sample], LeakFreeGroups]:
+    """The samples with their groups joined wherever near-duplicate images link them, and what was joined: what
+    every split of the CV, inner validation included, is then planned on."""
+    found = leak_free_groups([s.raw for s in samples], [s.group for s in samples], threshold)
+    return [replace(s, group=g) for s, g in zip(samples, found.groups, strict=True)], found
+
+
+def plan_repeats(samples: list[Sample], params: Params, groups: LeakFreeGroups | None = None) -> list[Split]:
+    """The R grouped splits on the leak-free groups (`groups`, as `leak_free` found them for these samples; found
+    here when not given): repeat r uses `cv.seed(seed, r)` for everything random in it."""
+    groups = groups or leak_free(samples, params.cv.leak_threshold)[1]
+    _enough_groups(groups, params.cv.n_folds)
     seeds = [params.cv.seed(params.seed, r) for r in range(params.cv.repeats)]
-    return [Split(r, seed, assign_folds(groups, params.cv.n_folds, seed)) for r, seed in enumerate(seeds)]
+    return [Split(r, seed, assign_folds(list(groups.groups), params.cv.n_folds, seed)) for r, seed in enumerate(seeds)]
+
+
+def _enough_groups(found: LeakFreeGroups, n_folds: int) -> None:
+    """Say which joins left too few groups (assign_folds would only count them)."""
+    n = len(set(found.groups))
+    if found.joined and n < n_folds:
+        joined = first_few([" + ".join(j) for j in found.joined])
+        raise ValueError(
+            f"{n_folds}-fold cross-validation needs at least {n_folds} groups, but near-duplicate images (similarity "
+            f">= cv.leak_threshold {found.threshold}) join the data's groups into {n}: {joined}. Use fewer folds, "
+            "or add images of other specimen regions (cv.leak_threshold: null splits near-copies apart: leaky)"
+        )
 
 
 def fit_and_validation(
