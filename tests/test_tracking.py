@@ -60,7 +60,7 @@ def built_store(tmp_path_factory) -> Path:
     """A local store's database with its tables: MLflow takes ~5 s to build them, copying it takes nothing."""
     import mlflow
 
-    from ncseg.tracking import STORE_DIR, local_uri
+    from ncseg.store import STORE_DIR, local_uri
 
     root = tmp_path_factory.mktemp("built")
     mlflow.MlflowClient(local_uri(root)).search_experiments()

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from PIL.ImageDraw import ImageDraw
     from PIL.ImageFont import FreeTypeFont
 
+    from ncseg.metrics import EpochLog
     from ncseg.particles import Particle
-    from ncseg.training.loop import EpochLog
 
 TP, FP, FN = (60, 200, 60), (230, 40, 40), (40, 110, 255)
 

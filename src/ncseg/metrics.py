@@ -89,3 +89,14 @@ def best_threshold(probs: list[np.ndarray], truths: list[np.ndarray], grid: list
     best = np.flatnonzero(np.isclose(curve, curve.max(), rtol=0, atol=1e-12))
     middle = (len(grid) - 1) / 2
     return grid[int(best[np.argmin(np.abs(best - middle))])]
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One training epoch's curves: what the fold run logs per step and the learning-curve plot draws."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_jaccard_study: float  # at the study's fixed threshold (0.75)
+    val_jaccard_tuned: float  # at the inner-validation images' best threshold: what early stopping watches

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ncseg.tracking import STORE_DIR
-
-DB_NAME = "mlflow.db"
-ARTIFACTS = "artifacts"
+# The project's own store: <project>/mlruns/mlflow.db with artifacts under <project>/mlruns/artifacts.
+STORE_DIR, DB_NAME, ARTIFACTS = "mlruns", "mlflow.db", "artifacts"
 # (table, column) holding an artifact location as a file:// URI or a plain absolute path.
 LOCATION_COLUMNS = (
     ("experiments", "artifact_location"),
@@ -49,6 +47,16 @@ class Relocation:
 
 def db_path(root: Path) -> Path:
     return root / STORE_DIR / DB_NAME
+
+
+def local_uri(root: Path) -> str:
+    """The project's own store (the default when no server is configured)."""
+    return f"sqlite:///{db_path(root)}"
+
+
+def artifacts_uri(root: Path) -> str:
+    """Where the project's own experiments keep their artifacts: inside the project, so it can be copied whole."""
+    return (root / STORE_DIR / ARTIFACTS).as_uri()
 
 
 def recorded_root(root: Path) -> Path | None:
@@ -125,7 +133,7 @@ def _check_database(path: Path) -> None:
 def check_location(artifact_location: str, root: Path) -> None:
     """Refuse a project-local experiment whose artifacts live outside this project: the folder was copied or moved
     and the store not relocated, so new artifacts would land in the other folder."""
-    expected = (root / STORE_DIR / ARTIFACTS).as_uri()
+    expected = artifacts_uri(root)
     if artifact_location.startswith("file://") and artifact_location != expected:
         raise StoreError(
             f"the MLflow store in {root / STORE_DIR} keeps its artifacts at {artifact_location}, not in this project "

@@ -23,15 +23,15 @@ import yaml
 from ncseg.config import Params, flatten
 from ncseg.data.layout import MANIFEST
 from ncseg.io.atomic import process_alive
+from ncseg.store import artifacts_uri, check_location, check_readable, local_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
 
     from ncseg.data.leaks import LeakFreeGroups
+    from ncseg.metrics import EpochLog
     from ncseg.records import CVSummary
-    from ncseg.training.loop import EpochLog
 
-STORE_DIR = "mlruns"
 # Which process started a run: a run whose process was killed (SIGKILL, the OOM killer) stays RUNNING for good,
 # as MLflow's end_run never ran; the next run in the experiment marks it KILLED, with the reason under KILLED_TAG.
 OWNER_HOST, OWNER_PID, KILLED_TAG = "ncseg.host", "ncseg.pid", "ncseg.killed"
@@ -63,16 +63,9 @@ def tracking_uri(params: Params, root: Path) -> str:
     return local_uri(root)
 
 
-def local_uri(root: Path) -> str:
-    """The project's own store (the default when no server is configured)."""
-    return f"sqlite:///{root / STORE_DIR / 'mlflow.db'}"
-
-
 def setup(params: Params, root: Path) -> str:
     """Point MLflow at the store and select (or create) the experiment; returns the tracking URI."""
     import mlflow
-
-    from ncseg.store import check_readable  # a damaged mlflow.db: one sentence naming it, not SQLAlchemy's traceback
 
     uri = tracking_uri(params, root)
     mlflow.set_tracking_uri(uri)
@@ -81,7 +74,7 @@ def setup(params: Params, root: Path) -> str:
         experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
         if experiment is None:
             local = uri.startswith("sqlite:") or uri.startswith("file:")
-            location = (root / STORE_DIR / "artifacts").as_uri() if local else None
+            location = artifacts_uri(root) if local else None
             _create_experiment(params.tracking.experiment, location)  # with its location and tags
     if experiment is not None:
         _check_existing(experiment, uri, root)
@@ -95,8 +88,6 @@ def _check_existing(experiment: Experiment, uri: str, root: Path) -> None:
     import mlflow
 
     if uri == local_uri(root):
-        from ncseg.store import check_location  # a copied or moved project must not log into the old folder
-
         check_location(experiment.artifact_location, root)
     if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
         for key, value in EXPERIMENT_TAGS.items():
@@ -207,6 +198,41 @@ def epoch_metrics(log: EpochLog) -> dict[str, float]:
         "val/jaccard_study": log.val_jaccard_study,
         "val/jaccard_tuned": log.val_jaccard_tuned,
     }
+
+
+def log_epoch(log: EpochLog) -> None:
+    """One epoch's curves on the active (fold) run."""
+    import mlflow
+
+    mlflow.log_metrics(epoch_metrics(log), step=log.epoch)
+
+
+def log_fold_params(values: dict[str, str | int]) -> None:
+    """What a fold trained and was tested on, on the active (fold) run."""
+    import mlflow
+
+    mlflow.log_params(values)
+
+
+def log_weights(path: Path) -> None:
+    """A fold network's state dict, beside its run's metrics (the model card lists it with its sha256)."""
+    import mlflow
+
+    mlflow.log_artifact(str(path), "weights")
+
+
+def log_comparison(best: str, means: dict[str, dict[str, float]], table: str) -> None:
+    """The comparison run: the best model as a tag, each model's mean test metrics (searchable), the same numbers as
+    a table the UI shows, and the markdown table `evaluate` prints."""
+    import mlflow
+
+    mlflow.set_tag("best_model", best)
+    for name, values in means.items():
+        mlflow.log_metrics({f"{name}/test/{k}_mean": v for k, v in values.items()})
+    keys = list(next(iter(means.values()), {}))
+    columns = {f"{k}_mean": [values[k] for values in means.values()] for k in keys}
+    mlflow.log_table({"model": list(means), **columns}, "cv_summary.json")
+    mlflow.log_text(table, "cv_summary.md")
 
 
 def log_training_data(augmented: Path, root: Path) -> None:

@@ -32,7 +32,7 @@ from ncseg.inference.tta import predict_tta
 from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.models import classical
 from ncseg.records import CVSummary, ModelCard
-from ncseg.training.loop import EpochLog, fit_new_net
+from ncseg.training.loop import fit_new_net
 from ncseg.training.outputs import model_card, save_weights, weight_file, write_plots
 from ncseg.training.plan import Split, child_name, fit_and_validation, leak_free, plan_repeats
 from ncseg.training.scoring import CVRun, FoldResult, Repeat, fold_metrics, score_cv
@@ -50,17 +50,12 @@ def _train_fold(
     params: Params,
     progress: Progress,
 ) -> tuple[torch.nn.Module, list[np.ndarray]]:
-    import mlflow
-
     from ncseg import tracking
 
     fit, val, inner = fit_and_validation(samples, split.folds, fold.fold, params.cv.inner_val_fraction, split.seed)
 
-    def log_epoch(log: EpochLog) -> None:
-        mlflow.log_metrics(tracking.epoch_metrics(log), step=log.epoch)
-
-    net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, log_epoch, progress)
-    mlflow.log_params(
+    net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, tracking.log_epoch, progress)
+    tracking.log_fold_params(
         {
             "fit_images": len(fit),
             "inner_val_groups": ",".join(sorted(inner)),
@@ -104,8 +99,6 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
 
 
 def _run_folds(run: CVRun, weights_dir: Path) -> None:
-    import mlflow
-
     from ncseg import tracking
 
     plan = [(rep, k) for rep in run.repeats for k in range(run.params.cv.n_folds)]
@@ -115,7 +108,7 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
             tags = {"fold": str(k), "repeat": str(split.index), "model": run.name}
             with tracking.child_run(child_name(split.index, k, len(run.repeats)), tags) as run_id:
                 fold = FoldResult(k, test, run_id, split.index)
-                mlflow.log_param("test_images", ",".join(run.samples[i].name for i in test))
+                tracking.log_fold_params({"test_images": ",".join(run.samples[i].name for i in test)})
                 if isinstance(run.spec, ClassicalParams):
                     rep.preds |= {i: _classical(run, i) for i in test}
                 else:
@@ -123,7 +116,7 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
                     rep.probs |= dict(zip(test, fold_probs, strict=True))
                     path = weights_dir / weight_file(split.index, k)
                     save_weights(net, path)
-                    mlflow.log_artifact(str(path), "weights")
+                    tracking.log_weights(path)
             rep.results.append(fold)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,18 +20,9 @@ from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
 from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, batch_loader
 from ncseg.inference.runtime import autocast, pick_device
 from ncseg.inference.tiling import predict_proba
-from ncseg.metrics import jaccard, jaccard_sweep
+from ncseg.metrics import EpochLog, jaccard, jaccard_sweep
 from ncseg.models.unet import l2_penalty
 from ncseg.models.zoo import build_net
-
-
-@dataclass(frozen=True)
-class EpochLog:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_jaccard_study: float  # at the study's fixed threshold (0.75)
-    val_jaccard_tuned: float  # at the inner-validation images' best threshold: what early stopping watches
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

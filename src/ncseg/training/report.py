@@ -153,8 +153,6 @@ def evaluate(params: Params, root: Path) -> Summary:
     """metrics/summary.json + metrics/summary.md, and an MLflow `comparison` run holding the same table; each
     model's CV run gets a description with its rank. The files are written once the run has started: a store that
     refuses (damaged, or still pointing at the folder this project was copied from) leaves the old ones in place."""
-    import mlflow
-
     from ncseg import tracking
 
     results = load_results(params)
@@ -165,14 +163,8 @@ def evaluate(params: Params, root: Path) -> Summary:
         summary.save(params.paths.metrics / Summary.FILE)
         with atomic_path(params.paths.metrics / "summary.md") as tmp:
             tmp.write_text(table)
-        mlflow.set_tag("best_model", summary.best)
-        for name, r in results.items():
-            mlflow.log_metrics({f"{name}/test/{k}_mean": r.mean(k) for k in COLUMNS})
-        mlflow.log_table(
-            {"model": list(results), **{f"{k}_mean": [r.mean(k) for r in results.values()] for k in COLUMNS}},
-            "cv_summary.json",
-        )
-        mlflow.log_text(table, "cv_summary.md")
+        means = {name: {k: r.mean(k) for k in COLUMNS} for name, r in results.items()}
+        tracking.log_comparison(summary.best, means, table)
         tracking.describe_run(run_id, f"Comparison of {len(results)} models on the same folds.\n\n{table}")
     _describe_cv_runs(params, summary)
     return summary

@@ -22,7 +22,7 @@ from ncseg.training.plan import Split
 
 if TYPE_CHECKING:
     from ncseg.data.dataset import Sample
-    from ncseg.training.loop import EpochLog
+    from ncseg.metrics import EpochLog
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""The house's layers, enforced rather than hoped for: the import-linter contracts in pyproject.toml hold, a
+deliberate upward import breaks them (so the check can fail), no module imports itself back through others, and
+the core imports without the optional extras."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = Path(grimp.__file__).resolve().parents[1]  # the environment's site-packages, where import-linter is
+
+
+def _lint(src: Path) -> subprocess.CompletedProcess:
+    """import-linter on the package found in `src`. Without the site module (-S) the editable install's path hook
+    does not run, so the `ncseg` analysed is the one in `src`, not the working tree's."""
+    code = "import sys; from importlinter.cli import lint_imports_command as lint; sys.exit(lint())"
+    argv = [sys.executable, "-S", "-c", code, str(ROOT / "pyproject.toml"), "--no-cache"]
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{SITE}"}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_layer_contracts_hold():
+    result = _lint(ROOT / "src")
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_an_upward_import_breaks_the_contract(tmp_path):
+    """The contract is not vacuous: the bottom layer importing the CLI is reported, by name."""
+    shutil.copytree(ROOT / "src" / "ncseg", tmp_path / "ncseg", ignore=shutil.ignore_patterns("__pycache__"))
+    with (tmp_path / "ncseg" / "config.py").open("a") as fh:
+        fh.write("\nimport ncseg.cli  # noqa: E402, F401\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0 and "ncseg.config is not allowed to import ncseg.cli" in result.stdout
+
+
+def test_no_module_imports_itself_back_through_others():
+    graph = grimp.build_graph("ncseg")
+    cycles = {
+        tuple(sorted((module, imported)))
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if graph.chain_exists(importer=imported, imported=module)
+    }
+    assert not cycles, f"import cycles: {sorted(cycles)}"
+
+
+def test_the_core_imports_without_the_optional_extras():
+    """`pip install ncseg` without [team] or [formats]: the package, its CLI and the served model still import."""
+    blocked = ["psycopg", "boto3", "dvc_s3", "rsciio"]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None  # an import of it raises ImportError, as where it is not installed\n"
+        "import ncseg.cli, ncseg.registry.pyfunc, ncseg.training.cv\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
