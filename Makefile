@@ -39,8 +39,9 @@ bench: install  ## speed and memory figures -> benchmarks/results.md
 	python -m benchmarks.run
 	python -m benchmarks.loader
 
-lint: install
+lint: install  ## ruff, and the import-linter layer contracts (pyproject.toml)
 	ruff check src tests benchmarks
+	lint-imports
 	ruff format --check src tests benchmarks
 
 clean-env:
