@@ -38,7 +38,8 @@ def main() -> None:
         with (held_out / PARTICLES).open() as fh:
             truth = list(csv.DictReader(fh))
         files = sorted((held_out / IMAGES).glob("*.tif"))
-        report = predict.run(predict.Segmenter(uri), files, Path(tmp) / "out", params.particles)
+        segmenter = predict.load_segmenter(uri, os.environ["MLFLOW_TRACKING_URI"])
+        report = predict.run(segmenter, files, Path(tmp) / "out", params.particles)
     rows = []
     for row in report.done:
         name = Path(row["image"]).stem

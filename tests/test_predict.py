@@ -1,7 +1,9 @@
-"""`ncseg predict` refuses what would lose or falsify results before it loads a model or runs a network."""
+"""`ncseg predict` refuses what would lose or falsify results before it loads a model or runs a network; a run
+writes every image's outputs and a summary that says what made them."""
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -12,6 +14,7 @@ from ncseg.cli import app
 from ncseg.config import ParticleParams
 from ncseg.io.images import write_tiff
 from ncseg.predict import Segmenter, collect_inputs, output_collisions, run
+from ncseg.registry.pyfunc import Maps, NcSegmenter
 
 from .conftest import ROOT
 
@@ -115,21 +118,25 @@ def test_outside_a_project_it_says_so_and_creates_no_store(images, monkeypatch):
     assert not (images / "mlruns").exists(), "a stray store was created"
 
 
-class FakeSegmenter:
-    """Stands for the served model: bright pixels are NC."""
+class FakeServed(NcSegmenter):
+    """Stands for the served model: bright pixels are NC, nothing is in doubt."""
 
-    threshold = 0.5
-    description = "fake model v1"
+    config = SimpleNamespace(threshold=0.5, tta="none", particles=None)
 
-    def probability(self, image, tta=None):
+    def probability(self, image: np.ndarray) -> np.ndarray:
         return (image > 500).astype(np.float32)
 
-    def uncertainty(self, image, pixel_size_nm, tta=None):
-        return np.zeros(image.shape, np.float32), ""
+    def segment(self, image, tta, pixel_size_nm=None, deadline=None) -> Maps:
+        return Maps(self.probability(image), np.zeros(image.shape, np.float32), "")
+
+
+def _fake(served: NcSegmenter | None = None) -> Segmenter:
+    """predict's own Segmenter in front of a stand-in for the served model."""
+    return Segmenter(served or FakeServed(), "fake model v1")
 
 
 def test_a_run_writes_masks_and_a_histogram_in_the_output_folder(images):
-    report = run(FakeSegmenter(), [images / "a" / "img.tif"], images / "out", PARTICLES)
+    report = run(_fake(), [images / "a" / "img.tif"], images / "out", PARTICLES)
     assert [row["n_particles"] for row in report.done] == [1]
     assert (images / "out" / "masks" / "img.tif").is_file() and (images / "out" / "size_distribution.png").is_file()
 
@@ -145,7 +152,7 @@ def test_labels_and_imagej_rois_carry_the_particle_ids_of_the_table(images):
     image = np.zeros((40, 40), np.uint16)
     image[4:14, 4:14] = image[4:14, 20:30] = image[24:34, 10:20] = 1000
     write_tiff(images / "three.tif", image, 0.5)
-    run(FakeSegmenter(), [images / "three.tif"], images / "out", PARTICLES, rois=True)
+    run(_fake(), [images / "three.tif"], images / "out", PARTICLES, rois=True)
     labels = read_image(images / "out" / "labels" / "three.tif")
     assert labels.data.dtype == np.uint16 and labels.pixel_size_nm == pytest.approx(0.5)
     with (images / "out" / "particles" / "three.csv").open() as fh:
@@ -164,7 +171,7 @@ def test_summary_overlay_and_histogram_say_which_model_and_threshold_made_them(i
     image = np.zeros((40, 40), np.uint16)
     image[0:10, 4:14] = image[20:30, 20:30] = 1000  # one particle cut by the top edge, one inside
     write_tiff(images / "edge.tif", image, 0.5)
-    run(FakeSegmenter(), [images / "edge.tif"], images / "out", PARTICLES, threshold=0.3)
+    run(_fake(), [images / "edge.tif"], images / "out", PARTICLES, threshold=0.3)
     with (images / "out" / "summary.csv").open() as fh:
         (row,) = csv.DictReader(fh)
     assert row["model"] == "fake model v1" and float(row["threshold"]) == 0.3
@@ -196,17 +203,16 @@ def test_a_registered_model_is_described_by_the_version_its_alias_pointed_to(tmp
         mlflow.set_tracking_uri(previous)
 
 
-class DoubtfulSegmenter(FakeSegmenter):
+class DoubtfulServed(FakeServed):
     """Bright pixels are NC at 0.8; their outlines are in doubt; an image with a saturated spot is out of domain."""
 
-    def probability(self, image, tta=None):
-        return np.where(image > 500, 0.8, 0.1).astype(np.float32)
-
-    def uncertainty(self, image, pixel_size_nm, tta=None):
+    def segment(self, image, tta, pixel_size_nm=None, deadline=None) -> Maps:
         from ncseg.uncertainty import boundary_band
 
+        prob = np.where(image > 500, 0.8, 0.1).astype(np.float32)
         doubt = np.where(boundary_band((image > 500).astype(np.int32)) > 0, 0.6, 0.0).astype(np.float32)
-        return doubt, "fraction of pixels at the maximum value (saturated detector?)" if image.max() > 2000 else ""
+        ood = "fraction of pixels at the maximum value (saturated detector?)" if image.max() > 2000 else ""
+        return Maps(prob, doubt, ood)
 
 
 def test_uncertainty_is_written_per_pixel_per_particle_and_per_image(images):
@@ -214,7 +220,7 @@ def test_uncertainty_is_written_per_pixel_per_particle_and_per_image(images):
 
     from ncseg.io.images import read_image
 
-    run(DoubtfulSegmenter(), [images / "a" / "img.tif"], images / "out", PARTICLES)
+    run(_fake(DoubtfulServed()), [images / "a" / "img.tif"], images / "out", PARTICLES)
     uncertainty = read_image(images / "out" / "uncertainty" / "img.tif")
     assert uncertainty.data.dtype == np.float32 and uncertainty.pixel_size_nm == pytest.approx(0.5)
     assert uncertainty.data.max() == pytest.approx(0.6)
@@ -232,7 +238,7 @@ def test_an_image_unlike_the_training_data_is_flagged_in_the_summary_and_warned_
     saturated = np.zeros((32, 32), np.uint16)
     saturated[8:20, 8:20] = 4095
     write_tiff(images / "saturated.tif", saturated, 0.5)
-    run(DoubtfulSegmenter(), [images / "a" / "other.tif", images / "saturated.tif"], images / "out", PARTICLES)
+    run(_fake(DoubtfulServed()), [images / "a" / "other.tif", images / "saturated.tif"], images / "out", PARTICLES)
     with (images / "out" / "summary.csv").open() as fh:
         ood = {row["image"]: row["ood"] for row in csv.DictReader(fh)}
     assert ood == {"other.tif": "", "saturated.tif": "fraction of pixels at the maximum value (saturated detector?)"}
@@ -256,7 +262,7 @@ class Loaded:
         return self.served
 
 
-def test_an_image_past_the_servers_size_limit_is_segmented_tile_by_tile(images, monkeypatch):
+def test_an_image_past_the_servers_size_limit_is_segmented_tile_by_tile(images):
     """The server's max_pixels bounds what one request may cost a shared server; `ncseg predict` runs the model in
     its own process and segments a detector frame or montage of any size."""
     from ncseg.io.images import read_image
@@ -264,23 +270,21 @@ def test_an_image_past_the_servers_size_limit_is_segmented_tile_by_tile(images, 
     from .test_pyfunc import _served
 
     served = _served(images / "model", ["image"], max_pixels=32 * 32, max_request_pixels=32 * 32)
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: Loaded(served))
     large = np.random.default_rng(9).integers(0, 4000, (48, 80), dtype=np.uint16)
     write_tiff(images / "large.tif", large, 0.5)
-    report = run(Segmenter(str(images / "model")), [images / "large.tif"], images / "out", PARTICLES)
+    report = run(Segmenter(served, "model"), [images / "large.tif"], images / "out", PARTICLES)
     assert report.failed == [] and len(report.done) == 1
     mask = read_image(images / "out" / "masks" / "large.tif").data
-    expected = served.probability(large.astype(np.float32), "none") > served.config.threshold
+    expected = served.segment(large.astype(np.float32), "none").probability > served.config.threshold
     np.testing.assert_array_equal(mask > 0, expected)
 
 
-class CarriedSegmenter(FakeSegmenter):
+class CarriedServed(FakeServed):
     """A model registered with its particle settings: NCs of at least 1000 nm²."""
 
-    particles = ParticleParams(min_area_nm2=1000.0, min_distance_nm=2.0)
-
-    def __init__(self, model_uri: str) -> None:
-        self.model_uri = model_uri
+    config = SimpleNamespace(
+        threshold=0.5, tta="none", particles=ParticleParams(min_area_nm2=1000.0, min_distance_nm=2.0)
+    )
 
 
 def test_outside_a_project_a_model_folder_predicts_with_the_particle_settings_it_carries(images, monkeypatch):
@@ -288,7 +292,7 @@ def test_outside_a_project_a_model_folder_predicts_with_the_particle_settings_it
     for the model's particle settings unless `-S particles.…` says otherwise."""
     import csv
 
-    monkeypatch.setattr("ncseg.predict.Segmenter", CarriedSegmenter)
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: Loaded(CarriedServed()))
     monkeypatch.chdir(images)
     env = {"MLFLOW_TRACKING_URI": None}
     found = []
@@ -300,7 +304,7 @@ def test_outside_a_project_a_model_folder_predicts_with_the_particle_settings_it
             found += [int(row["n_particles"]) for row in csv.DictReader(fh)]
     assert found == [0, 1]
     assert not (images / "mlruns").exists(), "a stray store was created"
-    monkeypatch.setattr(CarriedSegmenter, "particles", None)  # a model registered before they travelled with it
+    monkeypatch.setattr(CarriedServed.config, "particles", None)  # registered before they travelled with it
     result = CliRunner().invoke(app, ["predict", str(images / "model"), str(images / "a"), "--out", "out"], env=env)
     assert result.exit_code == 1 and "error: the model carries no particle settings" in result.output
 
@@ -310,10 +314,10 @@ def test_a_second_run_into_the_same_folder_keeps_the_first_runs_rows_in_the_summ
     image predicted again (its outputs are named by stem) replaces its row, also under another suffix."""
     import csv
 
-    run(FakeSegmenter(), [images / "a" / "img.tif"], images / "out", PARTICLES)
-    run(FakeSegmenter(), [images / "a" / "other.tif"], images / "out", PARTICLES, threshold=0.3)
+    run(_fake(), [images / "a" / "img.tif"], images / "out", PARTICLES)
+    run(_fake(), [images / "a" / "other.tif"], images / "out", PARTICLES, threshold=0.3)
     write_tiff(images / "img.png", np.zeros((16, 16), np.uint16), None)  # a later img.* overwrites masks/img.tif
-    run(FakeSegmenter(), [images / "img.png"], images / "out", PARTICLES)
+    run(_fake(), [images / "img.png"], images / "out", PARTICLES)
     with (images / "out" / "summary.csv").open() as fh:
         rows = {row["image"]: row for row in csv.DictReader(fh)}
     assert list(rows) == ["other.tif", "img.png"]
@@ -349,7 +353,7 @@ def test_weights_changed_after_registration_are_one_line_also_where_lookup_canno
     def tampered(uri: str) -> None:
         raise RecordError(f"{uri}/fold0.pt: differs from the weights model.json was scored with; retrain unet4")
 
-    monkeypatch.setattr("ncseg.predict.Segmenter", tampered)
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", tampered)
     uri = str(images / "model")
     with pytest.raises(ModelLookupError, match=f"^{uri}: cannot load the model \\({uri}/fold0.pt: differs"):
         load_segmenter(uri, f"sqlite:///{images / 'mlflow.db'}")

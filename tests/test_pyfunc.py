@@ -283,16 +283,17 @@ def _peak_bytes(compute) -> int:
 
 def test_a_large_micrograph_costs_the_memory_of_its_answers_not_of_float_copies_of_it(tmp_path):
     """What `ncseg predict` runs on an 8k-16k montage: no padded, normalised, weight or float64 copy of the image,
-    neither per view nor per batch. The probability costs the one float32 map it returns and a few batches of tiles;
-    the uncertainty its two float64 running sums, one view's map and its answer."""
+    neither per view nor per batch. With one view it costs the two float32 maps it returns and a few batches of
+    tiles; with several, the spread's two float64 running sums, the probability's float32 sum, a view's map while
+    the next is computed, and its answer."""
     tiling = INFERENCE | {"tile": 256}
     model = _served(tmp_path, ["image"], temperature=0.8, inference=tiling)
     model.nets, model.geometry = [Smoothing().eval()], Geometry(divisor=1, offset=0, margin=0)
     image = np.random.default_rng(12).integers(0, 4000, (2048, 2048), dtype=np.uint16)
-    model.uncertainty(image[:64, :64], "none")  # its modules imported before memory is counted
+    model.segment(image[:64, :64], "flip")  # its modules imported before memory is counted
     answer, batches = image.size * 4, 8 * tiling["batch_tiles"] * tiling["tile"] ** 2 * 4  # float32 maps and tiles
-    assert _peak_bytes(lambda: model.probability(image, "flip")) < answer + batches
-    assert _peak_bytes(lambda: model.uncertainty(image, "none")) < (2 * 2 + 1 + 1) * answer + batches
+    assert _peak_bytes(lambda: model.segment(image, "none")) < 2 * answer + batches
+    assert _peak_bytes(lambda: model.segment(image, "flip")) < (2 * 2 + 1 + 2 + 1) * answer + batches
 
 
 @pytest.mark.parametrize("params", BAD_SERVING_PARAMS)
@@ -420,21 +421,44 @@ def test_an_animated_png_is_refused_at_its_header():
     assert read_header(png, "request image 0").pixels == 64
 
 
-def test_served_uncertainty_is_the_spread_of_the_calibrated_flip_views_even_without_tta(tmp_path):
-    """With tta none and one network there is no spread: the four mirror images are taken for it (ncseg.uncertainty)."""
+def test_with_one_view_the_served_uncertainty_is_4p_1_minus_p_of_its_probability_at_no_extra_pass(tmp_path):
+    """One view has no spread; the four mirror images it once took cost four more passes per image, and rank errors
+    worse than 4p(1-p) on the real data (ncseg.uncertainty)."""
+    model = _served(tmp_path, ["image"], temperature=2.0)
+    image = np.random.default_rng(6).uniform(0, 100, (40, 56)).astype(np.float32)
+    request = encode_request([image])
+    prob = decode_answer(model.predict(None, request, params={"output": "probability"}))[0]
+    served = decode_answer(model.predict(None, request, params={"output": "uncertainty"}))[0]
+    assert served.dtype == np.float32 and served.shape == (40, 56)
+    np.testing.assert_allclose(served, 4 * prob * (1 - prob), atol=1e-6)
+    assert 0.0 < served.max() <= 1.0
+
+
+@pytest.mark.parametrize("tta", ["flip", "d4"])
+def test_with_several_views_probability_and_uncertainty_are_their_mean_and_spread(tmp_path, tta):
+    """Each member's calibrated view is one sample: the uncertainty is twice their standard deviation, and the
+    probability the calibrated mean of the same views (the one `predict_tta` gives), not a second set of passes."""
     from ncseg.calibration import apply
-    from ncseg.inference.tta import predict_views
+    from ncseg.inference.tta import predict_tta, predict_views
     from ncseg.normalization import views
     from ncseg.uncertainty import pixel_uncertainty
 
     model = _served(tmp_path, ["image"], temperature=2.0)
-    image = np.random.default_rng(6).uniform(0, 100, (40, 56)).astype(np.float32)
-    served = decode_answer(model.predict(None, encode_request([image]), params={"output": "uncertainty"}))[0]
-    maps = predict_views(model.nets, model.geometry, views(image, ["image"], None), "none", **INFERENCE)
-    expected = pixel_uncertainty(apply(m, 2.0) for m in maps)
-    assert served.dtype == np.float32 and served.shape == (40, 56)
-    np.testing.assert_allclose(served, expected, atol=1e-6)
-    assert 0.0 < served.max() <= 1.0
+    model.nets.append(_model_folder(tmp_path / "other", ["image"], None).to(memory_format=torch.channels_last))
+    with torch.no_grad():
+        next(model.nets[1].parameters()).mul_(0.8)  # a second member that disagrees a little
+    image = np.random.default_rng(6).uniform(0, 100, (40, 40)).astype(np.float32)
+    request = encode_request([image])
+    answers = {
+        output: decode_answer(model.predict(None, request, params={"output": output, "tta": tta}))[0]
+        for output in ("probability", "uncertainty")
+    }
+    planes = views(image, ["image"], None)
+    maps = predict_views(model.nets, model.geometry, planes, tta, **INFERENCE)
+    np.testing.assert_allclose(answers["uncertainty"], pixel_uncertainty(apply(m, 2.0) for m in maps), atol=1e-6)
+    mean = predict_tta(model.nets, model.geometry, planes, tta, **INFERENCE)
+    np.testing.assert_allclose(answers["probability"], apply(mean, 2.0), atol=1e-6)
+    assert answers["uncertainty"].max() > 0.0
 
 
 def _domain() -> dict:

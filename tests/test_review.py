@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ncseg.cli import app
-from ncseg.review import rank
+from ncseg.predict.review import rank
 
 
 def _predictions(folder, header: str, rows: list[str]):

@@ -1,9 +1,10 @@
-"""Per-pixel, per-particle and per-image uncertainty: the spread of views, measured where it matters."""
+"""Per-pixel, per-particle and per-image uncertainty: the spread of views (or one view's 4p(1-p)), measured where it
+matters."""
 
 import numpy as np
 import pytest
 
-from ncseg.uncertainty import boundary_band, image_score, particle_scores, pixel_uncertainty
+from ncseg.uncertainty import boundary_band, image_score, one_view_uncertainty, particle_scores, pixel_uncertainty
 
 
 def test_pixel_uncertainty_is_twice_the_spread_of_the_views_read_one_at_a_time():
@@ -75,3 +76,10 @@ def test_the_image_score_is_the_share_of_the_nc_area_in_doubt():
     assert image_score(doubt, larger) < image_score(doubt, mask), "the same doubt over a larger NC area is less"
     assert image_score(np.zeros((4, 4)), np.zeros((4, 4), bool)) == 0.0, "nothing found, no doubt: 0, not 0/0"
     assert image_score(np.full((4, 4), 0.5), np.zeros((4, 4), bool)) == 1.0, "nothing found amid doubt ranks first"
+
+
+def test_one_view_is_in_doubt_where_its_probability_is_neither_0_nor_1():
+    prob = np.array([[0.0, 0.5, 1.0, 0.9]], np.float32)
+    doubt = one_view_uncertainty(prob)
+    np.testing.assert_allclose(doubt, [[0.0, 1.0, 0.0, 0.36]], atol=1e-6)
+    assert doubt.dtype == np.float32

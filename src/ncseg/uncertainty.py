@@ -1,17 +1,19 @@
 """Which predictions to doubt: per-pixel, per-particle and per-image uncertainty.
 
-Per pixel, the uncertainty is twice the standard deviation of the calibrated NC probability across the views the
-served model takes of the image: its test-time transforms times its ensemble members (0: every view agrees, 1: half
-of them say NC with certainty, the other half background). Where the image itself settles the answer, a rotated or
-mirrored copy gets the same one; where the views disagree, the mask there is a guess.
+Per pixel, the uncertainty comes from the network passes that made the probability, never from passes of its own:
 
-One network without test-time augmentation has no spread. Then the four mirror images (`tta: flip`) are taken for the
-uncertainty, while the served probability stays the plain one the threshold was tuned on: three extra passes through
-the network, paid only where an uncertainty is asked for. The binary entropy 4p(1-p) of the single probability was
-measured as the free alternative (benchmarks/uncertainty.md, out of fold on the demo data): it separates wrong pixels
-about as well (AUROC 0.973-0.992 vs 0.978-0.992 for the spread) and ranks images a little better for the two ResNet
-U-Nets (Spearman 0.73-0.81 vs 0.69-0.75), but not at all for unet4 (-0.19 vs +0.57), whose L2-regularised outputs
-are soft over every NC interior, so a soft probability there says nothing about an error. The spread holds for all.
+- Where the served model takes several views of the image (`tta: flip` or `d4`, times its ensemble members), it is
+  twice the standard deviation of the calibrated NC probability across them (0: every view agrees, 1: half of them
+  say NC with certainty, the other half background). Where the image itself settles the answer, a rotated or
+  mirrored copy gets the same one; where the views disagree, the mask there is a guess.
+- With one view (`tta: none`, the default) it is 4p(1-p) of the calibrated probability (0 where p is 0 or 1, 1 at
+  p = 0.5; the binary entropy's quadratic stand-in): free, where the spread of the four mirror images cost four more
+  passes through every network. Out of fold it ranks errors better than that spread on the real Pt/alumina data
+  (pixel AUROC 0.956 vs 0.949 with one network, 0.969 vs 0.963 with three; image Spearman +0.32 vs -0.06 and +0.38
+  vs +0.00; benchmarks/uncertainty_pt_alumina.md) and on the demo data for the two ResNet U-Nets (image Spearman
+  +0.81 vs +0.75 and +0.73 vs +0.69, pixels alike), but not for the demo unet4 (image Spearman -0.19 vs +0.57;
+  benchmarks/uncertainty.md), whose L2-regularised outputs are soft over every NC interior: serve such a model with
+  `tta: flip` (four passes, the probability their mean) where the order of images matters.
 
 Per particle: `confidence` is the mean calibrated probability inside it, `boundary_uncertainty` the mean uncertainty
 on the band one pixel either side of its outline, where a size error would come from. Per image: the summed
@@ -52,6 +54,15 @@ def pixel_uncertainty(views: Iterable[np.ndarray]) -> np.ndarray:
     np.sqrt(np.maximum(squares, 0.0, out=squares), out=squares)
     squares *= 2.0
     return squares.astype(np.float32)
+
+
+def one_view_uncertainty(prob: np.ndarray) -> np.ndarray:
+    """4p(1-p) of a calibrated probability map, in [0, 1]: the uncertainty where there is one view (see above), made
+    as one float32 map."""
+    doubt = np.subtract(1.0, prob, dtype=np.float32)
+    doubt *= prob
+    doubt *= 4.0
+    return doubt
 
 
 def boundary_band(labels: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import base64
 import binascii
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -33,11 +33,14 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from ncseg.calibration import apply
 from ncseg.inference.tiling import DeadlineError, RawViews, tiled_pixels
-from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views
+from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views, spread_transforms
 from ncseg.io.images import ImageError, decode_image, encode_tiff, read_header
 from ncseg.models.geometry import Geometry
+from ncseg.ood import check
 from ncseg.records import ServingConfig
+from ncseg.uncertainty import one_view_uncertainty, pixel_uncertainty
 
 OUTPUTS = ("mask", "probability", "uncertainty")
 INPUT_COLUMN, OUTPUT_COLUMN, OOD_COLUMN = "image", "tiff", "ood"
@@ -199,8 +202,6 @@ def request_deadline() -> float | None:
 
 def _calibrated(prob: np.ndarray, temperature: float) -> np.ndarray:
     """`calibration.apply` in place, a band of rows at a time: its float64 logit of a whole 16k² map is gigabytes."""
-    from ncseg.calibration import apply
-
     rows = max(1, CALIBRATION_PIXELS // prob.shape[1])
     for start in range(0, len(prob), rows):
         band = prob[start : start + rows]
@@ -216,6 +217,30 @@ def request_pixel_size(params: dict[str, Any] | None) -> float | None:
     if isinstance(size, bool) or not isinstance(size, Real) or not 0.0 < size < float("inf"):  # NaN too
         raise _refuse(f"pixel_size_nm must be a positive number of nm per pixel, got {size!r}")
     return float(size)
+
+
+@dataclass(frozen=True)
+class Maps:
+    """One image as the served model sees it: the calibrated NC probability, the per-pixel uncertainty (float32
+    maps of the image's shape) and why it is unlike the training images ('' if it is not, or unknown)."""
+
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    ood: str
+
+    def answer(self, output: str, threshold: float) -> np.ndarray:
+        """The map a request's `output` asks for: the 0/255 mask at `threshold`, the probability or the uncertainty."""
+        if output == "mask":
+            return np.where(self.probability > threshold, 255, 0).astype(np.uint8)
+        return self.probability if output == "probability" else self.uncertainty
+
+
+def _summed_then_calibrated(views: Iterable[np.ndarray], total: np.ndarray, temperature: float) -> Iterator[np.ndarray]:
+    """Each raw view added into `total` (the probability is calibrated from their mean), then calibrated in place
+    for the spread: one map at a time, never all of them."""
+    for view in views:
+        total += view
+        yield _calibrated(view, temperature)
 
 
 class NcSegmenter(mlflow.pyfunc.PythonModel):
@@ -253,43 +278,38 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         deadline = request_deadline()
         answers, ood = [], []
         for row, image in enumerate(images):
-            ood.append("; ".join(self.out_of_domain(image, pixel_size_nm)))
             try:
-                answer = self.answer(image, output, threshold, tta, deadline)
+                maps = self.segment(image, tta, pixel_size_nm, deadline)
             except DeadlineError as err:
                 raise MlflowException(
                     f"request image {row}: {err}: the server's request timeout "
                     "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) has passed; send smaller or fewer images per request",
                     error_code=DEADLINE_EXCEEDED,
                 ) from err
-            answers.append(base64.b64encode(encode_tiff(answer)).decode())
+            answers.append(base64.b64encode(encode_tiff(maps.answer(output, threshold))).decode())
+            ood.append(maps.ood)
         return pd.DataFrame({OUTPUT_COLUMN: answers, OOD_COLUMN: ood})
 
-    def answer(self, image: np.ndarray, output: str, threshold: float, tta: str, deadline: float | None) -> np.ndarray:
-        if output == "uncertainty":
-            return self.uncertainty(image, tta, deadline)
-        prob = self.probability(image, tta, deadline)
-        return prob if output == "probability" else np.where(prob > threshold, 255, 0).astype(np.uint8)
+    def segment(
+        self, image: np.ndarray, tta: str, pixel_size_nm: float | None = None, deadline: float | None = None
+    ) -> Maps:
+        """Everything the model says about a raw image of any size, from one set of passes: each network over each
+        view of `tta` once (its tiles normalised as they are cut, so memory is the image, these answers, a few
+        running sums and a batch of tiles). The mean of the views is the calibrated probability (the threshold was
+        chosen on that scale); the uncertainty is their spread, or with one view 4p(1-p) of it (ncseg.uncertainty).
+        What the server answers and what `ncseg predict` writes both come from here."""
+        stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
+        tiling = self.config.inference.model_dump() | {"deadline": deadline}
+        ood = "; ".join(self.out_of_domain(image, pixel_size_nm))
+        if len(TRANSFORMS[tta]) == 1:
+            prob = _calibrated(predict_tta(self.nets, self.geometry, stacked, tta, **tiling), self.config.temperature)
+            return Maps(prob, one_view_uncertainty(prob), ood)
+        total = np.zeros(image.shape, np.float32)
+        views = predict_views(self.nets, self.geometry, stacked, tta, **tiling)
+        uncertainty = pixel_uncertainty(_summed_then_calibrated(views, total, self.config.temperature))
+        total /= len(spread_transforms(tta)) * len(self.nets)  # the mean of the views predict_views ran
+        return Maps(_calibrated(total, self.config.temperature), uncertainty, ood)
 
     def out_of_domain(self, image: np.ndarray, pixel_size_nm: float | None) -> list[str]:
         """Why `image` is unlike the training images; nothing for a model registered before cards recorded them."""
-        from ncseg.ood import check
-
         return [] if self.config.domain is None else check(image, pixel_size_nm, self.config.domain)
-
-    def probability(self, image: np.ndarray, tta: str, deadline: float | None = None) -> np.ndarray:
-        """The calibrated NC probability (the threshold was chosen on this scale) of a raw image of any size: its
-        tiles are normalised as they are cut, so memory is the image, this answer and a batch of tiles."""
-        stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
-        tiling = self.config.inference.model_dump()
-        prob = predict_tta(self.nets, self.geometry, stacked, tta, **tiling, deadline=deadline)
-        return _calibrated(prob, self.config.temperature)
-
-    def uncertainty(self, image: np.ndarray, tta: str, deadline: float | None = None) -> np.ndarray:
-        """The spread of the calibrated probability over the members and (at least the flip) views of `tta`."""
-        from ncseg.uncertainty import pixel_uncertainty
-
-        stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
-        tiling = self.config.inference.model_dump()
-        maps = predict_views(self.nets, self.geometry, stacked, tta, **tiling, deadline=deadline)
-        return pixel_uncertainty(_calibrated(prob, self.config.temperature) for prob in maps)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-SUMMARY = "summary.csv"
+from ncseg.predict.outputs import SUMMARY
 
 
 class ReviewError(ValueError):
