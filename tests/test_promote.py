@@ -23,7 +23,7 @@ from ncseg.registry.promote import (
 )
 from ncseg.training.report import best_model, paired_gains
 
-from .builders import cv_summary
+from .builders import cv_summary, model_card
 
 
 @pytest.fixture
@@ -105,19 +105,7 @@ def _card(model_dir, n, repeats=1):
     for k in range(n):
         (model_dir / f"fold{k}.pt").write_bytes(bytes([k]) * 8)
         files.append(WeightFile(file=f"fold{k}.pt", sha256=sha256(model_dir / f"fold{k}.pt")))
-    card = ModelCard(
-        name="unet4",
-        spec={"kind": "unet4", "base_channels": 8, "dropout": 0.1, "padding": "same", "l2": 0.0, "weight_decay": 0.0},
-        threshold=0.5,
-        folds=tuple(files),
-        repeats=repeats,
-        cv_jaccard_mean=0.9,
-        cv_jaccard_std=0.01,
-        normalization=("image",),
-        intensity_window=None,
-        tta="none",
-        cv_run_id="abc",
-    )
+    card = model_card(files, repeats)
     card.save(model_dir / ModelCard.FILE)
     return card
 
