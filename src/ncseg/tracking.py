@@ -100,12 +100,29 @@ def _first_use_lock(uri: str) -> Iterator[None]:
     with alembic migrations, and two processes doing it at once break it: the later one fails with "Online
     migration expected to match one row" (seen with `dvc queue start -j 2` on a fresh project). A server's
     database is migrated once by `mlflow db upgrade` (docs/lab.md), so other URIs need no lock."""
+    with _store_lock(uri, ".mlflow-init.lock"):
+        yield
+
+
+@contextmanager
+def registry_lock(uri: str) -> Iterator[None]:
+    """One registration at a time per SQLite store: a registration reads the champion, decides and writes aliases
+    and tags, and two at once (the experiments of `dvc queue start -j 2`) decide on the same stale champion or
+    both create the model's first tags (sqlite3.IntegrityError on registered_model_tags, seen in CI). A lab's
+    server is shared by machines that no file lock reaches; there `ncseg register` runs in one place (docs/lab.md)."""
+    with _store_lock(uri, ".mlflow-registry.lock"):
+        yield
+
+
+@contextmanager
+def _store_lock(uri: str, name: str) -> Iterator[None]:
+    """A blocking lock file beside a SQLite store; nothing for other URIs."""
     if not uri.startswith("sqlite:///"):
         yield
         return
     folder = Path(uri.removeprefix("sqlite:///")).parent
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".mlflow-init.lock").open("w") as handle:
+    with (folder / name).open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         yield
 

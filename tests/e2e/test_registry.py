@@ -1,6 +1,9 @@
-"""The registered pyfunc is the CV ensemble, and re-registering unchanged inputs makes no new version."""
+"""The registered pyfunc is the CV ensemble, re-registering unchanged inputs makes no new version, and
+registrations into one store take turns."""
 
 import json
+import subprocess
+import time
 
 import mlflow
 import numpy as np
@@ -15,8 +18,9 @@ from ncseg.models.zoo import load_ensemble
 from ncseg.normalization import normalize
 from ncseg.records import ModelCard
 from ncseg.registry.pyfunc import decode_answer, encode_request
+from ncseg.tracking import registry_lock
 
-from .conftest import run
+from .conftest import project_env, run
 
 pytestmark = pytest.mark.slow
 MODEL = "models:/ncseg-nc-segmenter@champion"
@@ -77,3 +81,30 @@ def test_reregistering_unchanged_inputs_creates_no_version(tiny_project):
     version = client.get_model_version("ncseg-nc-segmenter", "1")
     assert version.tags["decision"] == "champion" and "beats the classical baseline" in version.tags["decision_reason"]
     assert version.tags["cv_run_id"] and client.get_registered_model("ncseg-nc-segmenter").description
+
+
+def test_a_registration_waits_for_the_one_in_progress(tiny_project):
+    """Two experiments of `dvc queue start -j 2` register at once into the project's store: the second must wait
+    for the first (they read the same champion; both creating a new model's tags failed in CI with
+    sqlite3.IntegrityError), not fail or decide on a stale champion."""
+    uri = f"sqlite:///{tiny_project / 'mlruns' / 'mlflow.db'}"
+    name = "ncseg-lock-test"
+    client = mlflow.MlflowClient(uri)
+    try:
+        with registry_lock(uri):  # a registration in progress
+            second = subprocess.Popen(
+                ["ncseg", "register", "-S", f"register.model_name={name}"],
+                cwd=tiny_project,
+                env=project_env(tiny_project),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            time.sleep(20)  # ample for a registration (about 8 s here) that does not wait
+            assert second.poll() is None, second.communicate()[0]
+            assert not client.search_registered_models(f"name='{name}'")
+        out = second.communicate(timeout=300)[0]
+        assert second.returncode == 0, out
+        assert f"registered {name} v1" in out, out
+    finally:
+        run(["ncseg", "register"], tiny_project)  # metrics/registry.json names the study's model again

@@ -210,19 +210,20 @@ def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> 
     config = serving_config(card, params)
     fp = fingerprint(card, config)
     name = params.registry.model_name
-    tracking.setup(params, root)
+    store = tracking.setup(params, root)
     client = mlflow.MlflowClient()
     gate = merit_gate(best, summary, params.registry.min_jaccard)
-    existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
-    if existing is not None:
-        return _unchanged(client, existing, best, result.jaccard_mean, gate)
-    with tracking.parent_run("register", params, root, kind="register", model=best):
-        uri = _log_pyfunc(model_dir, card, config)
-        version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
-        _describe(client, name, version.version, best, result, card, config.members)
-        candidate = Candidate(best, result.jaccard_mean, result.noise, tracking.data_hash(root))
-        decision = _promote(client, name, version.version, candidate, params.registry.margin, gate)
-        mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
+    with tracking.registry_lock(store):  # from reading the champion to moving the alias: one process at a time
+        existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
+        if existing is not None:
+            return _unchanged(client, existing, best, result.jaccard_mean, gate)
+        with tracking.parent_run("register", params, root, kind="register", model=best):
+            uri = _log_pyfunc(model_dir, card, config)
+            version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
+            _describe(client, name, version.version, best, result, card, config.members)
+            candidate = Candidate(best, result.jaccard_mean, result.noise, tracking.data_hash(root))
+            decision = _promote(client, name, version.version, candidate, params.registry.margin, gate)
+            mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
     return decision
 
 
