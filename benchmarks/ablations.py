@@ -31,7 +31,7 @@ from benchmarks.common import ROOT, cpu_model
 from ncseg.config import Params, load_params
 from ncseg.data.layout import CLASSES
 from ncseg.records import CVSummary
-from ncseg.tracking import project_root
+from ncseg.tracking.store import project_root
 from ncseg.training.cv import cross_validate
 from ncseg.training.report import paired_gain
 

@@ -49,7 +49,8 @@ def quick_model(params_file: Path, arch: str, folder: Path) -> str:
     from ncseg.normalization import intensity_window, views
     from ncseg.records import ModelCard, ServingConfig, WeightFile, sha256
     from ncseg.registry.promote import serving_config
-    from ncseg.registry.pyfunc import MODEL_CODE, signature
+    from ncseg.serving.model import MODEL_CODE
+    from ncseg.serving.protocol import signature
     from ncseg.training.loop import fit_new_net
 
     params = load_params(params_file, [f"train.epochs={QUICK_EPOCHS}"])

@@ -164,7 +164,7 @@ def scaling_rows(crops_per_s: float) -> list[dict]:
 def child_registered(model_uri: str) -> list[dict]:
     import mlflow
 
-    from ncseg.registry.pyfunc import encode_request
+    from ncseg.serving.protocol import encode_request
 
     model = mlflow.pyfunc.load_model(model_uri)
     rows = []
@@ -199,8 +199,8 @@ def micrograph(image: np.ndarray) -> np.ndarray:
 
 
 def served_rows(model_uri: str, images: dict[int, np.ndarray], in_process: list[dict]) -> list[dict]:
-    from ncseg.registry.pyfunc import encode_request
-    from ncseg.registry.serving import local_server, server_env
+    from ncseg.serving.protocol import encode_request
+    from ncseg.serving.server import local_server, server_env
 
     env = server_env(os.environ["MLFLOW_TRACKING_URI"])
     with Path(os.devnull).open("w") as log, local_server(model_uri, env, ROOT, log) as url:

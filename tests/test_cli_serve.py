@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ncseg.cli import app
-from ncseg.registry.serving import free_port
+from ncseg.serving.server import free_port
 
 from .conftest import ROOT
 

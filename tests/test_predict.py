@@ -14,7 +14,7 @@ from ncseg.cli import app
 from ncseg.config import ParticleParams
 from ncseg.io.images import write_tiff
 from ncseg.predict import Segmenter, collect_inputs, output_collisions, run
-from ncseg.registry.pyfunc import Maps, NcSegmenter
+from ncseg.serving.model import Maps, NcSegmenter
 
 from .conftest import ROOT
 
@@ -184,7 +184,7 @@ def test_summary_overlay_and_histogram_say_which_model_and_threshold_made_them(i
 
 
 def test_a_registered_model_is_described_by_the_version_its_alias_pointed_to(tmp_path):
-    from ncseg.predict import describe_model
+    from ncseg.registry.lookup import describe_model
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(store)
@@ -250,7 +250,7 @@ class Loaded:
     """What mlflow.pyfunc.load_model returns for an ncseg model: MLflow's predict in front of the served model."""
 
     def __init__(self, served) -> None:
-        from ncseg.registry.pyfunc import signature
+        from ncseg.serving.protocol import signature
 
         self.served = served
         self.metadata = mlflow.models.Model(signature=signature(served.config.threshold, served.config.tta))

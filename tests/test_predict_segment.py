@@ -60,7 +60,7 @@ def test_each_image_is_run_through_each_network_once_per_view_and_tile_batch(tmp
 def test_predict_is_made_of_exactly_what_the_server_answers(tmp_path, tta):
     """Served and predicted answers come from one function: the same image gives the same maps either way."""
     from ncseg.io.images import Micrograph
-    from ncseg.registry.pyfunc import decode_answer, encode_request
+    from ncseg.serving.protocol import decode_answer, encode_request
 
     served = _served(tmp_path / "model", ["image"], temperature=1.5)
     image = np.random.default_rng(4).integers(0, 4000, (36, 52), dtype=np.uint16)

@@ -21,8 +21,9 @@ from ncseg.config import UNet4Params
 from ncseg.models.geometry import Geometry
 from ncseg.models.zoo import build_net
 from ncseg.records import ModelCard, ServingConfig, WeightFile, sha256
-from ncseg.registry import pyfunc
-from ncseg.registry.pyfunc import NcSegmenter, TileCost, decode_answer, decode_images, encode_request, signature
+from ncseg.serving import protocol
+from ncseg.serving.model import NcSegmenter
+from ncseg.serving.protocol import TileCost, decode_answer, decode_images, encode_request, signature
 
 from .builders import BAD_SERVING_PARAMS
 
@@ -177,7 +178,7 @@ def no_decoding(monkeypatch):
     def refuse(data: bytes, name: str) -> np.ndarray:
         raise AssertionError(f"{name} was decoded although the request breaks a limit")
 
-    monkeypatch.setattr(pyfunc, "decode_image", refuse)
+    monkeypatch.setattr(protocol, "decode_image", refuse)
 
 
 @pytest.mark.parametrize("declaring", [tiff_declaring, _png_declaring])
@@ -353,7 +354,7 @@ def test_the_logged_model_is_code_and_weights_not_a_pickle(logged_model):
     assert not [f for f in logged_model.rglob("*") if f.suffix in (".pkl", ".pickle", ".cloudpickle")]
     flavor = mlflow.models.Model.load(logged_model).flavors["python_function"]
     assert Path(flavor["model_code_path"]).name == "model_code.py" and "python_model" not in flavor
-    assert (logged_model / "code" / "ncseg" / "registry" / "pyfunc.py").is_file(), "the ncseg code travels with it"
+    assert (logged_model / "code" / "ncseg" / "serving" / "model.py").is_file(), "the ncseg code travels with it"
 
 
 def test_a_logged_model_whose_weights_changed_is_refused_in_one_line_before_it_loads(logged_model, tmp_path):
@@ -374,7 +375,7 @@ def test_a_logged_model_whose_weights_changed_is_refused_in_one_line_before_it_l
 LOAD_AND_PREDICT = """
 import sys, numpy as np, mlflow
 model = mlflow.pyfunc.load_model(sys.argv[1])
-from ncseg.registry.pyfunc import decode_answer, encode_request
+from ncseg.serving.protocol import decode_answer, encode_request
 (mask,) = decode_answer(model.predict(encode_request([np.zeros((64, 64), np.uint16)]), params={"output": "mask"}))
 assert mask.shape == (64, 64), mask.shape
 """

@@ -2,10 +2,10 @@ import shutil
 
 import pytest
 
-from ncseg import tracking
 from ncseg.config import load_params
 from ncseg.records import Summary
-from ncseg.store import StoreError
+from ncseg.tracking import runs, store
+from ncseg.tracking.store import StoreError
 from ncseg.training.report import best_model, evaluate, paired_gains, paired_table
 
 from .builders import cv_summary
@@ -58,10 +58,10 @@ def test_evaluate_in_a_copied_project_writes_nothing_before_refusing(tmp_path, p
     keep matching the comparison run in the store."""
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(old))
-    tracking.setup(params, old)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(old))
+    runs.setup(params, old)
     shutil.copytree(old, new)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(new))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(new))
     copied = load_params(ROOT / "params.yaml", [f"paths.metrics={new / 'metrics'}"])
     (new / "metrics" / "cv").mkdir(parents=True)
     kinds = {name: spec.kind for name, spec in copied.models.items()}

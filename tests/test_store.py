@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from ncseg import tracking
 from ncseg.config import Params
-from ncseg.store import StoreError, db_path, recorded_root, relocate
+from ncseg.tracking import runs, store
+from ncseg.tracking.store import StoreError, db_path, recorded_root, relocate
 
 
 def _make_store(root: Path, params: Params, monkeypatch: pytest.MonkeyPatch) -> str:
     """A project store with one run holding one artifact, made the way the pipeline makes it; returns the run id."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(root))
-    tracking.setup(params, root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(root))
+    runs.setup(params, root)
     note = root / "note.txt"
     note.write_text("hello")
     with mlflow.start_run() as run:
@@ -50,7 +50,7 @@ def test_relocate_points_every_location_at_the_new_folder(moved, monkeypatch):
     assert (done.old_root, done.new_root) == (old, new)
     assert done.rewritten["experiments.artifact_location"] >= 1 and done.rewritten["runs.artifact_uri"] == 1
     assert not [loc for loc in _locations(new) if str(old) in loc]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(new))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(new))
     client = mlflow.MlflowClient()
     assert [f.path for f in client.list_artifacts(run_id, "notes")] == ["notes/note.txt"]
     assert relocate(new).total == 0, "a second run finds nothing to rewrite"
@@ -67,11 +67,11 @@ def test_a_sibling_folder_sharing_the_prefix_is_left_alone(moved):
 
 def test_logging_into_a_moved_store_is_refused_until_relocated(moved, params, monkeypatch):
     _, new, _ = moved
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(new))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(new))
     with pytest.raises(StoreError, match="ncseg store relocate"):
-        tracking.setup(params, new)
+        runs.setup(params, new)
     relocate(new)
-    tracking.setup(params, new)
+    runs.setup(params, new)
 
 
 def test_no_store_is_a_clear_error(tmp_path):
@@ -94,10 +94,10 @@ def test_an_experiment_made_meanwhile_by_another_writer_is_used(tmp_path, params
     """Two trainings starting at once on a fresh store: both see no experiment, the later create must not fail."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(tmp_path))
-    tracking.setup(params, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(tmp_path))
+    runs.setup(params, tmp_path)
     monkeypatch.setattr(mlflow, "get_experiment_by_name", lambda _name: None)
-    tracking.setup(params, tmp_path)
+    runs.setup(params, tmp_path)
 
 
 @pytest.fixture
@@ -105,20 +105,20 @@ def corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project whose mlflow.db is no database: a half-copied or overwritten file."""
     db_path(tmp_path).parent.mkdir()
     db_path(tmp_path).write_bytes(b"SQLite format 2\x00" + bytes(4080))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.local_uri(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.local_uri(tmp_path))
     return tmp_path
 
 
 def test_a_corrupt_store_is_named_by_every_command_that_opens_it(corrupt, params):
-    """train, evaluate and register open the store in tracking.setup, predict and serve in the model lookup,
+    """train, evaluate and register open the store in runs.setup, predict and serve in the model lookup,
     `store relocate` itself: each says which file is broken and what to do, not SQLAlchemy's traceback."""
     from ncseg.registry.lookup import ModelLookupError, check_model_uri
 
     expected = rf"{db_path(corrupt)}: not a readable SQLite database \(file is not a database\); restore it"
     with pytest.raises(StoreError, match=expected):
-        tracking.setup(params, corrupt)
+        runs.setup(params, corrupt)
     with pytest.raises(ModelLookupError, match=expected):
-        check_model_uri("models:/ncseg-nc-segmenter@champion", tracking.local_uri(corrupt))
+        check_model_uri("models:/ncseg-nc-segmenter@champion", store.local_uri(corrupt))
     with pytest.raises(StoreError, match=expected):
         relocate(corrupt)
 

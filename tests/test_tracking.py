@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ncseg.config import load_params
-from ncseg.tracking import data_hash, project_root, tracking_uri
+from ncseg.tracking.runs import data_hash
+from ncseg.tracking.store import project_root, tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def built_store(tmp_path_factory) -> Path:
     """A local store's database with its tables: MLflow takes ~5 s to build them, copying it takes nothing."""
     import mlflow
 
-    from ncseg.store import STORE_DIR, local_uri
+    from ncseg.tracking.store import STORE_DIR, local_uri
 
     root = tmp_path_factory.mktemp("built")
     mlflow.MlflowClient(local_uri(root)).search_experiments()
@@ -79,7 +80,7 @@ def store(built_store, tmp_path, monkeypatch) -> Path:
 def test_the_experiment_describes_its_runs_in_the_mlflow_ui(params, store):
     import mlflow
 
-    from ncseg.tracking import setup
+    from ncseg.tracking.runs import setup
 
     setup(params, store)
     experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
@@ -93,7 +94,7 @@ SETUP_IN_A_NEW_PROCESS = """
 import sys
 from pathlib import Path
 from ncseg.config import load_params
-from ncseg.tracking import setup
+from ncseg.tracking.runs import setup
 setup(load_params(Path(sys.argv[1])), Path(sys.argv[2]))
 """
 
@@ -121,7 +122,7 @@ def test_a_killed_trainings_runs_are_marked_killed_when_the_next_run_starts(para
     on this machine, is gone; a run whose process lives, or that another machine started, is left alone."""
     import mlflow
 
-    from ncseg.tracking import KILLED_TAG, OWNER_HOST, OWNER_PID, parent_run, setup
+    from ncseg.tracking.runs import KILLED_TAG, OWNER_HOST, OWNER_PID, parent_run, setup
 
     setup(params, store)
     killed = subprocess.Popen(["sleep", "60"])

@@ -297,7 +297,7 @@ def train(
 ) -> None:
     """Grouped k-fold cross-validation, logged to MLflow (a parent run per model, a child run per fold)."""
     from ncseg.io.atomic import FolderBusyError
-    from ncseg.tracking import project_root
+    from ncseg.tracking.store import project_root
     from ncseg.training.cv import cross_validate
 
     p = _params(params, set_)
@@ -316,8 +316,7 @@ def train(
 @app.command("evaluate")
 def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
     """Compare all models' CV results: metrics/summary.{json,md} and an MLflow `comparison` run."""
-    from ncseg.store import StoreError
-    from ncseg.tracking import project_root
+    from ncseg.tracking.store import StoreError, project_root
     from ncseg.training.report import evaluate as run_evaluate
 
     p = _params(params, set_)
@@ -332,20 +331,15 @@ def evaluate(params: ParamsOption = Path("params.yaml"), set_: SetOption = None)
 @app.command("register")
 def register(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
     """Register the best CV model; alias champion only if it beats the classical baseline and the champion."""
-    from mlflow.exceptions import MlflowException
-
     from ncseg.io.atomic import FolderBusyError
-    from ncseg.registry.promote import register_best
-    from ncseg.store import StoreError
-    from ncseg.tracking import project_root
+    from ncseg.registry.promote import RegistryRefusedError, register_best
+    from ncseg.tracking.store import StoreError, project_root
 
     p = _params(params, set_)
     try:
         d = register_best(p, project_root())
-    except (RecordError, FolderBusyError, StoreError) as err:
+    except (RecordError, FolderBusyError, StoreError, RegistryRefusedError) as err:
         _fail(str(err))
-    except MlflowException as err:
-        _fail(f"the MLflow registry refused: {str(err).splitlines()[0]}")
     verb = "registered" if d.created else "kept"
     alias = f"@{d.alias}" if d.alias else "no alias"
     console.print(f"{verb} {d.model_name} v{d.version} ({d.architecture}) -> {alias}: {d.reason}", highlight=False)
@@ -363,8 +357,8 @@ def serve(
     import os
 
     from ncseg.registry.lookup import ModelLookupError, check_model_uri
-    from ncseg.registry.serving import port_problem, serve_command, server_env
-    from ncseg.tracking import project_root, tracking_uri
+    from ncseg.serving.server import port_problem, serve_command, server_env
+    from ncseg.tracking.store import project_root, tracking_uri
 
     p = _params(params, set_)
     uri = model_uri or f"models:/{p.registry.model_name}@champion"
@@ -426,7 +420,7 @@ def predict(
     from rich.progress import Progress
 
     from ncseg import predict as prediction
-    from ncseg import tracking
+    from ncseg.tracking import store
 
     project = params or Path("params.yaml")
     p = _params(project, set_) if params or project.is_file() else None  # outside a project the model says enough
@@ -438,7 +432,7 @@ def predict(
     except ValueError as err:
         _fail(str(err))
     try:
-        segmenter = prediction.load_segmenter(model_uri, prediction.store_uri(p, tracking.project_root()))
+        segmenter = prediction.load_segmenter(model_uri, prediction.store_uri(p, store.project_root()))
         particles = prediction.particle_settings(segmenter.particles, p, set_ or [])
     except (LookupError, ConfigError) as err:
         _fail(str(err))
@@ -475,8 +469,7 @@ def store_relocate(
 ) -> None:
     """After copying or moving the project folder: point the store's artifact locations (experiments, runs, logged
     models, model versions, datasets) at this folder instead of the old one."""
-    from ncseg.store import StoreError, relocate
-    from ncseg.tracking import project_root
+    from ncseg.tracking.store import StoreError, project_root, relocate
 
     try:
         done = relocate(project_root(), old_root.resolve() if old_root else None)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ncseg.registry.serving import free_port, stop_process
+from ncseg.serving.server import free_port, stop_process
 
 BUCKET = "ncseg-lab"
 ACCESS_KEY, SECRET_KEY = "ncseg-test", "ncseg-test-secret"

@@ -20,8 +20,8 @@ import yaml
 
 from ncseg.io.images import read_mask
 from ncseg.metrics import jaccard
-from ncseg.registry.pyfunc import decode_answer
-from ncseg.registry.serving import local_server
+from ncseg.serving.protocol import decode_answer
+from ncseg.serving.server import local_server
 
 from .conftest import new_tiny_project, project_env, run
 from .lab_servers import ACCESS_KEY, BUCKET, SECRET_KEY, Postgres, S3Store, initdb, mlflow_server, postgres, s3_store
@@ -181,13 +181,13 @@ def test_dvc_push_then_a_fresh_clone_pulls_identical_data(lab, lab_project, tmp_
 
 WRITER = """
 import sys, pathlib, mlflow
-from ncseg import tracking
+from ncseg.tracking import runs
 from ncseg.config import load_params
-params_file, writer, runs, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+params_file, writer, n_runs, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 root = pathlib.Path.cwd()
 params = load_params(pathlib.Path(params_file), ["tracking.experiment=ncseg-concurrency"])
-for i in range(runs):
-    with tracking.parent_run(f"{writer}-{i}", params, root, kind="concurrency"):
+for i in range(n_runs):
+    with runs.parent_run(f"{writer}-{i}", params, root, kind="concurrency"):
         for step in range(steps):
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
         note = root / f"{writer}-{i}.txt"

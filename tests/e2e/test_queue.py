@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ncseg.tracking import local_uri
+from ncseg.tracking.store import local_uri
 
 from .conftest import new_tiny_project, project_env, run
 

@@ -17,8 +17,8 @@ from ncseg.metrics import jaccard
 from ncseg.models.zoo import load_ensemble
 from ncseg.normalization import normalize
 from ncseg.records import ModelCard
-from ncseg.registry.pyfunc import decode_answer, encode_request
-from ncseg.tracking import registry_lock
+from ncseg.serving.protocol import decode_answer, encode_request
+from ncseg.tracking.store import registry_lock
 
 from .conftest import project_env, run
 

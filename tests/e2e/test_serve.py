@@ -11,8 +11,8 @@ import pytest
 
 from ncseg.io.images import encode_tiff, read_image, read_mask
 from ncseg.metrics import jaccard
-from ncseg.registry.pyfunc import decode_answer
-from ncseg.registry.serving import local_server
+from ncseg.serving.protocol import decode_answer
+from ncseg.serving.server import local_server
 
 from ..builders import BAD_SERVING_PARAMS
 from ..test_pyfunc import tiff_declaring

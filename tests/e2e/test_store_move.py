@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ncseg.store import LOCATION_COLUMNS, db_path
-from ncseg.tracking import local_uri
+from ncseg.tracking.store import LOCATION_COLUMNS, db_path, local_uri
 
 from .conftest import project_env, run
 

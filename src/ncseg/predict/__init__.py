@@ -28,7 +28,7 @@ from ncseg.predict.inputs import (
     store_uri,
 )
 from ncseg.predict.outputs import SUMMARY, instances, read_summary, summary_row, write_image_outputs, write_summary
-from ncseg.predict.segment import Segmentation, Segmenter, describe_model, load_segmenter
+from ncseg.predict.segment import Segmentation, Segmenter, load_segmenter
 
 __all__ = [
     "SUMMARY",
@@ -38,7 +38,6 @@ __all__ = [
     "Segmenter",
     "check_settings",
     "collect_inputs",
-    "describe_model",
     "load_segmenter",
     "output_collisions",
     "particle_settings",

@@ -114,11 +114,11 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
 def store_uri(params: Params | None, root: Path) -> str:
     """Where models:/ and runs:/ URIs are looked up: as the project's commands do where there is a params.yaml,
     else MLFLOW_TRACKING_URI or the store of the folder predict runs in (a model folder needs none)."""
-    from ncseg import tracking
+    from ncseg.tracking import store
 
     if params is not None:
-        return tracking.tracking_uri(params, root)
-    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.local_uri(root)
+        return store.tracking_uri(params, root)
+    return os.environ.get("MLFLOW_TRACKING_URI") or store.local_uri(root)
 
 
 def particle_settings(carried: ParticleParams | None, project: Params | None, overrides: list[str]) -> ParticleParams:

@@ -1,6 +1,6 @@
 """One micrograph through the registered model, once: the `Segmentation` every output of `ncseg predict` is made of.
 
-The model runs in this process on the code the server runs (ncseg.registry.pyfunc), without the server's request
+The model runs in this process on the code the server runs (ncseg.serving.model), without the server's request
 limits (they bound what one request may cost a shared server, and its file round trip would copy the image): a
 detector frame or montage of 8k-16k px is tiled like any image. One call into that code gives the probability, the
 uncertainty and the out-of-domain reason from one set of network passes (each view of the test-time augmentation
@@ -9,7 +9,6 @@ through each member, once), so what is written, reviewed or shown never runs a n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ import numpy as np
 from ncseg.io.images import Micrograph
 
 if TYPE_CHECKING:
-    from ncseg.registry.pyfunc import NcSegmenter
+    from ncseg.serving.model import NcSegmenter
 
 
 @dataclass(frozen=True)
@@ -57,37 +56,6 @@ class Segmenter:
 def load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:
     """The model, or a ModelLookupError in one line: no store here, no such model or alias, an unreadable folder,
     weights changed after registration. Nothing is created on the way (no store, no experiment)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from ncseg.registry.lookup import describe_model, load_served
 
-    from ncseg.records import RecordError
-    from ncseg.registry.lookup import ModelLookupError, check_model_uri
-    from ncseg.registry.pyfunc import NcSegmenter
-
-    check_model_uri(model_uri, tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except (MlflowException, OSError, RecordError) as err:  # RecordError: the model's own check of its weights
-        raise ModelLookupError(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})") from err
-    if not isinstance(served, NcSegmenter):
-        raise ModelLookupError(f"{model_uri}: not an ncseg model (its Python model is {type(served).__name__})")
-    return Segmenter(served, describe_model(model_uri))
-
-
-def describe_model(model_uri: str) -> str:
-    """'name v3 (@champion)' for a registered model, the alias resolved so a summary names the version that ran
-    (an alias moves on); the URI itself for anything else, or where the registry cannot say."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    match = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model_uri)
-    if not match:
-        return model_uri
-    name, alias, version = match.groups()
-    if alias is None:
-        return f"{name} v{version}"
-    try:
-        return f"{name} v{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version} (@{alias})"
-    except MlflowException:
-        return model_uri
+    return Segmenter(load_served(model_uri, tracking_uri), describe_model(model_uri))

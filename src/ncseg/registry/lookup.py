@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ncseg.store import StoreError, check_readable
+from ncseg.records import RecordError
+from ncseg.serving.model import NcSegmenter
+from ncseg.tracking.store import StoreError, check_readable
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^/]+)$")
 VERSION_URI = re.compile(r"^models:/(?P<name>[^@/]+)/(?P<version>\d+)$")
@@ -110,3 +113,32 @@ def _no_alias(client: MlflowClient, name: str, alias: str) -> str:
         f"says why the last one did not); pass models:/{name}/<version> to use one anyway."
     )
     return "\n".join(lines)
+
+
+def load_served(model_uri: str, tracking_uri: str) -> NcSegmenter:
+    """The served model behind `model_uri`, in this process, after `check_model_uri`; a ModelLookupError in one
+    line where it cannot be loaded or is no ncseg model."""
+    check_model_uri(model_uri, tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except (MlflowException, OSError, RecordError) as err:  # RecordError: the model's own check of its weights
+        raise ModelLookupError(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})") from err
+    if not isinstance(served, NcSegmenter):
+        raise ModelLookupError(f"{model_uri}: not an ncseg model (its Python model is {type(served).__name__})")
+    return served
+
+
+def describe_model(model_uri: str) -> str:
+    """'name v3 (@champion)' for a registered model, the alias resolved so a summary names the version that ran
+    (an alias moves on); the URI itself for anything else, or where the registry cannot say."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model_uri)
+    if not match:
+        return model_uri
+    name, alias, version = match.groups()
+    if alias is None:
+        return f"{name} v{version}"
+    try:
+        return f"{name} v{MlflowClient().get_model_version_by_alias(name, alias).version} (@{alias})"
+    except MlflowException:
+        return model_uri

@@ -13,6 +13,9 @@
   `register.margin`, or when the champion speaks another interface (input schema) than the current code:
   clients and `ncseg predict` call the champion, so a champion they cannot call is no champion. Otherwise the
   candidate becomes `challenger`. (Aliases replace the deprecated registry stages.)
+
+The rule itself is registry.policy (no MLflow); this module reads the registry, packs and registers the model, and
+moves the aliases the rule gives.
 """
 
 from __future__ import annotations
@@ -22,19 +25,19 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncseg.config import Params
 from ncseg.io.atomic import folder_lock
 from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, ServingConfig, Summary
+from ncseg.registry.policy import CHAMPION, REJECTED, Candidate, merit_gate, verdict
+from ncseg.serving.sources import served_sources
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travels with the model
 
 
@@ -57,30 +60,6 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         domain=card.domain,
         particles=params.particles,
     )
-
-
-# The modules the served model runs (src/ncseg/…): a change to them is a change of the model. Training, data,
-# CLI and registry bookkeeping code are not among them, so editing those registers no new version.
-SERVED_CODE = (
-    "calibration.py",
-    "config.py",
-    "inference",
-    "io",
-    "metrics.py",
-    "models",
-    "normalization.py",
-    "ood.py",
-    "records.py",
-    "registry/model_code.py",
-    "registry/pyfunc.py",
-    "uncertainty.py",
-)
-
-
-def served_sources() -> list[Path]:
-    files = [PACKAGE / p for p in SERVED_CODE if (PACKAGE / p).is_file()]
-    files += [f for p in SERVED_CODE if (PACKAGE / p).is_dir() for f in (PACKAGE / p).rglob("*.py")]
-    return sorted(files)
 
 
 def code_digest(source: str) -> bytes:
@@ -126,7 +105,8 @@ def _log_pyfunc(model_dir: Path, card: ModelCard, config: ServingConfig) -> str:
     import numpy as np
     import torch
 
-    from ncseg.registry.pyfunc import MODEL_CODE, encode_request, signature
+    from ncseg.serving.model import MODEL_CODE
+    from ncseg.serving.protocol import encode_request, signature
 
     with tempfile.TemporaryDirectory() as tmp:
         serving = Path(tmp) / ServingConfig.FILE
@@ -167,61 +147,48 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def merit_gate(model: str, summary: Summary, min_jaccard: float | None) -> str | None:
-    """Why `model` must not become champion whatever the registry holds, or None when it may.
-
-    The bar is the classical baseline on the same folds, paired fold by fold: a network that does not beat
-    what an ImageJ user gets with Otsu is worse than no network. Without a baseline in the study, only
-    `register.min_jaccard` can vouch for it; with neither, nothing does.
-    """
-    result = summary.models[model]
-    if min_jaccard is not None and result.jaccard_mean < min_jaccard:
-        return f"CV Jaccard {result.jaccard_mean:.4f} is below register.min_jaccard {min_jaccard}"
-    gains = summary.baseline_gains(model)
-    losing = [g for g in gains if g.gain_mean <= 0]
-    if losing:
-        return "; ".join(
-            f"does not beat the classical baseline {g.baseline} on the same folds (Jaccard "
-            f"{result.jaccard_mean:.4f} vs {summary.models[g.baseline].jaccard_mean:.4f}, paired gain "
-            f"{g.gain_mean:+.4f}, better on {g.folds_better} of {g.folds} folds)"
-            for g in losing
-        )
-    if not gains and min_jaccard is None:
-        return "no classical baseline in the study and no register.min_jaccard: nothing shows it beats chance"
-    return None
+class RegistryRefusedError(RuntimeError):
+    """The MLflow registry (or its store) refused a call; the message is its first line."""
 
 
 def register_best(params: Params, root: Path) -> RegistryDecision:
+    """The study's best model into the registry, promoted on merit (registry.policy); metrics/registry.json says
+    what was decided and why."""
+    from mlflow.exceptions import MlflowException
 
     summary = Summary.load(params.paths.metrics / Summary.FILE)
     best = summary.best
     model_dir = params.paths.models / best
     with folder_lock(model_dir):  # no `ncseg train` may swap the folder between its check and its upload
-        return _record(params, _register(params, root, summary, model_dir))
+        try:
+            decision = _register(params, root, summary, model_dir)
+        except MlflowException as err:
+            raise RegistryRefusedError(f"the MLflow registry refused: {str(err).splitlines()[0]}") from err
+        return _record(params, decision)
 
 
 def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> RegistryDecision:
     import mlflow
 
-    from ncseg import tracking
+    from ncseg.tracking import runs, store
 
     best, result = summary.best, summary.models[summary.best]
     card = _checked_card(model_dir, result, params.registry.members)
     config = serving_config(card, params)
     fp = fingerprint(card, config)
     name = params.registry.model_name
-    store = tracking.setup(params, root)
+    store_uri = runs.setup(params, root)
     client = mlflow.MlflowClient()
     gate = merit_gate(best, summary, params.registry.min_jaccard)
-    with tracking.registry_lock(store):  # from reading the champion to moving the alias: one process at a time
+    with store.registry_lock(store_uri):  # from reading the champion to moving the alias: one process at a time
         existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
         if existing is not None:
             return _unchanged(client, existing, best, result.jaccard_mean, gate)
-        with tracking.parent_run("register", params, root, kind="register", model=best):
+        with runs.parent_run("register", params, root, kind="register", model=best):
             uri = _log_pyfunc(model_dir, card, config)
             version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
             _describe(client, name, version.version, best, result, card, config.members)
-            candidate = Candidate(best, result.jaccard_mean, result.noise, tracking.data_hash(root))
+            candidate = Candidate(best, result.jaccard_mean, result.noise, runs.data_hash(root))
             decision = _promote(client, name, version.version, candidate, params.registry.margin, gate)
             mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
     return decision
@@ -243,10 +210,10 @@ def _checked_card(model_dir: Path, result: CVSummary, members: int) -> ModelCard
 
 
 def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: Path) -> dict[str, str]:
-    from ncseg import tracking
+    from ncseg.tracking import runs
 
     return {
-        **tracking.run_tags(arch, root),
+        **runs.run_tags(arch, root),
         "architecture": arch,
         "fingerprint": fp,
         "interface": interface(),
@@ -286,41 +253,9 @@ def _unchanged(
 
 def interface() -> str:
     """What a caller sends the served model: its input schema, recorded as a tag on every version."""
-    from ncseg.registry.pyfunc import signature
+    from ncseg.serving.protocol import signature
 
     return signature(0.5, "none").inputs.to_json()
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """What the promotion rule weighs: the new version's CV score, how much that score moves between runs of the
-    same configuration (CVSummary.noise), and the data it was measured on."""
-
-    architecture: str
-    cv_jaccard: float
-    noise: float
-    data_md5: str
-
-
-def _verdict(champion: ModelVersion | None, candidate: Candidate, margin: float) -> tuple[str, str]:
-    """Champion or challenger for a candidate that passed the merit gate, with the reason."""
-    if champion is None:
-        return CHAMPION, "first version to pass the gate (beats the classical baseline): no champion yet"
-    if champion.tags.get("interface") != interface():
-        return CHAMPION, f"champion v{champion.version} takes another input than today's clients send"
-    if champion.tags.get("data_md5") != candidate.data_md5:
-        return CHAMPION, (
-            f"champion v{champion.version} was measured on other data (data.dvc md5 "
-            f"{champion.tags.get('data_md5', '?')[:8]}, now {candidate.data_md5[:8]}): its score is stale"
-        )
-    best = float(champion.tags.get("cv_jaccard_mean", "nan"))
-    noise = max(candidate.noise, float(champion.tags.get("cv_noise", "0")))
-    bar = max(margin, noise)
-    delta = candidate.cv_jaccard - best
-    gain = f"CV Jaccard {candidate.cv_jaccard:.4f} vs champion v{champion.version} {best:.4f} ({delta:+.4f})"
-    if candidate.cv_jaccard > best + bar:
-        return CHAMPION, f"{gain}: beyond the run-to-run noise {noise:.4f} and the margin {margin}"
-    return CHALLENGER, f"{gain}: not beyond the run-to-run noise {noise:.4f} / margin {margin}"
 
 
 def _promote(
@@ -333,7 +268,8 @@ def _promote(
     if gate is not None:
         alias, reason = None, f"not promoted: {gate}"
     else:
-        alias, reason = _verdict(champion, candidate, margin)
+        tags, number = (None, None) if champion is None else (champion.tags, champion.version)
+        alias, reason = verdict(tags, number, candidate, margin, interface())
     if alias is not None:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "decision", alias or REJECTED)

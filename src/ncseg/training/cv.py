@@ -50,12 +50,12 @@ def _train_fold(
     params: Params,
     progress: Progress,
 ) -> tuple[torch.nn.Module, list[np.ndarray]]:
-    from ncseg import tracking
+    from ncseg.tracking import runs
 
     fit, val, inner = fit_and_validation(samples, split.folds, fold.fold, params.cv.inner_val_fraction, split.seed)
 
-    net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, tracking.log_epoch, progress)
-    tracking.log_fold_params(
+    net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, runs.log_epoch, progress)
+    runs.log_fold_params(
         {
             "fit_images": len(fit),
             "inner_val_groups": ",".join(sorted(inner)),
@@ -71,7 +71,7 @@ def _train_fold(
 def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
     """Run every fold of every repeat of model `name`, write its artefacts and metrics, log it all to MLflow;
     return the summary."""
-    from ncseg import tracking
+    from ncseg.tracking import runs
 
     spec = params.model(name)
     samples, window = load_samples(params.paths.augmented, params.inference.normalization)
@@ -82,10 +82,10 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         folder_lock(model_dir),
         staged_folder(model_dir) as weights_dir,
         staged_folder(plot_dir) as plots_out,
-        tracking.parent_run(name, params, root, kind="cv", model=name) as parent_id,
+        runs.parent_run(name, params, root, kind="cv", model=name) as parent_id,
     ):
-        tracking.log_training_data(params.paths.augmented, root)
-        tracking.log_split_groups(groups, [s.name for s in samples])
+        runs.log_training_data(params.paths.augmented, root)
+        runs.log_split_groups(groups, [s.name for s in samples])
         _run_folds(run, weights_dir)
         summary, deployed = score_cv(run, window)
         joins = {"leak_threshold": groups.threshold, "groups": len(set(groups.groups)), "joined_groups": groups.joined}
@@ -93,22 +93,22 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         write_plots(run, summary, plots_out)
         model_card(run, summary, deployed, weights_dir, parent_id).save(weights_dir / ModelCard.FILE)
         folds = [(r.run_id, fold_metrics(r)) for r in run.results if r.run_id is not None]
-        tracking.log_cv_outcome(summary, folds, plots_out, weights_dir)
+        runs.log_cv_outcome(summary, folds, plots_out, weights_dir)
     summary.save(params.paths.metrics / "cv" / f"{name}.json")  # only once the model folder is in place
     return summary
 
 
 def _run_folds(run: CVRun, weights_dir: Path) -> None:
-    from ncseg import tracking
+    from ncseg.tracking import runs
 
     plan = [(rep, k) for rep in run.repeats for k in range(run.params.cv.n_folds)]
     with _progress() as progress:
         for rep, k in progress.track(plan, description=f"{run.name}: folds"):
             split, test = rep.split, rep.split.test(k)
             tags = {"fold": str(k), "repeat": str(split.index), "model": run.name}
-            with tracking.child_run(child_name(split.index, k, len(run.repeats)), tags) as run_id:
+            with runs.child_run(child_name(split.index, k, len(run.repeats)), tags) as run_id:
                 fold = FoldResult(k, test, run_id, split.index)
-                tracking.log_fold_params({"test_images": ",".join(run.samples[i].name for i in test)})
+                runs.log_fold_params({"test_images": ",".join(run.samples[i].name for i in test)})
                 if isinstance(run.spec, ClassicalParams):
                     rep.preds |= {i: _classical(run, i) for i in test}
                 else:
@@ -116,7 +116,7 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
                     rep.probs |= dict(zip(test, fold_probs, strict=True))
                     path = weights_dir / weight_file(split.index, k)
                     save_weights(net, path)
-                    tracking.log_weights(path)
+                    runs.log_weights(path)
             rep.results.append(fold)
 
 

@@ -153,26 +153,26 @@ def evaluate(params: Params, root: Path) -> Summary:
     """metrics/summary.json + metrics/summary.md, and an MLflow `comparison` run holding the same table; each
     model's CV run gets a description with its rank. The files are written once the run has started: a store that
     refuses (damaged, or still pointing at the folder this project was copied from) leaves the old ones in place."""
-    from ncseg import tracking
+    from ncseg.tracking import runs
 
     results = load_results(params)
     gains = paired_gains(results)
     summary = Summary(best=best_model(results), models=results, paired_gains=tuple(gains))
     table = markdown_table(results) + ("\n" + paired_table(gains) if gains else "")
-    with tracking.parent_run("comparison", params, root, kind="comparison") as run_id:
+    with runs.parent_run("comparison", params, root, kind="comparison") as run_id:
         summary.save(params.paths.metrics / Summary.FILE)
         with atomic_path(params.paths.metrics / "summary.md") as tmp:
             tmp.write_text(table)
         means = {name: {k: r.mean(k) for k in COLUMNS} for name, r in results.items()}
-        tracking.log_comparison(summary.best, means, table)
-        tracking.describe_run(run_id, f"Comparison of {len(results)} models on the same folds.\n\n{table}")
+        runs.log_comparison(summary.best, means, table)
+        runs.describe_run(run_id, f"Comparison of {len(results)} models on the same folds.\n\n{table}")
     _describe_cv_runs(params, summary)
     return summary
 
 
 def _describe_cv_runs(params: Params, summary: Summary) -> None:
     """Rank and score in each model's newest CV run description: what a user sees first in the run list."""
-    from ncseg import tracking
+    from ncseg.tracking import runs
 
     ranked = sorted(summary.models.values(), key=lambda r: -r.jaccard_mean)
     for rank, r in enumerate(ranked, start=1):
@@ -190,4 +190,4 @@ def _describe_cv_runs(params: Params, summary: Summary) -> None:
             + (f" Paired: {gains}." if gains else "")
             + (" Best trainable model: the register stage's candidate." if r.model == summary.best else "")
         )
-        tracking.describe_run(run_id, text)
+        runs.describe_run(run_id, text)

@@ -1,22 +1,38 @@
-"""A local MLflow store that follows its project folder when the folder is copied or moved.
+"""Where a project's MLflow store is, and keeping it sound: the store's layout inside the project, which store a
+command uses (the project's own, or a server), locks that make concurrent processes take turns on a SQLite store,
+and relocation of a store whose project folder was copied or moved.
 
 MLflow records artifact locations as absolute paths: an experiment's artifact_location, each run's artifact_uri,
 each logged model's and model version's location. It resolves a relative location to an absolute one when the
 experiment is created (mlflow/mlflow#7670) and has no command that rewrites them (mlflow/mlflow#3144, #8226). So a
 moved project's store still points at the old folder: loading a model fails once the old folder is gone, and while it
 still exists (a copy), new runs would write their artifacts into the *other* project. `relocate` rewrites every
-location under the old root to the same place under the new one, in one SQLite transaction; `tracking.setup` refuses
+location under the old root to the same place under the new one, in one SQLite transaction; `runs.setup` refuses
 to log to a store that still points elsewhere and names this command.
+
+Local store: SQLite at <project>/mlruns/mlflow.db with artifacts under <project>/mlruns/artifacts (MLflow 3
+treats the plain ./mlruns file store as legacy). MLFLOW_TRACKING_URI, when set, wins, so a team server works
+unchanged. Paths are absolute and resolved from the project root, also inside the copies that
+`dvc exp run --temp/--queue` works in (<project>/.dvc/tmp/exps/...), so their runs land in the project's store.
+
+Nothing here imports MLflow or `tracking.runs`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    from ncseg.config import Params
 
 # The project's own store: <project>/mlruns/mlflow.db with artifacts under <project>/mlruns/artifacts.
 STORE_DIR, DB_NAME, ARTIFACTS = "mlruns", "mlflow.db", "artifacts"
@@ -57,6 +73,56 @@ def local_uri(root: Path) -> str:
 def artifacts_uri(root: Path) -> str:
     """Where the project's own experiments keep their artifacts: inside the project, so it can be copied whole."""
     return (root / STORE_DIR / ARTIFACTS).as_uri()
+
+
+def project_root(start: Path | None = None) -> Path:
+    path = (start or Path.cwd()).resolve()
+    parts = path.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return path
+
+
+def tracking_uri(params: Params, root: Path) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if params.tracking.uri:
+        return params.tracking.uri
+    return local_uri(root)
+
+
+@contextmanager
+def first_use_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store and creates the experiment. MLflow builds a new store's tables
+    with alembic migrations, and two processes doing it at once break it: the later one fails with "Online
+    migration expected to match one row" (seen with `dvc queue start -j 2` on a fresh project). A server's
+    database is migrated once by `mlflow db upgrade` (docs/lab.md), so other URIs need no lock."""
+    with _store_lock(uri, ".mlflow-init.lock"):
+        yield
+
+
+@contextmanager
+def registry_lock(uri: str) -> Iterator[None]:
+    """One registration at a time per SQLite store: a registration reads the champion, decides and writes aliases
+    and tags, and two at once (the experiments of `dvc queue start -j 2`) decide on the same stale champion or
+    both create the model's first tags (sqlite3.IntegrityError on registered_model_tags, seen in CI). A lab's
+    server is shared by machines that no file lock reaches; there `ncseg register` runs in one place (docs/lab.md)."""
+    with _store_lock(uri, ".mlflow-registry.lock"):
+        yield
+
+
+@contextmanager
+def _store_lock(uri: str, name: str) -> Iterator[None]:
+    """A blocking lock file beside a SQLite store; nothing for other URIs."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / name).open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
 
 
 def recorded_root(root: Path) -> Path | None:

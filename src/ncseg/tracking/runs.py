@@ -1,14 +1,7 @@
-"""Everything MLflow, in one place: where the store is, what a run is tagged with, how runs nest.
-
-Local store: SQLite at <project>/mlruns/mlflow.db with artifacts under <project>/mlruns/artifacts (MLflow 3
-treats the plain ./mlruns file store as legacy). MLFLOW_TRACKING_URI, when set, wins, so a team server works
-unchanged. Paths are absolute and resolved from the project root, also inside the copies that
-`dvc exp run --temp/--queue` works in (<project>/.dvc/tmp/exps/...), so their runs land in the project's store.
-"""
+"""What a run is: the experiment it goes to, its provenance tags, how runs nest, and everything a run logs."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import subprocess
@@ -23,7 +16,14 @@ import yaml
 from ncseg.config import Params, flatten
 from ncseg.data.layout import MANIFEST
 from ncseg.io.atomic import process_alive
-from ncseg.store import artifacts_uri, check_location, check_readable, local_uri
+from ncseg.tracking.store import (
+    artifacts_uri,
+    check_location,
+    check_readable,
+    first_use_lock,
+    local_uri,
+    tracking_uri,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment
@@ -46,30 +46,13 @@ EXPERIMENT_TAGS = {
 }
 
 
-def project_root(start: Path | None = None) -> Path:
-    path = (start or Path.cwd()).resolve()
-    parts = path.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return path
-
-
-def tracking_uri(params: Params, root: Path) -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    if params.tracking.uri:
-        return params.tracking.uri
-    return local_uri(root)
-
-
 def setup(params: Params, root: Path) -> str:
     """Point MLflow at the store and select (or create) the experiment; returns the tracking URI."""
     import mlflow
 
     uri = tracking_uri(params, root)
     mlflow.set_tracking_uri(uri)
-    with _first_use_lock(uri):
+    with first_use_lock(uri):
         check_readable(uri)  # under the lock: not while another process is still creating the store
         experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
         if experiment is None:
@@ -92,39 +75,6 @@ def _check_existing(experiment: Experiment, uri: str, root: Path) -> None:
     if any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
         for key, value in EXPERIMENT_TAGS.items():
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
-
-
-@contextmanager
-def _first_use_lock(uri: str) -> Iterator[None]:
-    """One process at a time opens a SQLite store and creates the experiment. MLflow builds a new store's tables
-    with alembic migrations, and two processes doing it at once break it: the later one fails with "Online
-    migration expected to match one row" (seen with `dvc queue start -j 2` on a fresh project). A server's
-    database is migrated once by `mlflow db upgrade` (docs/lab.md), so other URIs need no lock."""
-    with _store_lock(uri, ".mlflow-init.lock"):
-        yield
-
-
-@contextmanager
-def registry_lock(uri: str) -> Iterator[None]:
-    """One registration at a time per SQLite store: a registration reads the champion, decides and writes aliases
-    and tags, and two at once (the experiments of `dvc queue start -j 2`) decide on the same stale champion or
-    both create the model's first tags (sqlite3.IntegrityError on registered_model_tags, seen in CI). A lab's
-    server is shared by machines that no file lock reaches; there `ncseg register` runs in one place (docs/lab.md)."""
-    with _store_lock(uri, ".mlflow-registry.lock"):
-        yield
-
-
-@contextmanager
-def _store_lock(uri: str, name: str) -> Iterator[None]:
-    """A blocking lock file beside a SQLite store; nothing for other URIs."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    folder = Path(uri.removeprefix("sqlite:///")).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / name).open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        yield
 
 
 def _create_experiment(name: str, location: str | None) -> None:

@@ -6,6 +6,6 @@ Not for import: running it hands the model to MLflow.
 
 import mlflow
 
-from ncseg.registry.pyfunc import NcSegmenter
+from ncseg.serving.model import NcSegmenter
 
 mlflow.models.set_model(NcSegmenter())

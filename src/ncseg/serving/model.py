@@ -1,0 +1,145 @@
+"""The deployable model: an MLflow pyfunc wrapping the served fold networks with their normalisation, tiling and
+threshold.
+
+Image files go in and come out (ncseg.serving.protocol: the columns, the params, the limits checked on each file's
+header). Nothing about the networks leaks to the caller. Weights are plain state dicts, loaded with
+`weights_only=True`, never pickled modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
+
+from ncseg.calibration import apply
+from ncseg.inference.tiling import DeadlineError, RawViews
+from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views, spread_transforms
+from ncseg.models.zoo import load_ensemble
+from ncseg.ood import check
+from ncseg.records import ServingConfig
+from ncseg.serving.protocol import (
+    OOD_COLUMN,
+    OUTPUT_COLUMN,
+    TileCost,
+    decode_images,
+    encode_file,
+    request_deadline,
+    request_params,
+    request_pixel_size,
+)
+from ncseg.uncertainty import one_view_uncertainty, pixel_uncertainty
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow logs as the model: it builds an NcSegmenter
+CALIBRATION_PIXELS = 1 << 16  # calibrated at once: its float64 logit takes 8 bytes a pixel, a few times over
+
+
+def _calibrated(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """`calibration.apply` in place, a band of rows at a time: its float64 logit of a whole 16k² map is gigabytes."""
+    rows = max(1, CALIBRATION_PIXELS // prob.shape[1])
+    for start in range(0, len(prob), rows):
+        band = prob[start : start + rows]
+        band[...] = apply(band, temperature)
+    return prob
+
+
+@dataclass(frozen=True)
+class Maps:
+    """One image as the served model sees it: the calibrated NC probability, the per-pixel uncertainty (float32
+    maps of the image's shape) and why it is unlike the training images ('' if it is not, or unknown)."""
+
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    ood: str
+
+    def answer(self, output: str, threshold: float) -> np.ndarray:
+        """The map a request's `output` asks for: the 0/255 mask at `threshold`, the probability or the uncertainty."""
+        if output == "mask":
+            return np.where(self.probability > threshold, 255, 0).astype(np.uint8)
+        return self.probability if output == "probability" else self.uncertainty
+
+
+def _summed_then_calibrated(views: Iterable[np.ndarray], total: np.ndarray, temperature: float) -> Iterator[np.ndarray]:
+    """Each raw view added into `total` (the probability is calibrated from their mean), then calibrated in place
+    for the spread: one map at a time, never all of them."""
+    for view in views:
+        total += view
+        yield _calibrated(view, temperature)
+
+
+class NcSegmenter(mlflow.pyfunc.PythonModel):
+    """The served CV fold networks (mean probability), thresholded at the CV-chosen threshold by default.
+
+    Logged as models-from-code (MODEL_CODE builds it), so a model folder holds no pickle.
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.config = ServingConfig.load(Path(context.artifacts["serving"]))
+        nets, self.geometry = load_ensemble(Path(context.artifacts["weights"]))
+        self.nets = [net.to(memory_format=torch.channels_last) for net in nets]  # oneDNN's fast convolutions
+        self.cost = TileCost(self.geometry, self.config.inference.tile, self.config.inference.context)
+
+    # pd.DataFrame: a type hint MLflow accepts without inferring a signature from it (the explicit one, with the
+    # params, stays) and without warning; it is what MLflow passes after enforcing that signature.
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        threshold, output, tta = request_params(params, self.config.threshold, self.config.tta)
+        pixel_size_nm = request_pixel_size(params)
+        config = self.config
+        images = decode_images(
+            model_input,
+            max_pixels=config.max_pixels,
+            max_rows=config.max_rows,
+            max_request_pixels=config.max_request_pixels,
+            cost=self.cost,
+        )
+        deadline = request_deadline()
+        answers, ood = [], []
+        for row, image in enumerate(images):
+            try:
+                maps = self.segment(image, tta, pixel_size_nm, deadline)
+            except DeadlineError as err:
+                raise MlflowException(
+                    f"request image {row}: {err}: the server's request timeout "
+                    "(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) has passed; send smaller or fewer images per request",
+                    error_code=DEADLINE_EXCEEDED,
+                ) from err
+            answers.append(encode_file(maps.answer(output, threshold)))
+            ood.append(maps.ood)
+        return pd.DataFrame({OUTPUT_COLUMN: answers, OOD_COLUMN: ood})
+
+    def segment(
+        self, image: np.ndarray, tta: str, pixel_size_nm: float | None = None, deadline: float | None = None
+    ) -> Maps:
+        """Everything the model says about a raw image of any size, from one set of passes: each network over each
+        view of `tta` once (its tiles normalised as they are cut, so memory is the image, these answers, a few
+        running sums and a batch of tiles). The mean of the views is the calibrated probability (the threshold was
+        chosen on that scale); the uncertainty is their spread, or with one view 4p(1-p) of it (ncseg.uncertainty).
+        What the server answers and what `ncseg predict` writes both come from here."""
+        stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
+        tiling = self.config.inference.model_dump() | {"deadline": deadline}
+        ood = "; ".join(self.out_of_domain(image, pixel_size_nm))
+        if len(TRANSFORMS[tta]) == 1:
+            prob = _calibrated(predict_tta(self.nets, self.geometry, stacked, tta, **tiling), self.config.temperature)
+            return Maps(prob, one_view_uncertainty(prob), ood)
+        total = np.zeros(image.shape, np.float32)
+        views = predict_views(self.nets, self.geometry, stacked, tta, **tiling)
+        uncertainty = pixel_uncertainty(_summed_then_calibrated(views, total, self.config.temperature))
+        total /= len(spread_transforms(tta)) * len(self.nets)  # the mean of the views predict_views ran
+        return Maps(_calibrated(total, self.config.temperature), uncertainty, ood)
+
+    def out_of_domain(self, image: np.ndarray, pixel_size_nm: float | None) -> list[str]:
+        """Why `image` is unlike the training images; nothing for a model registered before cards recorded them."""
+        return [] if self.config.domain is None else check(image, pixel_size_nm, self.config.domain)
