@@ -59,8 +59,13 @@ def out_of_fold(name: str, params, samples, splits: list[list[int]], members: in
     served = [i for i, t in enumerate(spread_transforms(card.tta)) if t in TRANSFORMS[card.tta]]
 
     nets = cv_networks(folder)
-    spread = "spread (ncseg)" if members == 1 else f"spread, {members} networks (ncseg)"
-    pooled = {spread: Pooled([], [], [], []), "4p(1-p) of the served probability": Pooled([], [], [], [])}
+    # which of the two the served model answers with (ncseg.serving): the spread where `tta` has several views,
+    # 4p(1-p) of the mean probability where it has one
+    many = len(TRANSFORMS[card.tta]) > 1
+    views_said = f"{len(spread_transforms(card.tta))} views" + ("" if members == 1 else f" x {members} networks")
+    spread = f"spread over {views_said}" + (" (served)" if many else "")
+    one_view = "4p(1-p) of the served probability" + ("" if many else " (served)")
+    pooled = {spread: Pooled([], [], [], []), one_view: Pooled([], [], [], [])}
     for i, sample in enumerate(samples):
         own = [nets[r, splits[r][i]] for r in range(members)]
         tiling = params.inference.tiling()
@@ -71,7 +76,7 @@ def out_of_fold(name: str, params, samples, splits: list[list[int]], members: in
         mask = prob > operating.threshold
         wrong, error = mask != sample.mask, 1.0 - score(mask, sample.mask).jaccard
         _pool(pooled[spread], pixel_uncertainty(apply(m, operating.temperature) for m in views), mask, wrong, error)
-        _pool(pooled["4p(1-p) of the served probability"], 4 * prob * (1 - prob), mask, wrong, error)
+        _pool(pooled[one_view], 4 * prob * (1 - prob), mask, wrong, error)
     return pooled
 
 
