@@ -15,7 +15,7 @@ from ncseg.data.layout import IMAGES
 from ncseg.io.images import write_tiff
 
 from .conftest import ROOT
-from .test_leaks import distinct_images, near_copies, view
+from .data.test_leaks import distinct_images, near_copies, view
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from ncseg.serving.protocol import decode_answer
 from ncseg.serving.server import local_server
 
 from ..builders import BAD_SERVING_PARAMS
-from ..test_pyfunc import tiff_declaring
+from ..serving.test_model import tiff_declaring
 from .conftest import project_env
 
 pytestmark = pytest.mark.slow

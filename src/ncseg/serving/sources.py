@@ -1,8 +1,8 @@
 """Which of ncseg's files the served model runs, read from the code itself: `model_code` and `model` and, one
 import at a time, every ncseg module they import. A change to any of them is a change of the model
-(registry.promote.fingerprint), and DVC's `register` stage depends on exactly them (tests/test_promote.py checks
-dvc.yaml). Training, data, CLI and registry bookkeeping code are not among them, so editing those registers no new
-version.
+(registry.promote.fingerprint), and DVC's `register` stage depends on exactly them
+(tests/registry/test_promote.py checks dvc.yaml). Training, data, CLI and registry bookkeeping code are not among
+them, so editing those registers no new version.
 
 The walk reads the imports at the top of each module (and in module-level `if`/`try` blocks, other than
 `if TYPE_CHECKING:`), so the served code imports ncseg modules there and nowhere else: an import inside a function

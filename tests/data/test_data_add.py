@@ -12,8 +12,8 @@ from ncseg.interop.imagej import write_roiset
 from ncseg.io.atomic import folder_lock
 from ncseg.io.images import read_image, read_mask
 
-from .builders import fail_on_call
-from .conftest import ROOT
+from ..builders import fail_on_call
+from ..conftest import ROOT
 
 
 def _add(raw, *args):

@@ -13,7 +13,7 @@ from ncseg.inference.tiling import RawViews, predict_proba
 from ncseg.io.images import write_tiff
 from ncseg.predict import Segmenter, run
 
-from .test_pyfunc import _served
+from ..serving.test_model import _served
 
 PARTICLES = ParticleParams(min_area_nm2=1.0, min_distance_nm=2.0)
 

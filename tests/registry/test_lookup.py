@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from ncseg.registry.lookup import ModelLookupError, check_model_uri
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_serve_refuses_weights_changed_after_registration_before_starting_a_serv
     """The server would load them, hit the model card's sha256 check and die with a traceback."""
     from ncseg.cli import app
 
-    from .test_pyfunc import _model_folder
+    from ..serving.test_model import _model_folder
 
     weights = tmp_path / "model" / "artifacts" / "weights"
     _model_folder(weights, ["image"], None)

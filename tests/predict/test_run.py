@@ -16,7 +16,7 @@ from ncseg.io.images import write_tiff
 from ncseg.predict import Segmenter, collect_inputs, output_collisions, run
 from ncseg.serving.model import Maps, NcSegmenter
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 PARTICLES = ParticleParams(min_area_nm2=1.0, min_distance_nm=2.0)
 
@@ -267,7 +267,7 @@ def test_an_image_past_the_servers_size_limit_is_segmented_tile_by_tile(images):
     its own process and segments a detector frame or montage of any size."""
     from ncseg.io.images import read_image
 
-    from .test_pyfunc import _served
+    from ..serving.test_model import _served
 
     served = _served(images / "model", ["image"], max_pixels=32 * 32, max_request_pixels=32 * 32)
     large = np.random.default_rng(9).integers(0, 4000, (48, 80), dtype=np.uint16)

@@ -11,7 +11,7 @@ from ncseg.data.rotations import plan
 from ncseg.data.synth import generate
 from ncseg.training.plan import assign_folds, fit_and_validation, inner_validation_groups, leak_free, plan_repeats
 
-from .test_leaks import distinct_images, near_copies, view
+from ..data.test_leaks import distinct_images, near_copies, view
 
 
 @given(st.lists(st.integers(0, 14), min_size=5, max_size=60), st.integers(2, 5), st.integers(0, 10_000))

@@ -1,5 +1,5 @@
 """Registering: the aliases the policy gives moved in a real (SQLite) MLflow registry, the served folder, its
-fingerprint and the code it covers (the rule itself: tests/test_policy.py)."""
+fingerprint and the code it covers (the rule itself: tests/registry/test_policy.py)."""
 
 import ast
 import subprocess
@@ -17,8 +17,8 @@ from ncseg.serving import sources
 from ncseg.serving.sources import PACKAGE, served_sources
 from ncseg.training.report import best_model, paired_gains
 
-from .builders import cv_summary, model_card
-from .conftest import ROOT
+from ..builders import cv_summary, model_card
+from ..conftest import ROOT
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_the_served_model_carries_the_particle_settings_of_the_study_that_regist
     from ncseg.config import load_params
     from ncseg.registry.promote import serving_config
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     params = load_params(ROOT / "params.yaml", ["particles.min_area_nm2=30", "particles.min_distance_nm=5"])
     config = serving_config(_card(tmp_path / "unet4", 1), params)

@@ -8,7 +8,7 @@ from ncseg.config import UNet4Params
 from ncseg.models.zoo import build_net
 from ncseg.records import ModelCard, WeightFile, sha256
 
-from .builders import model_card
+from ..builders import model_card
 
 SPEC = UNet4Params(kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0)
 

@@ -19,7 +19,7 @@ from ncseg.models.unet import UNet4
 from ncseg.models.zoo import build_net
 from ncseg.training.loop import auxiliary_loss, fit_new_net
 
-from .builders import noise_samples, tiny_train_params
+from ..builders import noise_samples, tiny_train_params
 
 SPEC = UNet4Params(
     kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0, aux_classes=3, aux_weight=1.0

@@ -6,7 +6,7 @@ from ncseg.records import Summary
 from ncseg.registry.policy import CHALLENGER, CHAMPION, Candidate, merit_gate, verdict
 from ncseg.training.report import best_model, paired_gains
 
-from .builders import cv_summary
+from ..builders import cv_summary
 
 SPEAKS = '[{"type": "string", "name": "image", "required": true}]'  # today's interface, as a tag holds it
 

@@ -6,7 +6,7 @@ import tifffile
 
 from ncseg.io.images import ImageError, read_image, read_mask, write_mask, write_tiff
 
-from .test_pyfunc import tiff_declaring
+from ..serving.test_model import tiff_declaring
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.uint32])

@@ -9,7 +9,7 @@ from skimage.measure import label
 from ncseg.data import synth
 from ncseg.data.synth import generate, write_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from ncseg.data.dataset import CropBatches, augmentations
 from ncseg.inference.tiling import predict_proba
 from ncseg.models.unet import UNet4
 
-from .builders import noise_samples, tiny_train_params
+from ..builders import noise_samples, tiny_train_params
 
 SPEC = UNet4Params(kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0)
 

@@ -10,7 +10,7 @@ from ncseg.data.dataset import Sample
 from ncseg.metrics import jaccard
 from ncseg.training.scoring import FoldResult, nested_thresholds, score_nested
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 
 def _scaled(name: str, prob_scale: float) -> tuple[Sample, float]:

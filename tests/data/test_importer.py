@@ -11,8 +11,8 @@ from ncseg.cli import app
 from ncseg.data.groups import read_groups
 from ncseg.io.images import read_image, read_mask
 
-from .builders import fail_on_call
-from .test_pyfunc import tiff_declaring
+from ..builders import fail_on_call
+from ..serving.test_model import tiff_declaring
 
 runner = CliRunner()
 
@@ -183,7 +183,7 @@ def _import_with_groups(tmp_path, text: str, bom: bool = False):
 
 
 def test_a_group_manifest_mistake_refuses_the_import_naming_its_line(tmp_path):
-    """Each mistake a group manifest can hold: tests/test_groups.py."""
+    """Each mistake a group manifest can hold: tests/data/test_groups.py."""
     result = _import_with_groups(tmp_path, "name,slice\na,s1\nb,\n")
     assert result.exit_code != 0 and "line 3: image 'b' has an empty 'slice'" in _said(result), result.output
     assert not (tmp_path / "raw").exists()

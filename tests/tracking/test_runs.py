@@ -11,7 +11,7 @@ from ncseg.config import load_params
 from ncseg.tracking.runs import data_hash
 from ncseg.tracking.store import project_root, tracking_uri
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dvc_experiment_copies_log_to_the_projects_store(tmp_path):

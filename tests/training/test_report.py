@@ -8,8 +8,8 @@ from ncseg.tracking import runs, store
 from ncseg.tracking.store import StoreError
 from ncseg.training.report import best_model, evaluate, paired_gains, paired_table
 
-from .builders import cv_summary
-from .conftest import ROOT
+from ..builders import cv_summary
+from ..conftest import ROOT
 
 
 def test_gains_over_the_baseline_are_paired_fold_by_fold_with_an_interval():

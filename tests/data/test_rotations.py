@@ -6,7 +6,7 @@ from ncseg.data.layout import read_manifest
 from ncseg.data.rotations import augment, plan
 from ncseg.io.images import read_image, read_mask
 
-from .builders import fail_on_call
+from ..builders import fail_on_call
 
 
 def test_twelve_raw_images_become_the_studys_twenty_two(params):

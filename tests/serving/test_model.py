@@ -25,7 +25,7 @@ from ncseg.serving import protocol
 from ncseg.serving.model import NcSegmenter
 from ncseg.serving.protocol import TileCost, decode_answer, decode_images, encode_request, signature
 
-from .builders import BAD_SERVING_PARAMS
+from ..builders import BAD_SERVING_PARAMS
 
 INFERENCE = {"tile": 64, "context": 16, "batch_tiles": 2, "precision": "fp32"}
 COST = TileCost(Geometry(divisor=16, offset=0, margin=0), tile=INFERENCE["tile"], context=INFERENCE["context"])

@@ -11,7 +11,7 @@ from ncseg.data import leaks
 from ncseg.data.leaks import leak_free_groups, near_duplicates, signatures, similarity
 from ncseg.data.synth import generate
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 SIDE = 160  # px of the synthetic fields; copies are 144 px crops of them
 CROP = 144

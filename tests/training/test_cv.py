@@ -21,7 +21,7 @@ from ncseg.training.cv import cross_validate
 from ncseg.training.plan import fit_and_validation, plan_repeats
 from ncseg.training.scoring import FoldResult, nested_thresholds
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 TINY_UNET = "{kind: unet4, base_channels: 4, dropout: 0.0, padding: same, l2: 0.0, weight_decay: 0.0}"
 

@@ -12,7 +12,7 @@ from ncseg.config import load_params
 from ncseg.models.unet import UNet4
 from ncseg.training.loop import lr_schedule, segmentation_loss
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 LOSSES = ["bce_dice", "focal_dice", "bce_lovasz"]
 
