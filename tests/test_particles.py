@@ -94,3 +94,87 @@ def test_a_lone_particle_has_no_gap_and_uncalibrated_shapes_stay_unitless():
     labels[5:10, 5:15] = 1
     (p,) = measure(labels, None)
     assert p.nn_gap_nm is None and p.feret_max_nm is None and p.aspect_ratio == pytest.approx(2.0)
+
+
+def _odd_shapes(seed: int, side: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of random disks, rotated squares, L shapes, rings, lines and single pixels, overlapping (so cut and
+    touching) when crowded, some on the field's edge, one label in two pieces; and a uint16 image."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((side - 8, side), np.int32)
+    yy, xx = np.mgrid[: side - 8, :side]
+    for k in range(1, count + 1):
+        cy, cx, r = rng.uniform(-2, side - 6), rng.uniform(-2, side + 2), rng.uniform(0.5, 9)
+        u, v = xx - cx, yy - cy
+        angle = rng.uniform(0, np.pi)
+        shape = [
+            np.hypot(u, v) <= r,
+            np.maximum(abs(u * np.cos(angle) + v * np.sin(angle)), abs(v * np.cos(angle) - u * np.sin(angle))) <= r,
+            (abs(u) <= r) & (abs(v) <= r) & ((u <= 0) | (v <= 0)),
+            (np.hypot(u, v) <= r) & (np.hypot(u, v) >= r / 2),
+            (abs(v) < 0.5) & (abs(u) <= r),
+            (abs(u) < 0.5) & (abs(v) < 0.5),
+        ][k % 6]
+        labels[shape] = k
+    labels[-2:, 0:3] = labels.max()  # a second piece of the last label
+    return labels, rng.integers(0, 60_000, labels.shape).astype(np.uint16)
+
+
+def _reference(labels: np.ndarray, image: np.ndarray, px: float) -> list[dict]:
+    """Straight from the definitions: skimage's regionprops, Feret by brute force over all pixel corners, gaps
+    over all pairs of boundary pixels."""
+    from scipy.spatial import ConvexHull
+    from scipy.spatial.distance import cdist
+    from skimage.measure import regionprops
+    from skimage.segmentation import find_boundaries
+
+    boundary = find_boundaries(labels, mode="inner") & (labels > 0)
+    rows = []
+    for r in regionprops(labels, intensity_image=image.astype(np.float64)):
+        corners = np.unique((r.coords[:, None] + [[0, 0], [0, 1], [1, 0], [1, 1]]).reshape(-1, 2), axis=0)
+        vertices = corners[ConvexHull(corners).vertices]  # every pair of them a candidate caliper direction
+        directions = (vertices[:, None] - vertices[None]).reshape(-1, 2)
+        directions = directions[directions.any(axis=1)]
+        normals = np.column_stack([-directions[:, 1], directions[:, 0]]) / np.hypot(*directions.T)[:, None]
+        extents = corners @ normals.T
+        own, others = (np.argwhere(boundary & m) for m in (labels == r.label, labels != r.label))
+        major, minor = r.inertia_tensor_eigvals
+        rows.append(
+            {
+                "label": r.label,
+                "area_px": int(r.area),
+                "centroid_y_px": r.centroid[0],
+                "centroid_x_px": r.centroid[1],
+                "bbox": r.bbox,
+                "feret_max_nm": cdist(corners, corners).max() * px,
+                "feret_min_nm": (extents.max(axis=0) - extents.min(axis=0)).min() * px,
+                "aspect_ratio": np.sqrt((major + 1 / 12) / (minor + 1 / 12)),
+                "solidity": r.solidity,
+                "intensity_mean": r.intensity_mean,
+                "nn_gap_nm": (cdist(own, others).min() - 1) * px,
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize(("seed", "side", "count"), [(s, 80, 15) for s in range(6)] + [(s, 160, 8) for s in range(4)])
+def test_measure_equals_the_definitions_on_odd_touching_and_sparse_shapes(seed, side, count):
+    labels, image = _odd_shapes(seed, side, count)
+    particles = measure(labels, 0.5, image)
+    reference = _reference(labels, image, 0.5)
+    assert [p.label for p in particles] == [r["label"] for r in reference]
+    for p, r in zip(particles, reference, strict=True):
+        assert (p.bbox_min_row, p.bbox_min_col, p.bbox_max_row, p.bbox_max_col) == r.pop("bbox")
+        assert p.area_px == r.pop("area_px") and p.area_nm2 == p.area_px * 0.25
+        assert p.intensity_integrated == pytest.approx(r["intensity_mean"] * p.area_px, rel=1e-12)
+        assert {k: getattr(p, k) for k in r} == pytest.approx(r, rel=1e-9, abs=1e-12), p.label
+
+
+def test_the_gap_is_to_the_nearest_particle_when_a_farther_one_lies_closer_to_a_diagonal():
+    for d in range(2, 41):  # whichever box around A a search starts in, some d has B inside it and C not
+        labels = np.zeros((2 * d + 20, 2 * d + 20), np.int32)
+        labels[5:9, 5:9] = 1  # A
+        labels[8 + d : 12 + d, 8 + d : 12 + d] = 2  # B: diagonal, boundary centres d, d apart
+        reach = int(1.3 * d) + 1
+        labels[5:9, 8 + reach : 12 + reach] = 3  # C: beside A, boundary centres `reach` apart
+        gaps = {p.label: p.nn_gap_nm for p in measure(labels, 1.0)}
+        assert gaps[1] == pytest.approx(min(reach, d * np.sqrt(2)) - 1), d
