@@ -1,9 +1,11 @@
 """The registered pyfunc is the CV ensemble, re-registering unchanged inputs makes no new version, and
 registrations into one store take turns."""
 
+import contextlib
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -100,11 +102,26 @@ def test_a_registration_waits_for_the_one_in_progress(tiny_project):
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-            time.sleep(20)  # ample for a registration (about 8 s here) that does not wait
-            assert second.poll() is None, second.communicate()[0]
+            _wait_until_it_opens(second, tiny_project / "mlruns" / ".mlflow-registry.lock")
+            time.sleep(1)
+            assert second.poll() is None, second.communicate()[0]  # it waits on the lock, not done or failed
             assert not client.search_registered_models(f"name='{name}'")
         out = second.communicate(timeout=300)[0]
         assert second.returncode == 0, out
         assert f"registered {name} v1" in out, out
     finally:
         run(["ncseg", "register"], tiny_project)  # metrics/registry.json names the study's model again
+
+
+def _wait_until_it_opens(process: subprocess.Popen, lock: Path, timeout_s: float = 120) -> None:
+    """Until `process` holds `lock` open: it has reached the lock and waits there (one that never takes the lock
+    would finish or time out here)."""
+    fds = Path(f"/proc/{process.pid}/fd")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):  # a descriptor closed while it is read
+            if any(fd.resolve() == lock.resolve() for fd in fds.iterdir()):
+                return
+        time.sleep(0.2)
+    ended = process.poll() is not None
+    raise AssertionError(f"ncseg register never waited on {lock}: {process.communicate()[0] if ended else 'running'}")
