@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ncseg import calibration
+from ncseg.config import load_params
 from ncseg.inference.tiling import predict_proba
 from ncseg.io.images import read_image, read_mask
 from ncseg.metrics import jaccard
@@ -38,10 +39,11 @@ def test_pyfunc_round_trip_equals_the_direct_ensemble(tiny_project):
     nets = [net.to(memory_format=torch.channels_last) for net in nets[:1]]  # register.members: 1; served layout
     inference = json.loads((tiny_project / "metrics" / "registry.json").read_text())
     card = ModelCard.load(tiny_project / "models" / "unet4" / ModelCard.FILE)
-    raw = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision="bf16")
+    precision = load_params(tiny_project / "params.yaml").inference.precision  # what the served config holds
+    raw = predict_proba(nets, geometry, normalize(image), tile=256, context=16, batch_tiles=4, precision=precision)
     assert card.temperature != 1.0, "CV fitted a temperature on the out-of-fold predictions"
     direct = calibration.apply(raw, card.temperature)
-    # Served and direct run the same bf16 kernels on the same CPU: equal up to float32 rounding of the codec.
+    # Served and direct run the same kernels on the same CPU: equal up to float32 rounding of the codec.
     np.testing.assert_allclose(served, direct, atol=1e-5)  # the served probability is the calibrated one
     mask = decode_answer(model.predict(request))[0] > 0
     np.testing.assert_array_equal(mask, direct > card.threshold)  # the threshold was chosen on that scale

@@ -6,9 +6,25 @@ import torch
 from torch import nn
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether this device computes bf16 itself: a CUDA GPU with bf16, or a CPU whose oneDNN has bf16 kernels
+    (AVX-512 BF16 or AMX). Elsewhere torch emulates bf16 convolutions by slow reference kernels (10x fp32's time
+    for a training step on an AVX2-only CPU, benchmarks/precision.md): `auto` then runs fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """`auto` resolved for this device; `fp32` and `bf16` as written."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(precision: str, device: torch.device) -> torch.autocast:
     """bf16 autocast (on the CPU through oneDNN: AVX-512 BF16 / AMX where present), or plain fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=effective_precision(precision, device) == "bf16")
 
 
 def pick_device(choice: str) -> torch.device:

@@ -181,6 +181,14 @@ def log_fold_params(values: dict[str, str | int]) -> None:
     mlflow.log_params(values)
 
 
+def log_runtime(values: dict[str, str]) -> None:
+    """How this machine ran the study (e.g. the precision `auto` became), as `runtime.*` params of the active run:
+    the numbers of one params file differ between CPU kinds, and the run says which it was."""
+    import mlflow
+
+    mlflow.log_params({f"runtime.{key}": value for key, value in values.items()})
+
+
 def log_weights(path: Path) -> None:
     """A fold network's state dict, beside its run's metrics (the model card lists it with its sha256)."""
     import mlflow
