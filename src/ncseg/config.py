@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ncseg.labels import LabelSet
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,6 +78,12 @@ Schedule = Literal["constant", "cosine", "onecycle"]
 Norm = Literal["none", "batch", "instance", "group"]
 
 
+# auto: bf16 where the hardware computes it (a CUDA GPU with bf16; a CPU whose oneDNN has bf16 kernels: AVX-512
+# BF16 or AMX), fp32 elsewhere, where bf16 is emulated by reference convolutions ~10x slower than fp32 (an AVX2-only
+# AMD EPYC: benchmarks/precision.md). bf16 and fp32 are taken as written.
+Precision = Literal["auto", "fp32", "bf16"]
+
+
 class TrainParams(_Frozen):
     epochs: int = Field(ge=1)
     steps_per_epoch: int = Field(ge=1)
@@ -85,7 +93,7 @@ class TrainParams(_Frozen):
     patience: int = Field(ge=1)
     intensity_jitter: float = Field(ge=0, lt=0.4)
     noise: bool  # Gaussian/shot-noise augmentation; off where the masks follow the image's own noise
-    precision: Literal["fp32", "bf16"]  # bf16: autocast + channels-last steps, ~2.5x faster on AMX/AVX-512 CPUs
+    precision: Precision  # bf16: autocast + channels-last steps, ~2.5x faster on AMX/AVX-512 CPUs
     device: Literal["auto", "cpu", "cuda"]
     workers: int = Field(ge=0)  # DataLoader processes preparing batches (0: the training process); never the numbers
     loss: Loss
@@ -103,7 +111,7 @@ class InferenceParams(_Frozen):
     tile: int = Field(ge=64)
     context: int = Field(ge=0)
     batch_tiles: int = Field(ge=1)
-    precision: Literal["fp32", "bf16"]  # bf16 autocast: validation, CV predictions, served model, predict alike
+    precision: Precision  # validation, CV predictions, the served model and predict alike
     tta: TTA  # CV test predictions, the served model's default, `ncseg predict`; not validation during training
 
     @model_validator(mode="after")
@@ -212,6 +220,8 @@ class TrackingParams(_Frozen):
 class Params(_Frozen):
     seed: int
     paths: Paths
+    # What the classes are (ncseg.labels); a study written before label sets is the binary NC study it was
+    labels: LabelSet = Field(default_factory=LabelSet.binary)
     data: DataParams
     augment: AugmentParams
     cv: CVParams
@@ -223,6 +233,18 @@ class Params(_Frozen):
     registry: RegisterParams = Field(alias="register")  # `register` would shadow a BaseModel method
     particles: ParticleParams
     tracking: TrackingParams
+
+    @model_validator(mode="after")
+    def _one_head_for_classes(self) -> Params:
+        if self.labels.is_binary:
+            return self
+        aux = [name for name, m in self.models.items() if isinstance(m, UNet4Params) and m.aux_classes]
+        if aux:
+            raise ValueError(
+                f"models {', '.join(aux)}: aux_classes is a binary study's auxiliary head; with "
+                f"{len(self.labels.classes)} labels the network's own head learns the classes (set aux_classes: 0)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _members_exist(self) -> Params:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from skimage.measure import label
 
+from ncseg.labels import LabelSet
+
 OBJECT_IOU = 0.5
 
 
@@ -22,6 +24,11 @@ def _ratio(num: float, den: float, empty: float = 1.0) -> float:
 def jaccard(pred: np.ndarray, truth: np.ndarray) -> float:
     inter = np.count_nonzero(pred & truth)
     return _ratio(inter, np.count_nonzero(pred | truth))
+
+
+def class_jaccards(pred: np.ndarray, truth: np.ndarray, ids: tuple[int, ...]) -> list[float]:
+    """Each class's Jaccard between two class maps (1 where an image has the class in neither)."""
+    return [jaccard(pred == k, truth == k) for k in ids]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,24 @@ def score(pred: np.ndarray, truth: np.ndarray) -> Scores:
         object_precision=obj_p,
         object_recall=obj_r,
         object_f1=_ratio(2 * obj_p * obj_r, obj_p + obj_r, empty=0.0),
+    )
+
+
+def class_scores(pred: np.ndarray, truth: np.ndarray, labels: LabelSet) -> dict[int, Scores]:
+    """Each foreground class of two class maps scored as its own mask."""
+    return {k: score(pred == k, truth == k) for k in labels.foreground}
+
+
+def headline(per_class: dict[int, Scores], labels: LabelSet) -> Scores:
+    """One image's scores of a K-class prediction: the pixel scores averaged over the foreground classes, the
+    object scores over the particle classes (a support has no objects to count)."""
+    pixel = ("jaccard", "dice", "precision", "recall")
+    counted = [k for k in per_class if k in labels.particle_ids] or list(per_class)
+    return Scores(
+        **{
+            key: float(np.mean([getattr(per_class[k], key) for k in (per_class if key in pixel else counted)]))
+            for key in Scores.__dataclass_fields__
+        }
     )
 
 

@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ncseg.config import TTA, ModelParams, ParticleParams, View
+from ncseg.config import TTA, ModelParams, ParticleParams, Precision, View
 from ncseg.io.tables import write_json
+from ncseg.labels import LabelSet
 from ncseg.metrics import Scores
 from ncseg.ood import Domain
 
@@ -83,6 +84,7 @@ class ModelCard(Record):
     tta: TTA  # the test-time augmentation CV scored (and tuned the threshold) with: the served default
     cv_run_id: str  # the MLflow parent run that measured it
     domain: Domain | None = None  # the training images' pixel sizes and intensities (ncseg.ood); None: older cards
+    labels: LabelSet = Field(default_factory=LabelSet.binary)  # what its outputs mean (older cards: binary NCs)
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +160,10 @@ class CVSummary(Record):
     leak_threshold: float | None = None  # the similarity that joins; None: not joined (or written before joining)
     groups: int | None = Field(default=None, ge=1)  # how many groups the folds split, after joining
     joined_groups: tuple[tuple[str, ...], ...] = ()  # each set of the data's groups joined into one
+    # A study of more than two classes (ncseg.labels): how a class was picked, and each foreground class's scores
+    # (`jaccard_mean`, ..., object scores for particle classes) by name; absent from a binary study's file
+    decision: Literal["argmax"] | None = Field(default=None, exclude_if=lambda v: v is None)
+    classes: dict[str, dict[str, float]] | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def noise(self) -> float:
@@ -215,7 +221,7 @@ class Tiling(Record):
     tile: int
     context: int
     batch_tiles: int
-    precision: Literal["fp32", "bf16"]
+    precision: Precision  # `auto` is resolved where the model runs (ncseg.inference.runtime)
 
 
 class ServingConfig(Record):

@@ -152,7 +152,8 @@ def add_probability(
     precision: str,
     deadline: float | None = None,
 ) -> None:
-    """Add the nets' mean probability of `image` into `answer` (H, W), which may be a turned view of a larger
+    """Add the nets' mean probability of `image` into `answer` (`blank`: (H, W), or (K, H, W) for nets with K
+    softmax outputs), which may be a turned view of a larger
     array (test-time augmentation adds each view's answer in the image's own orientation). Each tile's kept output
     is divided by the number of tiles that keep its pixels before it is added: the overlap average, without a
     weight image. `deadline` (time.monotonic()) is checked before each batch of tiles: past it, DeadlineError."""
@@ -171,11 +172,21 @@ def add_probability(
         tiles = [src.cut(_mirrored(y - pad, th, h, reflect), _mirrored(x - pad, tw, w, reflect)) for y, x in chunk]
         batch = torch.from_numpy(np.stack(tiles)).to(device).contiguous(memory_format=memory_format(nets[0]))
         with autocast(precision, device):
-            prob = torch.stack([torch.sigmoid(net(batch).float()) for net in nets]).mean(0)[:, 0]
-        crop = prob[:, context : context + uh, context : context + uw].cpu().numpy()
+            if nets[0].outputs == 1:
+                prob = torch.stack([torch.sigmoid(net(batch).float()) for net in nets]).mean(0)[:, 0]
+            else:
+                prob = torch.stack([torch.softmax(net(batch).float(), dim=1) for net in nets]).mean(0)
+        crop = prob[..., context : context + uh, context : context + uw].cpu().numpy()
         for (y, x), out in zip(chunk, crop, strict=True):
             rows, cols = slice(y, min(y + uh, h)), slice(x, min(x + uw, w))
-            answer[rows, cols] += out[: rows.stop - y, : cols.stop - x] / np.outer(kept_y[rows], kept_x[cols])
+            answer[..., rows, cols] += out[..., : rows.stop - y, : cols.stop - x] / np.outer(kept_y[rows], kept_x[cols])
+
+
+def blank(nets: Sequence[nn.Module], shape: tuple[int, ...]) -> np.ndarray:
+    """The zero answer to add probabilities into: (H, W) of the one class's probability for sigmoid nets, (K, H, W)
+    of every class's for nets with K softmax outputs (ncseg.labels: a study of more than two classes)."""
+    k = nets[0].outputs
+    return np.zeros(shape if k == 1 else (k, *shape), np.float32)
 
 
 def predict_proba(
@@ -190,12 +201,12 @@ def predict_proba(
     deadline: float | None = None,
 ) -> np.ndarray:
     """NC probability per pixel of a normalised image, (H, W) or channels-first (C, H, W), or of a raw one as
-    `RawViews`: the mean of the nets' sigmoid outputs. Tiles follow the nets' memory format: channels-last nets (as
-    served) get channels-last tiles, oneDNN's fast path for convolutions on the CPU. The settings have no defaults
-    here: they come from `inference:` in params.yaml (`InferenceParams.tiling()`) or the served model's config,
-    never from code."""
+    `RawViews`: the mean of the nets' sigmoid outputs (of their softmax, (K, H, W), for K-class nets). Tiles
+    follow the nets' memory format: channels-last nets (as served) get channels-last tiles, oneDNN's fast path
+    for convolutions on the CPU. The settings have no defaults here: they come from `inference:` in params.yaml
+    (`InferenceParams.tiling()`) or the served model's config, never from code."""
     src = source(image)
-    answer = np.zeros(src.shape[1:], np.float32)
+    answer = blank(nets, src.shape[1:])
     add_probability(
         nets,
         geometry,

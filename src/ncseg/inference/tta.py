@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from ncseg.config import TTA
-from ncseg.inference.tiling import Source, add_probability, source
+from ncseg.inference.tiling import Source, add_probability, blank, source
 from ncseg.models.geometry import Geometry
 
 Transform = tuple[int, bool]  # (quarter turns, then mirrored left-right)
@@ -46,7 +46,7 @@ def predict_tta(
     `predict_proba` itself, at no extra cost."""
     transforms = TRANSFORMS[tta]
     src = source(image)
-    total = np.zeros(src.shape[1:], np.float32)
+    total = blank(nets, src.shape[1:])
     for transform in transforms:
         turned = src.turned(partial(turn, transform=transform))
         add_probability(nets, geometry, turned, turn(total, transform), **tiling)  # into `total`, turned back
@@ -69,6 +69,6 @@ def predict_views(
     for transform in spread_transforms(tta):
         turned = src.turned(partial(turn, transform=transform))
         for net in nets:
-            answer = np.zeros(src.shape[1:], np.float32)
+            answer = blank([net], src.shape[1:])
             add_probability([net], geometry, turned, turn(answer, transform), **tiling)
             yield answer

@@ -62,6 +62,7 @@ class UNet4(nn.Module):
         in_channels: int = 1,
         norm: Norm = "none",
         aux_classes: int = 0,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         pad = 1 if padding == "same" else 0
@@ -76,7 +77,8 @@ class UNet4(nn.Module):
         self.bottleneck = DoubleConv(widths[-2], widths[-1], pad, norm)
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
         self.decoder = nn.ModuleList(DoubleConv(w * 2, w, pad, norm) for w in reversed(widths[:-1]))
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], outputs, 1)  # 1: the binary logit; C: one per class (ncseg.labels)
+        self.outputs = outputs
         # Training-only: class logits from the same features, so the auxiliary labels shape what the binary head
         # reads. Inference never calls it; absent (None) it adds no weights, and older weights keep loading.
         self.aux_head = nn.Conv2d(widths[0], aux_classes, 1) if aux_classes else None

@@ -205,6 +205,12 @@ def _checked_card(model_dir: Path, result: CVSummary, members: int) -> ModelCard
             f"({result.repeats} x {result.n_folds} folds): the model folder and the metrics come from different "
             f"runs; rerun `dvc repro` (or `ncseg train {card.name}`)"
         )
+    if not card.labels.is_binary:
+        raise RegistryRefusedError(
+            f"{model_dir / ModelCard.FILE}: {card.name} outputs {len(card.labels.classes)} classes "
+            f"({', '.join(card.labels.names)}); the served model answers binary masks only so far, so a K-class "
+            f"model is cross-validated (metrics/cv/{card.name}.json) but not registered"
+        )
     card.verify(model_dir, members)
     return card
 

@@ -28,11 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ncseg.config import ClassicalParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
+from ncseg.inference.runtime import effective_precision, pick_device
 from ncseg.inference.tta import predict_tta
 from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.models import classical
 from ncseg.records import CVSummary, ModelCard
-from ncseg.training.loop import fit_new_net
+from ncseg.training.loop import class_targets, fit_new_net
 from ncseg.training.outputs import model_card, save_weights, weight_file, write_plots
 from ncseg.training.plan import Split, child_name, fit_and_validation, leak_free, plan_repeats
 from ncseg.training.scoring import CVRun, FoldResult, Repeat, fold_metrics, score_cv
@@ -85,6 +86,7 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         runs.parent_run(name, params, root, kind="cv", model=name) as parent_id,
     ):
         runs.log_training_data(params.paths.augmented, root)
+        runs.log_runtime(_runtime(params))
         runs.log_split_groups(groups, [s.name for s in samples])
         _run_folds(run, weights_dir)
         summary, deployed = score_cv(run, window)
@@ -96,6 +98,15 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         runs.log_cv_outcome(summary, folds, plots_out, weights_dir)
     summary.save(params.paths.metrics / "cv" / f"{name}.json")  # only once the model folder is in place
     return summary
+
+
+def _runtime(params: Params) -> dict[str, str]:
+    device = pick_device(params.train.device)
+    return {
+        "device": device.type,
+        "train_precision": effective_precision(params.train.precision, device),
+        "inference_precision": effective_precision(params.inference.precision, device),
+    }
 
 
 def _run_folds(run: CVRun, weights_dir: Path) -> None:
@@ -110,7 +121,7 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
                 fold = FoldResult(k, test, run_id, split.index)
                 runs.log_fold_params({"test_images": ",".join(run.samples[i].name for i in test)})
                 if isinstance(run.spec, ClassicalParams):
-                    rep.preds |= {i: _classical(run, i) for i in test}
+                    rep.preds |= _classical(run, test)
                 else:
                     net, fold_probs = _train_fold(run.spec, run.samples, fold, split, run.params, progress)
                     rep.probs |= dict(zip(test, fold_probs, strict=True))
@@ -120,5 +131,15 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
             rep.results.append(fold)
 
 
-def _classical(run: CVRun, i: int) -> np.ndarray:
-    return classical.segment(run.samples[i].raw, run.samples[i].pixel_size_nm, run.spec)
+def _classical(run: CVRun, test: list[int]) -> dict[int, np.ndarray]:
+    """A binary study's baseline thresholds each test image on its own (Otsu); a K-class study's fits one
+    intensity interval per class on the fold's training side, the images its networks learn from."""
+    samples, spec, labels = run.samples, run.spec, run.params.labels
+    if labels.is_binary:
+        return {i: classical.segment(samples[i].raw, samples[i].pixel_size_nm, spec) for i in test}
+    train = [s for j, s in enumerate(samples) if j not in set(test)]
+    class_targets(train, labels)
+    levels = classical.fit_levels(
+        [s.raw for s in train], [s.classes for s in train], [s.pixel_size_nm for s in train], spec, len(labels.classes)
+    )
+    return {i: classical.segment_levels(samples[i].raw, samples[i].pixel_size_nm, spec, levels) for i in test}

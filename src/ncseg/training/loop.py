@@ -20,7 +20,8 @@ from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
 from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, batch_loader
 from ncseg.inference.runtime import autocast, pick_device
 from ncseg.inference.tiling import predict_proba
-from ncseg.metrics import EpochLog, jaccard, jaccard_sweep
+from ncseg.labels import LabelSet
+from ncseg.metrics import EpochLog, class_jaccards, jaccard, jaccard_sweep
 from ncseg.models.unet import l2_penalty
 from ncseg.models.zoo import build_net
 
@@ -45,6 +46,25 @@ def segmentation_loss(kind: Loss) -> Callable[[torch.Tensor, torch.Tensor], torc
         lovasz = LovaszLoss(mode="binary")
         return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + lovasz(logits, target)
     return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+
+
+def class_loss(kind: Loss, labels: LabelSet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The same pixel + region pairs for K softmax outputs: cross-entropy (or focal) weighted by the label set's
+    class weights, plus a multi-class Dice (or Lovász) over the classes. Pixels marked IGNORE count in neither."""
+    from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
+
+    weights = torch.tensor(labels.weights)
+    region = (LovaszLoss if kind == "bce_lovasz" else DiceLoss)(mode="multiclass", ignore_index=IGNORE)
+    gamma = 2.0 if kind == "focal_dice" else 0.0  # smp's binary focal loss default; 0: plain cross-entropy
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        counted = target != IGNORE
+        ce = F.cross_entropy(logits, target, reduction="none", ignore_index=IGNORE)  # 0 where ignored
+        w = weights.to(logits.device)[target.clamp(max=len(weights) - 1)] * counted
+        pixel = ((1 - torch.exp(-ce)) ** gamma * ce * w).sum() / w.sum().clamp(min=1e-6)
+        return pixel + region(logits, target)
+
+    return loss
 
 
 def lr_schedule(optimiser: torch.optim.Optimizer, t: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:
@@ -100,6 +120,8 @@ def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[flo
     Early stopping watches the last: a fixed threshold reads 0 while a young network's probabilities are
     still below it, and would stop training before it has started to learn.
     """
+    if not params.labels.is_binary:
+        return _validate_classes(net, samples, params)
     net.eval()
     losses, probs = [], []
     for s in samples:
@@ -114,6 +136,32 @@ def validate(net: nn.Module, samples: list[Sample], params: Params) -> tuple[flo
     return float(np.mean(losses)), study, float(jaccard_sweep(probs, masks, params.threshold.grid()).max())
 
 
+def _validate_classes(net: nn.Module, samples: list[Sample], params: Params) -> tuple[float, float, float]:
+    """(mean cross-entropy, and twice the mean foreground Jaccard at the argmax): a K-class net has no threshold to
+    tune, so what early stopping watches is the decision the CV scores."""
+    net.eval()
+    losses, scores = [], []
+    for s in samples:
+        prob = predict_proba([net], net.geometry, s.image, **params.inference.tiling())
+        picked = np.take_along_axis(prob, s.classes[None].astype(np.intp), axis=0)
+        losses.append(float(-np.mean(np.log(np.clip(picked, 1e-6, 1.0)))))
+        scores.append(np.mean(class_jaccards(prob.argmax(0), s.classes, params.labels.foreground)))
+    net.train()
+    return float(np.mean(losses)), float(np.mean(scores)), float(np.mean(scores))
+
+
+def class_targets(samples: list[Sample], labels: LabelSet) -> None:
+    """A K-class study trains on class maps: every image needs one (classes/NAME.tif), within the label set."""
+    if missing := [s.name for s in samples if s.classes is None]:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(
+            f"labels has {len(labels.classes)} classes, but {', '.join(missing[:5])}{more} have no class map "
+            f"(classes/NAME.tif beside images/: `ncseg data import --classes`)"
+        )
+    for s in samples:
+        labels.check_map(s.classes, f"classes/{s.name}")
+
+
 def fit_new_net(
     spec: NeuralParams,
     fit: list[Sample],
@@ -125,7 +173,8 @@ def fit_new_net(
 ) -> tuple[nn.Module, list[EpochLog]]:
     """A network initialised from `seed` and trained on `fit` (crops drawn from `seed` too): same seed, same net."""
     torch.manual_seed(seed)
-    net = build_net(spec, len(params.inference.normalization)).to(pick_device(params.train.device))
+    outputs = params.labels.n_outputs
+    net = build_net(spec, len(params.inference.normalization), outputs).to(pick_device(params.train.device))
     return net, train_net(net, spec, fit, val, params, seed, on_epoch, progress)
 
 
@@ -144,7 +193,9 @@ def train_net(
     device = next(net.parameters()).device
     crop = net.geometry.fit(t.crop_px)
     transform = augmentations(crop, seed, t.intensity_jitter, t.noise)
-    aux = auxiliary_loss(p, fit)
+    aux, labels = auxiliary_loss(p, fit), params.labels
+    if not labels.is_binary:
+        class_targets(fit + val, labels)
     batches = CropBatches(
         fit,
         crop,
@@ -153,13 +204,14 @@ def train_net(
         transform,
         t.batch_size,
         t.epochs * t.steps_per_epoch,
-        classes=aux is not None,
+        classes=aux is not None or not labels.is_binary,
     )
     loader = iter(batch_loader(batches, t.workers, pin_memory=device.type == "cuda"))
     net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
     optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
     penalty = regulariser(net, p)
-    criterion, scheduler = segmentation_loss(t.loss), lr_schedule(optimiser, t)
+    criterion = segmentation_loss(t.loss) if labels.is_binary else class_loss(t.loss, labels)
+    scheduler = lr_schedule(optimiser, t)
     history: list[EpochLog] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(net.state_dict())
     task = progress.add_task("epochs", total=t.epochs) if progress else None
@@ -171,7 +223,8 @@ def train_net(
             x = x.to(device, memory_format=torch.channels_last, non_blocking=True)
             with autocast(t.precision, device):
                 logits, class_logits = net.forward_with_aux(x) if aux else (net(x), None)
-            loss = criterion(logits.float(), y.to(device, non_blocking=True))  # logged: comparable with or without
+            target = y if labels.is_binary else classes[0]
+            loss = criterion(logits.float(), target.to(device, non_blocking=True))  # logged: with or without aux
             extra = aux(class_logits.float(), classes[0].to(device, non_blocking=True)) if aux else torch.zeros(())
             optimiser.zero_grad(set_to_none=True)
             (loss + extra + penalty()).backward()

@@ -53,11 +53,14 @@ def model_card(run: CVRun, summary: CVSummary, deployed: Deployed | None, weight
         tta=run.params.inference.tta,
         domain=training_domain(run.samples),  # what predict and the served model call out of distribution
         cv_run_id=run_id,
+        labels=run.params.labels,
     )
 
 
 def write_plots(run: CVRun, summary: CVSummary, plot_dir: Path) -> None:
-    """The per-fold table and repeat 0's test overlays; for networks also the curves."""
+    """The per-fold table and repeat 0's test overlays; for networks also the curves (of a K-class study, the
+    learning curves: it has no threshold to sweep)."""
+    labels = run.params.labels
     write_csv(
         plot_dir / "folds.csv",
         [
@@ -68,6 +71,7 @@ def write_plots(run: CVRun, summary: CVSummary, plot_dir: Path) -> None:
                 "temperature": r.temperature if r.threshold is not None else None,
                 "images": len(r.test),
                 **{k: r.mean(k) for k in SCORE_KEYS},
+                **{f"jaccard_{labels.names[k]}": r.class_mean(k, "jaccard") for k in labels.foreground if r.by_class},
             }
             for r in run.results
         ],
@@ -75,17 +79,19 @@ def write_plots(run: CVRun, summary: CVSummary, plot_dir: Path) -> None:
     first = run.repeats[0]
     for r in first.results:
         for i, scores in zip(r.test, r.scores, strict=True):
-            s = run.samples[i]
+            s, pred = run.samples[i], first.preds[i] > 0  # the foreground: every class but the background
             title = f"{s.name} · fold {r.fold} (test) · Jaccard {scores.jaccard:.3f}"
-            figures.comparison(plot_dir / "overlays" / f"{s.name}.png", s.image[0], s.mask, first.preds[i], title)
-    if run.trainable:
+            figures.comparison(plot_dir / "overlays" / f"{s.name}.png", s.image[0], s.mask, pred, title)
+    if run.trainable and labels.is_binary:
         _write_curves(run, summary, plot_dir)
+    elif run.trainable:
+        _write_learning_curves(run, plot_dir)
 
 
 def _write_curves(run: CVRun, summary: CVSummary, plot_dir: Path) -> None:
     """The threshold sweep over all out-of-fold calibrated predictions, the reliability diagram before and after
     calibration, and the per-fold learning curves."""
-    grid, results, bins = run.params.threshold.grid(), run.results, run.params.calibration.bins
+    grid, bins = run.params.threshold.grid(), run.params.calibration.bins
     raw = [rep.probs[i] for rep in run.repeats for i in range(len(run.samples))]
     masks = [s.mask for _ in run.repeats for s in run.samples]
     calibrated = [calibration.apply(p, summary.temperature) for p in raw]
@@ -109,6 +115,12 @@ def _write_curves(run: CVRun, summary: CVSummary, plot_dir: Path) -> None:
         (summary.ece_raw_mean, summary.ece_calibrated_mean),
         summary.temperature,
     )
+    _write_learning_curves(run, plot_dir)
+
+
+def _write_learning_curves(run: CVRun, plot_dir: Path) -> None:
+    """Every fold's curves, one table and one picture."""
+    results = run.results
     write_csv(
         plot_dir / "learning_curve.csv",
         [{"repeat": r.repeat, "fold": r.fold, **asdict(h)} for r in results for h in r.history],

@@ -4,7 +4,9 @@
   is scored at a setting tuned on itself; the deployed ones use all folds;
 - the networks are also scored at the study's fixed threshold, the classical baseline as it segments;
 - the R-network ensemble (each image's mean over the R networks that never saw it, one per repeat) is scored on
-  repeat 0's folds like any model: its gain measured, not assumed.
+  repeat 0's folds like any model: its gain measured, not assumed;
+- a study of more than two classes (ncseg.labels) is scored per class at the argmax, which has nothing to tune,
+  and headlined by the mean over its foreground classes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from ncseg import calibration
 from ncseg.config import ClassicalParams, ModelParams, Params
-from ncseg.metrics import Scores, best_threshold, score
+from ncseg.metrics import Scores, best_threshold, class_scores, headline, score
 from ncseg.records import SCORE_KEYS, CVSummary, Operating
 from ncseg.training.plan import Split
 
@@ -37,9 +39,13 @@ class FoldResult:
     temperature: float = 1.0
     ece: tuple[float, float] | None = None  # this fold's test pixels: before, after calibration
     history: list[EpochLog] = field(default_factory=list)
+    by_class: list[dict[int, Scores]] = field(default_factory=list)  # per test image, of a K-class study
 
     def mean(self, key: str, study: bool = False) -> float:
         return float(np.mean([getattr(s, key) for s in (self.study_scores if study else self.scores)]))
+
+    def class_mean(self, k: int, key: str) -> float:
+        return float(np.mean([getattr(s[k], key) for s in self.by_class]))
 
 
 @dataclass
@@ -123,14 +129,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def score_cv(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSummary, Deployed | None]:
     """Score every fold's test images of every repeat (networks at their nested threshold, and at the study's;
     the baseline as is), then the R-network ensemble; returns the summary and the deployed operating points."""
+    if not run.params.labels.is_binary:
+        return _score_classes(run, window), None
     operating = _score_networks(run) if run.trainable else None
     if not run.trainable:
         for r in run.results:
             r.scores = [score(run.repeats[r.repeat].preds[i], run.samples[i].mask) for i in r.test]
     values: dict = {}
-    for key in SCORE_KEYS:
-        values[f"{key}_mean"], values[f"{key}_std"] = _mean_std([r.mean(key) for r in run.results])
-    repeat_means = [float(np.mean([r.mean("jaccard") for r in rep.results])) for rep in run.repeats]
     if run.trainable:
         values |= dict(
             zip(
@@ -144,25 +149,83 @@ def score_cv(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSummary,
         values["ece_calibrated_mean"] = float(np.mean([r.ece[1] for r in run.results]))
     ensemble = _score_ensemble(run) if run.trainable and len(run.repeats) > 1 else None
     if ensemble is not None:
-        per_fold = [r.mean("jaccard") for r in ensemble[0]]
-        values["ensemble_jaccard_mean"], values["ensemble_jaccard_std"] = _mean_std(per_fold)
-        values["ensemble_jaccard_per_fold"] = tuple(per_fold)
+        values |= _ensemble_values(ensemble[0])
     summary = CVSummary(
-        model=run.name,
-        kind=run.spec.kind,
-        n_folds=run.params.cv.n_folds,
-        n_images=len(run.samples),
-        repeats=len(run.repeats),
         threshold=operating.threshold if operating else None,
         study_threshold=run.params.threshold.study if run.trainable else None,
         fold_thresholds=tuple(r.threshold for r in run.results) if run.trainable else None,
-        jaccard_per_fold=tuple(r.mean("jaccard") for r in run.results),
-        jaccard_repeat_means=tuple(repeat_means),
-        jaccard_between_repeat_std=_mean_std(repeat_means)[1] if len(repeat_means) > 1 else None,
-        intensity_window=window,
+        **_common(run, window),
         **values,
     )
     return summary, Deployed(operating, ensemble[1] if ensemble else None) if operating else None
+
+
+def _common(run: CVRun, window: tuple[float, float] | None) -> dict:
+    """The summary's fields every kind of model and label set fills alike."""
+    values: dict = {"model": run.name, "kind": run.spec.kind, "n_folds": run.params.cv.n_folds}
+    for key in SCORE_KEYS:
+        values[f"{key}_mean"], values[f"{key}_std"] = _mean_std([r.mean(key) for r in run.results])
+    repeat_means = [float(np.mean([r.mean("jaccard") for r in rep.results])) for rep in run.repeats]
+    return values | {
+        "n_images": len(run.samples),
+        "repeats": len(run.repeats),
+        "jaccard_per_fold": tuple(r.mean("jaccard") for r in run.results),
+        "jaccard_repeat_means": tuple(repeat_means),
+        "jaccard_between_repeat_std": _mean_std(repeat_means)[1] if len(repeat_means) > 1 else None,
+        "intensity_window": window,
+    }
+
+
+def _ensemble_values(results: list[FoldResult]) -> dict:
+    per_fold = [r.mean("jaccard") for r in results]
+    mean, std = _mean_std(per_fold)
+    return {"ensemble_jaccard_mean": mean, "ensemble_jaccard_std": std, "ensemble_jaccard_per_fold": tuple(per_fold)}
+
+
+def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
+    """A K-class study: every test image's argmax class map (a baseline's own) scored class by class; the
+    headline keys average the foreground classes, `classes` holds each one's mean and std over folds."""
+    labels = run.params.labels
+    for rep in run.repeats:
+        if run.trainable:
+            rep.preds |= {i: p.argmax(0).astype(np.uint8) for i, p in rep.probs.items()}
+        _score_maps(rep.results, rep.preds, run)
+    values: dict = {}
+    if run.trainable and len(run.repeats) > 1:
+        mean_probs = {i: np.mean([rep.probs[i] for rep in run.repeats], axis=0) for i in range(len(run.samples))}
+        results = [FoldResult(r.fold, r.test, None) for r in run.repeats[0].results]
+        _score_maps(results, {i: p.argmax(0).astype(np.uint8) for i, p in mean_probs.items()}, run)
+        values = _ensemble_values(results)
+    per_class = {}
+    for k in labels.foreground:
+        keys = SCORE_KEYS if k in labels.particle_ids else ("jaccard", "dice", "precision", "recall")
+        per_class[labels.names[k]] = {
+            f"{key}_{stat}": value
+            for key in keys
+            for stat, value in zip(("mean", "std"), _mean_std([r.class_mean(k, key) for r in run.results]), strict=True)
+        }
+    return CVSummary(
+        threshold=None,
+        study_threshold=None,
+        fold_thresholds=None,
+        decision="argmax",
+        classes=per_class,
+        **_common(run, window),
+        **values,
+    )
+
+
+def _score_maps(results: list[FoldResult], preds: dict[int, np.ndarray], run: CVRun) -> None:
+    labels = run.params.labels
+    for r in results:
+        r.by_class = [class_scores(preds[i], _class_map(run.samples[i]), labels) for i in r.test]
+        r.scores = [headline(c, labels) for c in r.by_class]
+
+
+def _class_map(s: Sample) -> np.ndarray:
+    if s.classes is None:
+        raise ValueError(f"{s.name}: a multi-class study scores class maps, and this image has none (classes/)")
+    return s.classes
 
 
 def _operating_point(probs: list[np.ndarray], masks: list[np.ndarray], params: Params) -> Operating:

@@ -1,0 +1,167 @@
+"""A study of more than two classes trains K softmax outputs on class maps and is scored class by class; a binary
+study keeps its one sigmoid output."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ncseg.config import load_params
+from ncseg.data.dataset import IGNORE
+from ncseg.data.layout import class_map_path, image_path, mask_path, read_manifest
+from ncseg.data.rotations import augment
+from ncseg.inference.tiling import predict_proba
+from ncseg.io.images import list_images, read_mask, write_tiff
+from ncseg.labels import LabelSet
+from ncseg.metrics import class_scores, headline, score
+from ncseg.models import classical
+from ncseg.models.zoo import build_net
+from ncseg.records import CVSummary, ModelCard
+from ncseg.registry.promote import RegistryRefusedError, _checked_card
+from ncseg.training.cv import cross_validate
+from ncseg.training.loop import class_loss
+
+from ..conftest import ROOT
+from ..test_labels import THREE
+from .test_cv import TINY_UNET
+
+
+def _three() -> LabelSet:
+    return load_params(ROOT / "params.yaml", [THREE, "models.unet4.aux_classes=0"]).labels
+
+
+def test_a_k_class_net_answers_one_probability_per_class_that_sum_to_one_tiled_as_whole():
+    torch.manual_seed(0)
+    net = build_net(load_params(ROOT / "params.yaml").models["unet4"], 1, outputs=3).eval()
+    image = np.random.default_rng(0).uniform(0, 1, (1, 200, 152)).astype(np.float32)
+    whole = predict_proba([net], net.geometry, image, tile=512, context=32, batch_tiles=2, precision="fp32")
+    tiled = predict_proba([net], net.geometry, image, tile=96, context=32, batch_tiles=2, precision="fp32")
+    assert whole.shape == (3, 200, 152)
+    np.testing.assert_allclose(whole.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
+def test_the_class_loss_rewards_the_right_class_weights_the_rare_one_and_skips_ignored_pixels():
+    loss = class_loss("bce_dice", _three())
+    target = torch.tensor([[[0, 1], [2, IGNORE]]])
+    right = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 8
+    assert loss(right, target) < loss(torch.zeros_like(right), target)
+    wrong_at_ignored = right.clone()
+    wrong_at_ignored[0, :, 1, 1] = torch.tensor([9.0, -9.0, -9.0])
+    assert loss(wrong_at_ignored, target) == pytest.approx(loss(right, target).item(), abs=1e-6)
+    pt_missed, support_missed = right.clone(), right.clone()
+    pt_missed[0, :, 1, 0] = torch.tensor([8.0, 0.0, 0.0])  # the weight-2 class called background
+    support_missed[0, :, 0, 1] = torch.tensor([8.0, 0.0, 0.0])  # a weight-1 class called background
+    ce = class_loss("bce_dice", _three())
+    assert ce(pt_missed, target) > ce(support_missed, target)
+
+
+def test_a_class_maps_headline_averages_the_foreground_classes_and_counts_objects_of_particle_classes_only():
+    labels = _three()
+    truth = np.zeros((20, 20), np.uint8)
+    truth[:10] = 1
+    truth[12:16, 12:16] = 2
+    pred = truth.copy()
+    pred[12:16, 12:14] = 1  # half the Pt particle called support
+    per_class = class_scores(pred, truth, labels)
+    assert per_class[1].jaccard == score(pred == 1, truth == 1).jaccard
+    assert per_class[2].jaccard == pytest.approx(0.5)
+    head = headline(per_class, labels)
+    assert head.jaccard == pytest.approx((per_class[1].jaccard + per_class[2].jaccard) / 2)
+    assert head.object_f1 == per_class[2].object_f1  # the support's one "object" does not count
+
+
+@pytest.fixture
+def three_class_study(small_raw, tmp_path, monkeypatch):
+    """The small synthetic set with a class map per image: NCs in the left half are class 1, in the right 2."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    raw, work = tmp_path / "raw", tmp_path / "work"
+    shutil.copytree(small_raw, raw)
+    for path in list_images(raw / "images"):
+        mask = read_mask(mask_path(raw, path.stem))
+        classes = mask.astype(np.uint8)
+        classes[:, mask.shape[1] // 2 :] *= 2
+        class_map_path(raw, path.stem).parent.mkdir(exist_ok=True)
+        write_tiff(class_map_path(raw, path.stem), classes, None)
+    params = load_params(
+        ROOT / "params.yaml",
+        [
+            f"paths={{raw: {raw}, augmented: {work}/aug, models: {work}/models, metrics: {work}/metrics, "
+            f"plots: {work}/plots}}",
+            THREE,
+            "augment.n_rotated=2",
+            "cv.n_folds=2",
+            "cv.repeats=2",
+            "train.epochs=1",
+            "train.steps_per_epoch=2",
+            "train.batch_size=2",
+            "train.crop_px=64",
+            "inference.tile=128",
+            f"models={{unet4: {TINY_UNET}, otsu: {{kind: classical, sigma_nm: 1.0, min_area_nm2: 4.0}}}}",
+            "register.members=1",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        ],
+    )
+    augment(params.paths.raw, params.paths.augmented, params.augment, params.seed)
+    assert image_path(params.paths.augmented, read_manifest(params.paths.augmented)[0].name).exists()
+    return params, tmp_path
+
+
+def test_a_three_class_cv_scores_every_foreground_class_and_is_not_registered_as_a_binary_model(three_class_study):
+    params, root = three_class_study
+    summary = cross_validate("unet4", params, root)
+    assert summary.decision == "argmax" and summary.threshold is None
+    assert set(summary.classes) == {"support", "pt"}
+    assert "object_f1_mean" in summary.classes["pt"] and "object_f1_mean" not in summary.classes["support"]
+    folds = len(summary.jaccard_per_fold)
+    assert folds == 4 and summary.ensemble_jaccard_per_fold is not None
+    per_class = [summary.classes[c]["jaccard_mean"] for c in ("support", "pt")]
+    assert summary.jaccard_mean == pytest.approx(np.mean(per_class))
+    saved = CVSummary.load(params.paths.metrics / "cv" / "unet4.json")
+    assert saved.classes == summary.classes
+    card = ModelCard.load(params.paths.models / "unet4" / ModelCard.FILE)
+    assert card.labels == params.labels
+    with pytest.raises(RegistryRefusedError, match="3 classes"):
+        _checked_card(params.paths.models / "unet4", summary, 1)
+
+
+def test_the_classical_baseline_of_a_three_class_study_fits_its_levels_on_each_folds_training_side(
+    three_class_study, monkeypatch
+):
+    params, root = three_class_study
+    fitted = []
+    real = classical.fit_levels
+    monkeypatch.setattr(classical, "fit_levels", lambda images, *a: fitted.append(len(images)) or real(images, *a))
+    summary = cross_validate("otsu", params, root)
+    n = summary.n_images
+    tests = [len(t) for t in _test_sets(params.paths.plots / "otsu" / "folds.csv")]
+    assert fitted == [n - t for t in tests], "each fold fitted on exactly the images it does not test"
+    assert set(summary.classes) == {"support", "pt"} and summary.kind == "classical"
+
+
+def _test_sets(folds_csv):
+    with folds_csv.open() as fh:
+        return [range(int(row["images"])) for row in csv.DictReader(fh)]
+
+
+def test_a_binary_summary_file_has_no_class_keys(small_raw, tmp_path):
+    summary = CVSummary.model_validate(
+        {
+            **{f"{k}_{s}": 0.5 for k in ("jaccard", "dice", "precision", "recall") for s in ("mean", "std")},
+            **{f"object_{k}_{s}": 0.5 for k in ("precision", "recall", "f1") for s in ("mean", "std")},
+            "model": "m",
+            "kind": "unet4",
+            "n_folds": 2,
+            "n_images": 4,
+            "threshold": 0.5,
+            "study_threshold": 0.75,
+            "fold_thresholds": [0.5, 0.5],
+            "jaccard_per_fold": [0.5, 0.5],
+            "intensity_window": None,
+        }
+    )
+    summary.save(tmp_path / "s.json")
+    text = (tmp_path / "s.json").read_text()
+    assert '"classes"' not in text and '"decision"' not in text
