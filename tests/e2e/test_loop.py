@@ -30,6 +30,7 @@ def _copy_study(tiny_project: Path, target: Path) -> Path:
     shutil.copytree(tiny_project, target, ignore=lambda folder, _: ["tmp"] if Path(folder).name == ".dvc" else [])
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["tracking"]["experiment"] = "ncseg-e2e-loop"
+    params["train"]["epochs"] = 3  # the loop is under test, not the retrained model's quality: a short retraining
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return target
 
