@@ -78,9 +78,9 @@ Schedule = Literal["constant", "cosine", "onecycle"]
 Norm = Literal["none", "batch", "instance", "group"]
 
 
-# auto: bf16 where the hardware computes it (a CUDA GPU with bf16; a CPU whose oneDNN has bf16 kernels: AVX-512
-# BF16 or AMX), fp32 elsewhere, where bf16 is emulated by reference convolutions ~10x slower than fp32 (an AVX2-only
-# AMD EPYC: benchmarks/precision.md). bf16 and fp32 are taken as written.
+# auto: bf16 where the hardware computes it (a CUDA GPU from Ampere on; a CPU with AVX-512 BF16 or AMX), fp32
+# elsewhere, where bf16 is emulated (on an AVX2-only AMD EPYC by reference convolutions ~10x slower than fp32:
+# benchmarks/precision.md). bf16 and fp32 are taken as written.
 Precision = Literal["auto", "fp32", "bf16"]
 
 

@@ -2,10 +2,10 @@
 
 A class has an id (its place in the list; 0 is the background), a name, a colour, and a kind: *particles* are
 split into instances and measured in nm (the study's NCs, Pt on a support), a *region* is measured by its area
-only (a support, the background). A binary study is a label set of a background and one particle class, not a
-separate code path; a study with more classes asks this object how many network outputs it needs, which loss
-and decision rule apply, and what to call each class in metrics, tables and figures (nnU-Net's `LabelManager`
-is the model: label semantics have one owner).
+only (a support, the background). A binary study is a label set of a background and one particle class (its
+weight and kind are not used: one sigmoid output, the study's loss and threshold); with more classes the code asks
+this object how many network outputs it needs, the loss weights, which classes are particles, and what to call
+each class in metrics and files (nnU-Net's `LabelManager` is the model: label semantics have one owner).
 
 Class maps on disk hold the ids (uint8, as the importer writes them); binary masks (ImageJ 0/255) are the label
 set's foreground.

@@ -22,6 +22,7 @@ from ncseg.records import CVSummary, ModelCard
 from ncseg.registry.promote import RegistryRefusedError, _checked_card
 from ncseg.training.cv import cross_validate
 from ncseg.training.loop import class_loss
+from ncseg.training.report import markdown_table
 
 from ..conftest import ROOT
 from ..test_labels import THREE
@@ -56,6 +57,13 @@ def test_the_class_loss_rewards_the_right_class_weights_the_rare_one_and_skips_i
     support_missed[0, :, 0, 1] = torch.tensor([8.0, 0.0, 0.0])  # a weight-1 class called background
     ce = class_loss("bce_dice", _three())
     assert ce(pt_missed, target) > ce(support_missed, target)
+
+
+def test_a_batch_of_ignored_pixels_only_costs_nothing_with_every_loss():
+    target = torch.full((1, 4, 4), IGNORE)
+    for kind in ("bce_dice", "focal_dice", "bce_lovasz"):
+        value = class_loss(kind, _three())(torch.randn(1, 3, 4, 4, requires_grad=True), target)
+        assert value.shape == () and torch.isfinite(value), kind
 
 
 def test_a_class_maps_headline_averages_the_foreground_classes_and_counts_objects_of_particle_classes_only():
@@ -139,6 +147,19 @@ def test_the_classical_baseline_of_a_three_class_study_fits_its_levels_on_each_f
     tests = [len(t) for t in _test_sets(params.paths.plots / "otsu" / "folds.csv")]
     assert fitted == [n - t for t in tests], "each fold fitted on exactly the images it does not test"
     assert set(summary.classes) == {"support", "pt"} and summary.kind == "classical"
+    net = cross_validate("unet4", params, root)
+    table = markdown_table({"otsu": summary, "unet4": net})
+    assert "| levels |" in table and "| argmax |" in table, table
+
+
+def test_a_class_map_outside_the_label_set_is_named_by_file_before_any_model_folder_is_written(three_class_study):
+    params, root = three_class_study
+    first = read_manifest(params.paths.augmented)[1].name
+    path = class_map_path(params.paths.augmented, first)
+    write_tiff(path, np.full(read_mask(mask_path(params.paths.augmented, first)).shape, 7, np.uint8), None)
+    with pytest.raises(ValueError, match=rf"{path}: holds class 7, but the label set has 3 classes"):
+        cross_validate("unet4", params, root)
+    assert not (params.paths.models / "unet4").exists()
 
 
 def _test_sets(folds_csv):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 
+@functools.cache
 def native_bf16(device: torch.device) -> bool:
-    """Whether this device computes bf16 itself: a CUDA GPU with bf16, or a CPU whose oneDNN has bf16 kernels
-    (AVX-512 BF16 or AMX). Elsewhere torch emulates bf16 convolutions by slow reference kernels (10x fp32's time
-    for a training step on an AVX2-only CPU, benchmarks/precision.md): `auto` then runs fp32."""
+    """Whether this device computes bf16 in hardware: a CUDA GPU from Ampere on, or a CPU with AVX-512 BF16 or AMX
+    instructions. Elsewhere bf16 is emulated (oneDNN on a plain AVX-512 CPU converts; on an AVX2-only CPU torch
+    falls back to reference convolutions, 10x fp32's time for a training step, benchmarks/precision.md), so
+    `auto` runs fp32 there."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def effective_precision(precision: str, device: torch.device) -> str:

@@ -148,7 +148,8 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 class RegistryRefusedError(RuntimeError):
-    """The MLflow registry (or its store) refused a call; the message is its first line."""
+    """The MLflow registry (or its store) refused a call, or the model is one the served model cannot answer for;
+    the message says which in one line."""
 
 
 def register_best(params: Params, root: Path) -> RegistryDecision:

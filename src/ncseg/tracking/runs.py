@@ -238,6 +238,8 @@ def log_cv_outcome(summary: CVSummary, folds: list[tuple[str, dict[str, float]]]
             client.log_metric(run_id, f"test/{key}", value)
     numbers = summary.model_dump(exclude={"jaccard_per_fold", "fold_thresholds", "intensity_window", "leak_threshold"})
     mlflow.log_metrics({_cv_metric(k): v for k, v in numbers.items() if isinstance(v, float)})
+    for name, values in (summary.classes or {}).items():  # a K-class study: cv/<class>/jaccard_mean, ...
+        mlflow.log_metrics({f"cv/{name}/{key}": value for key, value in values.items()})
     mlflow.log_artifacts(str(plots), "plots")  # overlays/, threshold sweep, learning curves, folds.csv
     mlflow.log_artifact(str(weights / "model.json"), "weights")
 

@@ -77,6 +77,8 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
     spec = params.model(name)
     samples, window = load_samples(params.paths.augmented, params.inference.normalization)
     samples, groups = leak_free(samples, params.cv.leak_threshold)  # inner validation splits these groups too
+    if not params.labels.is_binary:
+        class_targets(samples, params.labels, params.paths.augmented)  # every map, before any run or folder opens
     model_dir, plot_dir = params.paths.models / name, params.paths.plots / name
     run = CVRun(name, spec, params, samples, [Repeat(split) for split in plan_repeats(samples, params, groups)])
     with (
@@ -137,8 +139,8 @@ def _classical(run: CVRun, test: list[int]) -> dict[int, np.ndarray]:
     samples, spec, labels = run.samples, run.spec, run.params.labels
     if labels.is_binary:
         return {i: classical.segment(samples[i].raw, samples[i].pixel_size_nm, spec) for i in test}
-    train = [s for j, s in enumerate(samples) if j not in set(test)]
-    class_targets(train, labels)
+    tested = set(test)
+    train = [s for j, s in enumerate(samples) if j not in tested]
     levels = classical.fit_levels(
         [s.raw for s in train], [s.classes for s in train], [s.pixel_size_nm for s in train], spec, len(labels.classes)
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
 from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, batch_loader
+from ncseg.data.layout import CLASSES, IMAGES, class_map_path
 from ncseg.inference.runtime import autocast, pick_device
 from ncseg.inference.tiling import predict_proba
 from ncseg.labels import LabelSet
@@ -62,7 +64,7 @@ def class_loss(kind: Loss, labels: LabelSet) -> Callable[[torch.Tensor, torch.Te
         ce = F.cross_entropy(logits, target, reduction="none", ignore_index=IGNORE)  # 0 where ignored
         w = weights.to(logits.device)[target.clamp(max=len(weights) - 1)] * counted
         pixel = ((1 - torch.exp(-ce)) ** gamma * ce * w).sum() / w.sum().clamp(min=1e-6)
-        return pixel + region(logits, target)
+        return pixel + region(logits, target) if counted.any() else pixel  # Lovász has no value on no pixels
 
     return loss
 
@@ -150,16 +152,17 @@ def _validate_classes(net: nn.Module, samples: list[Sample], params: Params) -> 
     return float(np.mean(losses)), float(np.mean(scores)), float(np.mean(scores))
 
 
-def class_targets(samples: list[Sample], labels: LabelSet) -> None:
-    """A K-class study trains on class maps: every image needs one (classes/NAME.tif), within the label set."""
+def class_targets(samples: list[Sample], labels: LabelSet, folder: Path) -> None:
+    """A K-class study trains on class maps: every image of `folder` (the augmented set) needs one, within the
+    label set; the first that is not is named by its file."""
     if missing := [s.name for s in samples if s.classes is None]:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ValueError(
-            f"labels has {len(labels.classes)} classes, but {', '.join(missing[:5])}{more} have no class map "
-            f"(classes/NAME.tif beside images/: `ncseg data import --classes`)"
+            f"labels has {len(labels.classes)} classes, but {', '.join(missing[:5])}{more} in {folder} have no "
+            f"class map ({CLASSES}/NAME.tif beside {IMAGES}/: `ncseg data import --classes`)"
         )
     for s in samples:
-        labels.check_map(s.classes, f"classes/{s.name}")
+        labels.check_map(s.classes, str(class_map_path(folder, s.name)))
 
 
 def fit_new_net(
@@ -195,7 +198,7 @@ def train_net(
     transform = augmentations(crop, seed, t.intensity_jitter, t.noise)
     aux, labels = auxiliary_loss(p, fit), params.labels
     if not labels.is_binary:
-        class_targets(fit + val, labels)
+        class_targets(fit + val, labels, params.paths.augmented)
     batches = CropBatches(
         fit,
         crop,

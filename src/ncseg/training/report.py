@@ -40,10 +40,18 @@ def markdown_table(results: dict[str, CVSummary]) -> str:
     lines = [head, "|" + "---|" * 8]
     for name, r in sorted(results.items(), key=lambda kv: -kv[1].jaccard_mean):
         study = pm(r, "jaccard_at_study_threshold") if r.threshold is not None else "—"
-        threshold = f"{r.threshold:.2f}" if r.threshold is not None else "Otsu"
+        threshold = f"{r.threshold:.2f}" if r.threshold is not None else _decision(r)
         cells = [pm(r, "jaccard"), study, threshold, *(pm(r, k) for k in COLUMNS[1:])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + _repeats_table(results) + _calibration_table(results)
+
+
+def _decision(r: CVSummary) -> str:
+    """Where a model has no threshold: a binary baseline's Otsu, or a K-class study's rule (argmax for networks,
+    intensity levels fitted on the training side for the baseline)."""
+    if r.decision is None:
+        return "Otsu"
+    return "levels" if not r.trainable else r.decision
 
 
 def _repeats_table(results: dict[str, CVSummary]) -> str:
