@@ -153,10 +153,10 @@ def add_probability(
     deadline: float | None = None,
 ) -> None:
     """Add the nets' mean probability of `image` into `answer` (`blank`: (H, W), or (K, H, W) for nets with K
-    softmax outputs), which may be a turned view of a larger
-    array (test-time augmentation adds each view's answer in the image's own orientation). Each tile's kept output
-    is divided by the number of tiles that keep its pixels before it is added: the overlap average, without a
-    weight image. `deadline` (time.monotonic()) is checked before each batch of tiles: past it, DeadlineError."""
+    softmax outputs), which may be a turned view of a larger array (test-time augmentation adds each view's answer
+    in the image's own orientation). Each tile's kept output is divided by the number of tiles that keep its pixels
+    before it is added: the overlap average, without a weight image. `deadline` (time.monotonic()) is checked
+    before each batch of tiles: past it, DeadlineError."""
     src = source(image)
     device = next(nets[0].parameters()).device
     context, pad = _pad(geometry, context)

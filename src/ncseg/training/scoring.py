@@ -218,14 +218,9 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
 def _score_maps(results: list[FoldResult], preds: dict[int, np.ndarray], run: CVRun) -> None:
     labels = run.params.labels
     for r in results:
-        r.by_class = [class_scores(preds[i], _class_map(run.samples[i]), labels) for i in r.test]
+        # every image has its class map: cross_validate checked them all before training (loop.class_targets)
+        r.by_class = [class_scores(preds[i], run.samples[i].classes, labels) for i in r.test]
         r.scores = [headline(c, labels) for c in r.by_class]
-
-
-def _class_map(s: Sample) -> np.ndarray:
-    if s.classes is None:
-        raise ValueError(f"{s.name}: a multi-class study scores class maps, and this image has none (classes/)")
-    return s.classes
 
 
 def _operating_point(probs: list[np.ndarray], masks: list[np.ndarray], params: Params) -> Operating:
