@@ -4,7 +4,16 @@ matters."""
 import numpy as np
 import pytest
 
-from ncseg.uncertainty import boundary_band, image_score, one_view_uncertainty, particle_scores, pixel_uncertainty
+from ncseg.uncertainty import (
+    boundary_band,
+    class_image_score,
+    class_uncertainty,
+    image_score,
+    one_view_uncertainty,
+    particle_scores,
+    pixel_uncertainty,
+    two_likeliest,
+)
 
 
 def test_pixel_uncertainty_is_twice_the_spread_of_the_views_read_one_at_a_time():
@@ -83,3 +92,26 @@ def test_one_view_is_in_doubt_where_its_probability_is_neither_0_nor_1():
     doubt = one_view_uncertainty(prob)
     np.testing.assert_allclose(doubt, [[0.0, 1.0, 0.0, 0.36]], atol=1e-6)
     assert doubt.dtype == np.float32
+
+
+def test_a_class_maps_uncertainty_is_the_binary_rule_for_two_classes_and_zero_where_one_class_is_certain():
+    p = np.random.default_rng(5).random((6, 7)).astype(np.float32)
+    assert np.allclose(class_uncertainty(np.stack([1 - p, p])), one_view_uncertainty(p), atol=1e-6)
+    sure = np.zeros((3, 2, 2), np.float32)
+    sure[2] = 1.0
+    torn = np.full((3, 2, 2), 0.1, np.float32)
+    torn[1] = torn[2] = 0.45
+    assert np.all(class_uncertainty(sure) == 0) and np.allclose(class_uncertainty(torn), 1.0)
+
+
+def test_a_class_is_in_doubt_only_where_it_is_one_of_the_two_likeliest():
+    prob = np.zeros((3, 1, 4), np.float32)
+    prob[:, 0, 0] = (0.5, 0.4, 0.1)  # background vs support: no doubt about Pt
+    prob[:, 0, 1] = (0.5, 0.1, 0.4)  # background vs Pt
+    prob[:, 0, 2] = prob[:, 0, 3] = (0.0, 0.0, 1.0)  # certain Pt
+    doubt = class_uncertainty(prob)
+    classes = prob.argmax(axis=0).astype(np.uint8)
+    likeliest = two_likeliest(prob)
+    pt = class_image_score(doubt, classes, likeliest, [2])
+    assert pt == pytest.approx(doubt[0, 1] / (2 + doubt[0, 1]))
+    assert class_image_score(doubt, classes, likeliest, [1]) == pytest.approx(doubt[0, 0])  # no support: its doubt

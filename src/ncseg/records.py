@@ -229,7 +229,7 @@ class ServingConfig(Record):
 
     FILE: ClassVar[str] = "serving.json"
     architecture: str
-    threshold: float
+    threshold: float | None  # on the calibrated probability; None: a K-class model, whose decision is the argmax
     inference: Tiling
     normalization: tuple[View, ...]
     intensity_window: tuple[float, float] | None
@@ -243,6 +243,7 @@ class ServingConfig(Record):
     # How `ncseg predict` cuts and measures particles, from the study that registered it: a model folder works outside
     # any project. None: registered before they travelled with the model (predict then reads params.yaml).
     particles: ParticleParams | None = None
+    labels: LabelSet = Field(default_factory=LabelSet.binary)  # what its outputs mean (older models: binary NCs)
 
 
 class RegistryDecision(Record):

@@ -65,6 +65,15 @@ def one_view_uncertainty(prob: np.ndarray) -> np.ndarray:
     return doubt
 
 
+def class_uncertainty(prob: np.ndarray) -> np.ndarray:
+    """1 - (p1 - p2)^2 of a (K, H, W) class probability, p1 and p2 its two largest at each pixel, in [0, 1]: where
+    the argmax decision is close. With two classes it is 4p(1-p), the binary rule above; a K-class model's doubt is
+    taken from its mean over the served views alone (the spread over views is measured for binary models only)."""
+    top2 = -np.partition(-prob, 1, axis=0)[:2]
+    margin = np.subtract(top2[0], top2[1], dtype=np.float32)
+    return np.subtract(1.0, np.square(margin), dtype=np.float32)
+
+
 def boundary_band(labels: np.ndarray) -> np.ndarray:
     """The owner of each pixel within one pixel of a particle's outline, inside or outside it; 0 elsewhere. An outside
     pixel between two particles goes to the higher label (one band pixel, one owner)."""
@@ -100,3 +109,17 @@ def image_score(uncertainty: np.ndarray, mask: np.ndarray) -> float:
     found but much doubt near 1 instead of dividing by zero."""
     doubt = float(uncertainty.sum(dtype=np.float64))
     return doubt / max(float(np.count_nonzero(mask)) + doubt, 1.0)
+
+
+def two_likeliest(prob: np.ndarray) -> np.ndarray:
+    """(2, H, W): at each pixel the ids of the two most probable classes of a (K, H, W) class probability, in no
+    order: between them the argmax decides, and there its doubt lies."""
+    return np.argpartition(prob, -2, axis=0)[-2:].astype(np.uint8)
+
+
+def class_image_score(uncertainty: np.ndarray, classes: np.ndarray, likeliest: np.ndarray, ks: list[int]) -> float:
+    """`image_score` for the classes `ks` of a K-class map: the summed doubt where one of them is among the two
+    likeliest classes (where a pixel could change to or from them), over their predicted area plus that sum."""
+    near = np.isin(likeliest, ks).any(axis=0)
+    doubt = float(uncertainty[near].sum(dtype=np.float64))
+    return doubt / max(float(np.count_nonzero(np.isin(classes, ks))) + doubt, 1.0)

@@ -10,7 +10,7 @@ from roifile import ROI_TYPE, ImagejRoi, roiread, roiwrite
 from scipy.ndimage import binary_fill_holes
 from skimage.measure import label
 
-from ncseg.interop.imagej import outline, read_rois, rois_to_labels, write_roiset
+from ncseg.interop.imagej import labels_to_rois, outline, read_rois, rois_to_labels, write_roiset
 from ncseg.io.images import ImageError
 from ncseg.particles import split
 
@@ -36,6 +36,15 @@ def test_every_particle_comes_back_pixel_for_pixel_and_named_by_its_label(small_
     assert names == [str(k) for k in np.unique(labels[labels > 0])]
     for k, name in enumerate(names, 1):
         np.testing.assert_array_equal(back == k, labels == int(name), err_msg=f"particle {name}")
+
+
+def test_a_prefix_names_the_rois_of_one_class_so_several_classes_share_a_roi_manager(tmp_path):
+    labels = np.zeros((20, 20), np.uint16)
+    labels[2:6, 2:6], labels[10:15, 8:12] = 1, 3
+    assert write_roiset(tmp_path / "pt.zip", labels, prefix="pt-") == 2
+    assert [roi.name for roi in roiread(tmp_path / "pt.zip")] == ["pt-1", "pt-3"]
+    assert [roi.name for roi in labels_to_rois(labels)] == ["1", "3"], "no prefix: the labels as they were"
+    np.testing.assert_array_equal(rois_to_labels(read_rois(tmp_path / "pt.zip"), labels.shape) > 0, labels > 0)
 
 
 def test_touching_and_diagonal_neighbours_stay_separate_with_their_gap(tmp_path):

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from ncseg.io.images import ImageError, read_image, read_mask, write_mask, write_tiff
+from ncseg.io.images import (
+    ImageError,
+    read_class_map,
+    read_image,
+    read_mask,
+    write_class_map,
+    write_mask,
+    write_tiff,
+)
 
 from ..serving.test_model import tiff_declaring
 
@@ -17,6 +25,42 @@ def test_tiff_round_trip_keeps_pixels_and_pixel_size(tmp_path, dtype):
     np.testing.assert_array_equal(image.data, data)
     assert image.pixel_size_nm == pytest.approx(0.25)
     assert list(tmp_path.iterdir()) == [tmp_path / "a.tif"], "no temp file may be left behind"
+
+
+def test_a_class_map_keeps_its_ids_and_pixel_size_and_carries_the_classes_colours(tmp_path):
+    """Fiji shows id i in colours[i] (a single-channel image takes the TIFF ColorMap, ImageJ keeps the high byte
+    of each entry); the same table is in ImageJ's LUTs metadata; ids past the colours are black."""
+    class_map = (np.arange(40 * 56).reshape(40, 56) % 5).astype(np.uint8)  # ids 0-4, colours for 0-2 only
+    colours = ["#000000", "#ffd700", "#1E90FF"]
+    write_class_map(tmp_path / "c.tif", class_map, colours, pixel_size_nm=0.4)
+    image = read_image(tmp_path / "c.tif")
+    assert image.data.dtype == np.uint8
+    np.testing.assert_array_equal(image.data, class_map)
+    assert image.pixel_size_nm == pytest.approx(0.4)
+    np.testing.assert_array_equal(read_class_map(tmp_path / "c.tif", class_map.shape), class_map)
+    rgb = [(0, 0, 0), (255, 215, 0), (30, 144, 255)]
+    with tifffile.TiffFile(tmp_path / "c.tif") as tif:
+        lut = np.asarray(tif.imagej_metadata["LUTs"]).reshape(-1, 3, 256)[0]  # tifffile unwraps a list of one
+        colormap = tif.pages.first.colormap
+    for i, colour in enumerate(rgb):
+        assert tuple(lut[:, i]) == colour, f"class {i}"
+        assert tuple(colormap[:, i] >> 8) == colour, f"class {i} in the ColorMap"
+    assert not lut[:, len(colours) :].any() and not colormap[:, len(colours) :].any(), "ids past the colours: black"
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.tif"], "no temp file may be left behind"
+
+
+@pytest.mark.parametrize(
+    ("class_map", "colours", "problem"),
+    [
+        (np.full((4, 4), 256, np.uint16), ["#000000"], "0-255"),
+        (np.zeros((4, 4), np.float32), ["#000000"], "integer"),
+        (np.zeros((4, 4), np.uint8), ["black"], "#rrggbb"),
+    ],
+)
+def test_a_class_map_that_cannot_be_written_is_refused(tmp_path, class_map, colours, problem):
+    with pytest.raises(ValueError, match=problem):
+        write_class_map(tmp_path / "c.tif", class_map, colours, None)
+    assert not list(tmp_path.iterdir())
 
 
 def test_pixel_size_from_imagej_micron_unit(tmp_path):

@@ -3,8 +3,9 @@ reads first."""
 
 import numpy as np
 from PIL import Image, ImageColor
+from scipy.ndimage import binary_erosion
 
-from ncseg.figures import BORDER, INSIDE, OVERLAY_PX, TITLE_PX, particle_overlay
+from ncseg.figures import BORDER, INSIDE, KEY_PX, OVERLAY_PX, TITLE_PX, class_overlay, particle_overlay
 from ncseg.particles import measure
 
 
@@ -34,3 +35,28 @@ def test_the_overlay_outlines_each_particle_on_its_pixel_edges_in_its_kind_of_co
     assert 0.4 < cyan.mean() < 0.9, "the border particle's outline is dashed"
     corner = drawn[-round(20 * scale) :, -round(40 * scale) :]
     assert (corner == 255).all(axis=-1).sum() > 100, "a white scale bar in the lower right"
+
+
+def test_the_class_overlay_tints_each_class_in_its_colour_outlines_it_and_leaves_the_background_grey(tmp_path):
+    """A 3-class map over a grey image, drawn 9x: inside a class its colour shows through the image; its pixel
+    edges are drawn in its solid colour; the background stays grey; the key names the classes, not the background."""
+    class_map = np.zeros((100, 100), np.uint8)
+    class_map[10:60, 10:60], class_map[70:90, 70:95] = 1, 2
+    image = np.full((100, 100), 0.5)
+    colours = ["#000000", "#ff2020", "#2060ff"]
+    class_overlay(tmp_path / "c.png", image, class_map, ["background", "pt", "support"], colours, 0.5, "c.tif\nmodel")
+    picture = np.asarray(Image.open(tmp_path / "c.png").convert("RGB")).astype(int)
+    scale = OVERLAY_PX[0] / 100
+    assert picture.shape == (TITLE_PX + round(100 * scale) + KEY_PX, OVERLAY_PX[0], 3)
+    drawn = picture[TITLE_PX : TITLE_PX + round(100 * scale)]
+    r, g, b = drawn[round(35 * scale), round(35 * scale)]  # the middle of the class-1 square
+    assert r > g + 40 and r > b + 40 and g == b, "class 1 tinted red, the image still under it"
+    r, g, b = drawn[round(80 * scale), round(80 * scale)]
+    assert b > r + 40 and b > g, "class 2 tinted blue"
+    assert len(set(drawn[round(5 * scale), round(70 * scale)])) == 1, "the background stays grey (R = G = B)"
+    top_edge = drawn[round(10 * scale), round(15 * scale) : round(55 * scale)]
+    assert _colour_at(top_edge, colours[1]).all(), "class 1 outlined on its top pixel edge in its solid colour"
+    key = picture[-KEY_PX:]
+    assert _colour_at(key, colours[1]).any() and _colour_at(key, colours[2]).any(), "a swatch for each class"
+    solid_black = binary_erosion(_colour_at(key, colours[0]), np.ones((6, 6), bool))  # not text or a swatch's rim
+    assert not solid_black.any(), "no swatch for the background"

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from ncseg.cli import app
 from ncseg.config import ParticleParams
 from ncseg.io.images import write_tiff
+from ncseg.labels import LabelClass, LabelSet
 from ncseg.predict import Segmenter, collect_inputs, output_collisions, run
 from ncseg.serving.model import Maps, NcSegmenter
 
@@ -121,7 +122,7 @@ def test_outside_a_project_it_says_so_and_creates_no_store(images, monkeypatch):
 class FakeServed(NcSegmenter):
     """Stands for the served model: bright pixels are NC, nothing is in doubt."""
 
-    config = SimpleNamespace(threshold=0.5, tta="none", particles=None)
+    config = SimpleNamespace(threshold=0.5, tta="none", particles=None, labels=LabelSet.binary())
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         return (image > 500).astype(np.float32)
@@ -283,7 +284,10 @@ class CarriedServed(FakeServed):
     """A model registered with its particle settings: NCs of at least 1000 nm²."""
 
     config = SimpleNamespace(
-        threshold=0.5, tta="none", particles=ParticleParams(min_area_nm2=1000.0, min_distance_nm=2.0)
+        threshold=0.5,
+        tta="none",
+        particles=ParticleParams(min_area_nm2=1000.0, min_distance_nm=2.0),
+        labels=LabelSet.binary(),
     )
 
 
@@ -357,3 +361,59 @@ def test_weights_changed_after_registration_are_one_line_also_where_lookup_canno
     uri = str(images / "model")
     with pytest.raises(ModelLookupError, match=f"^{uri}: cannot load the model \\({uri}/fold0.pt: differs"):
         load_segmenter(uri, f"sqlite:///{images / 'mlflow.db'}")
+
+
+THREE = LabelSet(
+    (
+        LabelClass(name="background", kind="region", colour="#000000"),
+        LabelClass(name="support", kind="region", colour="#4060ff"),
+        LabelClass(name="pt", kind="particles", colour="#ff3030"),
+    )
+)
+
+
+class ClassServed(FakeServed):
+    """A 3-class model: mid-grey is support, bright is Pt (a particle class), the rest background; sure of it."""
+
+    config = SimpleNamespace(threshold=None, tta="none", particles=None, labels=THREE)
+
+    def segment(self, image, tta, pixel_size_nm=None, deadline=None) -> Maps:
+        classes = np.digitize(image, [500, 1500])
+        prob = np.stack([(classes == k) for k in range(3)]).astype(np.float32) * 0.9 + 0.1 / 3
+        return Maps(prob, np.full(image.shape, 0.2, np.float32), "")
+
+
+def test_a_three_class_model_writes_its_class_map_and_a_table_labels_and_rois_per_particle_class(tmp_path):
+    import csv
+
+    import tifffile
+    from roifile import roiread
+
+    image = np.zeros((40, 40), np.uint16)
+    image[:, 20:] = 1000  # support on the right
+    image[4:8, 4:8] = image[12:17, 4:9] = image[30:34, 26:30] = 3000  # two Pt on the pores, one on the support
+    write_tiff(tmp_path / "in" / "pt.tif", image, 0.25)
+    report = run(_fake(ClassServed()), [tmp_path / "in" / "pt.tif"], tmp_path / "out", PARTICLES, rois=True)
+    out = tmp_path / "out"
+    with tifffile.TiffFile(out / "classes" / "pt.tif") as tif:
+        classes, lut = tif.asarray(), np.asarray(tif.imagej_metadata["LUTs"]).reshape(-1, 3, 256)[0]
+    assert np.array_equal(classes, np.digitize(image, [500, 1500]))
+    assert tuple(lut[:, 2]) == (0xFF, 0x30, 0x30)  # Pt shown in its label colour in Fiji
+    with (out / "particles" / "pt_pt.csv").open() as fh:
+        pt = list(csv.DictReader(fh))
+    assert len(pt) == 3 and sorted(float(p["equivalent_diameter_nm"]) for p in pt)[0] == pytest.approx(
+        2 * np.sqrt(16 / np.pi) * 0.25, rel=1e-3
+    )
+    assert not (out / "particles" / "pt_support.csv").exists()  # a region is measured by its area only
+    assert [r.name for r in roiread(out / "rois" / "pt_pt.zip")] == ["pt-1", "pt-2", "pt-3"]
+    assert tifffile.imread(out / "labels" / "pt_pt.tif").max() == 3
+    (row,) = report.done
+    assert row["pt_count"] == 3 and row["n_particles"] == 3 and row["threshold"] == "argmax"
+    assert row["support_area_fraction"] == pytest.approx(((image == 1000).sum()) / image.size, abs=1e-4)
+    assert row["pt_area_fraction"] == pytest.approx((image == 3000).sum() / image.size, abs=1e-4)
+    assert (out / "overlays" / "pt.png").is_file() and (out / "size_distribution_pt.png").is_file()
+
+
+def test_a_threshold_is_refused_for_a_model_that_decides_by_the_argmax():
+    assert _fake(ClassServed()).refusals(0.5) and "argmax" in _fake(ClassServed()).refusals(0.5)[0]
+    assert _fake(ClassServed()).refusals(None) == [] and _fake().refusals(0.5) == []

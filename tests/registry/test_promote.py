@@ -240,3 +240,25 @@ def test_an_unchanged_champion_that_no_longer_clears_the_gate_is_demoted(client,
     assert client.get_model_version("nc", v1).tags["decision_reason"].startswith("demoted: CV Jaccard")
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("nc", CHAMPION)
+
+
+def test_a_candidate_of_other_classes_than_the_champions_is_refused_before_it_is_logged(client, tmp_path):
+    from ncseg.labels import LabelClass, LabelSet
+    from ncseg.registry.promote import RegistryRefusedError, _same_classes, classes_tag
+
+    binary = _card(tmp_path / "unet4", 1)
+    three = binary.model_copy(
+        update={
+            "labels": LabelSet(
+                (*LabelSet.binary("support").classes, LabelClass(name="pt", kind="particles", colour="#ff0000"))
+            )
+        }
+    )
+    _same_classes(client, "nc", three)  # no champion yet: anything may become one
+    client.set_registered_model_alias("nc", CHAMPION, _version(client, tmp_path, 0.9))  # registered before the tag
+    _same_classes(client, "nc", binary)
+    with pytest.raises(RegistryRefusedError, match="answers the classes background,nanocrystal, but unet4 answers"):
+        _same_classes(client, "nc", three)
+    tagged = client.create_model_version("nc", str(tmp_path), tags={"labels": classes_tag(three.labels)}).version
+    client.set_registered_model_alias("nc", CHAMPION, tagged)
+    _same_classes(client, "nc", three)

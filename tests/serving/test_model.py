@@ -18,6 +18,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from ncseg.config import UNet4Params
+from ncseg.labels import LabelClass, LabelSet
 from ncseg.models.geometry import Geometry
 from ncseg.models.zoo import build_net
 from ncseg.records import ModelCard, ServingConfig, WeightFile, sha256
@@ -118,11 +119,14 @@ def test_signature_declares_image_files_in_and_out_and_the_inference_params():
     assert params == {"threshold": 0.45, "output": "mask", "tta": "flip", "pixel_size_nm": None}
 
 
-def _model_folder(folder: Path, normalization: list[str], window: list[float] | None) -> torch.nn.Module:
+def _model_folder(
+    folder: Path, normalization: list[str], window: list[float] | None, labels: LabelSet | None = None
+) -> torch.nn.Module:
     """A trained-looking model folder holding one tiny fold network, as `train` leaves it."""
     spec = UNet4Params(kind="unet4", base_channels=4, dropout=0.0, padding="same", l2=0.0, weight_decay=0.0)
+    labels = labels or LabelSet.binary()
     torch.manual_seed(0)
-    net = build_net(spec, len(normalization)).eval()
+    net = build_net(spec, len(normalization), labels.n_outputs).eval()
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "fold0.pt")
     ModelCard(
@@ -136,6 +140,7 @@ def _model_folder(folder: Path, normalization: list[str], window: list[float] | 
         intensity_window=window,
         tta="none",
         cv_run_id="run",
+        labels=labels,
     ).save(folder / ModelCard.FILE)
     return net
 
@@ -156,11 +161,18 @@ def _serving(normalization: list[str], window: list[float] | None, **settings: o
 
 
 def _served(
-    folder: Path, normalization: list[str], window: list[float] | None = None, **settings: object
+    folder: Path,
+    normalization: list[str],
+    window: list[float] | None = None,
+    labels: LabelSet | None = None,
+    **settings: object,
 ) -> NcSegmenter:
     """The served model, loaded the way MLflow loads it: artifacts `weights` (a model folder) and `serving` (with
-    `settings` overriding the defaults: limits, temperature, domain)."""
-    _model_folder(folder / "weights", normalization, window)
+    `settings` overriding the defaults: limits, temperature, domain); `labels` of more than two classes serve
+    their argmax."""
+    _model_folder(folder / "weights", normalization, window, labels)
+    if labels is not None:
+        settings |= {"labels": labels.model_dump(mode="json"), "threshold": None if not labels.is_binary else 0.5}
     (folder / "serving.json").write_text(json.dumps(_serving(normalization, window, **settings)))
     model = NcSegmenter()
     model.load_context(
@@ -509,3 +521,37 @@ def test_through_mlflow_the_uncertainty_and_the_pixel_size_param_pass_its_schema
     (uncertainty,) = decode_answer(answer)
     assert uncertainty.dtype == np.float32 and uncertainty.shape == (64, 64)
     assert answer["ood"].tolist() == [""]
+
+
+THREE = LabelSet(
+    (
+        LabelClass(name="background", kind="region", colour="#000000"),
+        LabelClass(name="support", kind="region", colour="#4060ff"),
+        LabelClass(name="pt", kind="particles", colour="#ff3030"),
+    )
+)
+
+
+def test_a_three_class_model_serves_its_class_map_probabilities_and_foreground_mask_and_takes_no_threshold(tmp_path):
+    model = _served(tmp_path, ["image"], labels=THREE)
+    image = np.random.default_rng(3).integers(0, 4000, (40, 56), dtype=np.uint16)
+    request = encode_request([image])
+    asked = {out: decode_answer(model.predict(None, request, {"output": out}))[0] for out in protocol.OUTPUTS}
+    prob, classes = asked["probability"], asked["classes"]
+    assert prob.shape == (3, 40, 56) and np.allclose(prob.sum(axis=0), 1.0, atol=1e-5)
+    assert classes.dtype == np.uint8 and np.array_equal(classes, prob.argmax(axis=0))
+    assert np.array_equal(asked["mask"], np.where(classes > 0, 255, 0))
+    top = np.sort(prob, axis=0)
+    assert np.allclose(asked["uncertainty"], 1 - (top[-1] - top[-2]) ** 2, atol=1e-6)
+    with pytest.raises(MlflowException, match="argmax") as err:
+        model.predict(None, request, {"threshold": 0.5})
+    assert err.value.get_http_status_code() == 400
+    assert "threshold" not in [p.name for p in signature(None, "none").params.params]
+
+
+def test_a_binary_model_answers_its_mask_as_a_class_map_of_zeros_and_ones(tmp_path):
+    model = _served(tmp_path, ["image"])
+    request = encode_request([np.random.default_rng(4).integers(0, 4000, (32, 32), dtype=np.uint16)])
+    classes = decode_answer(model.predict(None, request, {"output": "classes", "threshold": 0.5}))[0]
+    mask = decode_answer(model.predict(None, request, {"output": "mask", "threshold": 0.5}))[0]
+    assert classes.dtype == np.uint8 and np.array_equal(classes * 255, mask)

@@ -4,6 +4,7 @@ study keeps its one sigmoid output."""
 import csv
 import shutil
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -13,13 +14,15 @@ from ncseg.data.dataset import IGNORE
 from ncseg.data.layout import class_map_path, image_path, mask_path, read_manifest
 from ncseg.data.rotations import augment
 from ncseg.inference.tiling import predict_proba
-from ncseg.io.images import list_images, read_mask, write_tiff
+from ncseg.io.images import list_images, read_image, read_mask, write_tiff
 from ncseg.labels import LabelSet
 from ncseg.metrics import class_scores, headline, score
 from ncseg.models import classical
 from ncseg.models.zoo import build_net
-from ncseg.records import CVSummary, ModelCard
-from ncseg.registry.promote import RegistryRefusedError, _checked_card
+from ncseg.records import CVSummary, ModelCard, ServingConfig
+from ncseg.registry.promote import _checked_card, serving_config
+from ncseg.serving.model import NcSegmenter
+from ncseg.serving.protocol import decode_answer, encode_request
 from ncseg.training.cv import cross_validate
 from ncseg.training.loop import class_loss
 from ncseg.training.report import markdown_table
@@ -117,7 +120,7 @@ def three_class_study(small_raw, tmp_path, monkeypatch):
     return params, tmp_path
 
 
-def test_a_three_class_cv_scores_every_foreground_class_and_is_not_registered_as_a_binary_model(three_class_study):
+def test_a_three_class_cv_scores_every_foreground_class_and_serves_its_argmax_class_map(three_class_study, tmp_path):
     params, root = three_class_study
     summary = cross_validate("unet4", params, root)
     assert summary.decision == "argmax" and summary.threshold is None
@@ -131,8 +134,16 @@ def test_a_three_class_cv_scores_every_foreground_class_and_is_not_registered_as
     assert saved.classes == summary.classes
     card = ModelCard.load(params.paths.models / "unet4" / ModelCard.FILE)
     assert card.labels == params.labels
-    with pytest.raises(RegistryRefusedError, match="3 classes"):
-        _checked_card(params.paths.models / "unet4", summary, 1)
+    model_dir = params.paths.models / "unet4"
+    config = serving_config(_checked_card(model_dir, summary, 1), params)
+    assert config.threshold is None and config.labels == params.labels
+    config.save(tmp_path / ServingConfig.FILE)
+    served = NcSegmenter()
+    artifacts = {"weights": str(model_dir), "serving": str(tmp_path / ServingConfig.FILE)}
+    served.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
+    image = read_image(next(iter(list_images(params.paths.raw / "images")))).data
+    classes = decode_answer(served.predict(None, encode_request([image]), {"output": "classes"}))[0]
+    assert classes.shape == image.shape and set(np.unique(classes)) <= {0, 1, 2}
 
 
 def test_the_classical_baseline_of_a_three_class_study_fits_its_levels_on_each_folds_training_side(

@@ -91,7 +91,8 @@ def predict(
     ] = None,
     set_: SetOption = None,
 ) -> None:
-    """Segment micrographs: masks (0/255 TIFF), overlays, per-particle CSVs in nm, a summary and a histogram."""
+    """Segment micrographs: masks (0/255 TIFF), overlays, per-particle CSVs in nm, a summary and a histogram (a
+    K-class model: also the class map, and per particle class its labels, table and histogram)."""
     from rich.progress import Progress
 
     from ncseg import predict as prediction
@@ -109,7 +110,9 @@ def predict(
     try:
         segmenter = prediction.load_segmenter(model_uri, prediction.store_uri(p, store.project_root()))
         particles = prediction.particle_settings(segmenter.particles, p, set_ or [])
-    except (LookupError, ConfigError) as err:
+        if refused := segmenter.refusals(threshold):
+            raise prediction.PredictRefusedError(refused)
+    except (LookupError, ConfigError, ValueError) as err:
         fail(str(err))
     try:
         with Progress(console=console) as progress:

@@ -8,6 +8,8 @@ never leaves a half-written TIFF behind.
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,15 +352,50 @@ def read_class_map(path: Path | str, shape: tuple[int, ...]) -> np.ndarray:
     return data.astype(np.uint8)
 
 
+def _imagej_kwargs(pixel_size_nm: float | None) -> dict:
+    """tifffile's arguments for an ImageJ TIFF calibrated in nm (unit + XResolution), which ImageJ, Fiji and
+    `_tiff_pixel_size_nm` all read back; none for an uncalibrated image."""
+    kwargs: dict = {"imagej": True, "metadata": {"unit": "nm"} if pixel_size_nm else {}}
+    if pixel_size_nm:
+        kwargs["resolution"] = (1.0 / pixel_size_nm, 1.0 / pixel_size_nm)
+    return kwargs
+
+
 def write_tiff(path: Path, data: np.ndarray, pixel_size_nm: float | None) -> None:
     """An ImageJ-hyperstack TIFF whose calibration ImageJ, Fiji and tifffile all read back in nm."""
     if data.dtype.type not in (np.uint8, np.uint16, np.float32):
         data = data.astype(np.float32)  # ImageJ's 32-bit type; holds every value of a 16/24-bit detector exactly
-    kwargs: dict = {"imagej": True, "metadata": {"unit": "nm"} if pixel_size_nm else {}}
-    if pixel_size_nm:
-        kwargs["resolution"] = (1.0 / pixel_size_nm, 1.0 / pixel_size_nm)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, **kwargs)
+        tifffile.imwrite(tmp, data, **_imagej_kwargs(pixel_size_nm))
+
+
+def _class_lut(colours: Sequence[str]) -> np.ndarray:
+    """ImageJ's lookup table, (3, 256) uint8: id i shown in `colours[i]` ("#rrggbb"), ids past them black."""
+    if len(colours) > 256:
+        raise ValueError(f"{len(colours)} colours; an 8-bit lookup table holds 256")
+    lut = np.zeros((3, 256), np.uint8)
+    for i, colour in enumerate(colours):
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", colour):
+            raise ValueError(f"colour {colour!r}: expected #rrggbb")
+        lut[:, i] = list(bytes.fromhex(colour[1:]))
+    return lut
+
+
+def write_class_map(path: Path, class_map: np.ndarray, colours: Sequence[str], pixel_size_nm: float | None) -> None:
+    """A uint8 class-id map (0 background, 1…K−1 the classes) that Fiji opens in the classes' colours while its
+    pixels stay the ids (`read_class_map` reads it back). A single-channel ImageJ image takes its lookup table from
+    the TIFF ColorMap (a palette TIFF, as ImageJ itself saves an 8-bit image with a LUT: "8-bit Color"); the same
+    table goes into ImageJ's LUTs metadata too, which ImageJ applies to multi-channel images only."""
+    values = np.asarray(class_map)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"a class map is a 2-D integer array, got {values.dtype} of shape {values.shape}")
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise ValueError(f"class ids {values.min()}-{values.max()} do not fit an 8-bit class map (0-255)")
+    lut = _class_lut(colours)
+    kwargs = _imagej_kwargs(pixel_size_nm)
+    kwargs["metadata"]["LUTs"] = [lut]
+    with atomic_path(path) as tmp:  # ImageJ reads each ColorMap entry's high byte: 8 bits x 257 keeps them exact
+        tifffile.imwrite(tmp, values.astype(np.uint8), colormap=lut.astype(np.uint16) * 257, **kwargs)
 
 
 def write_mask(path: Path, mask: np.ndarray, pixel_size_nm: float | None) -> None:

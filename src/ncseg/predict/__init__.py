@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 class Report:
     done: list[dict] = field(default_factory=list)  # one summary row per image
     failed: list[str] = field(default_factory=list)  # "path: problem"
-    particles: list[Particle] = field(default_factory=list)
+    particles: dict[int, list[Particle]] = field(default_factory=dict)  # per particle class id
 
 
 def run(
@@ -73,7 +73,8 @@ def run(
     model's default test-time augmentation, `pixel_size_nm` the files' calibration."""
     report = Report()
     cut = threshold if threshold is not None else segmenter.threshold
-    caption = f"{segmenter.description}, threshold {cut:g}"  # on every figure: what made it
+    rule = "argmax" if cut is None else f"threshold {cut:g}"
+    caption = f"{segmenter.description}, {rule}"  # on every figure: what made it
     for path in files:
         try:
             image = read_image(path)
@@ -86,12 +87,18 @@ def run(
             found = instances(seg, particle_params)
             write_image_outputs(out, seg, found, caption, save_probability=save_probability, rois=rois)
             report.done.append(summary_row(seg, found, segmenter.description))
-            report.particles += found.particles
+            for k, each in found.items():
+                report.particles.setdefault(k, []).extend(each.particles)
             if seg.ood:  # a table cell is easily missed
                 log.warning("%s: unlike the model's training data, check its mask: %s", path, seg.ood)
         if on_image:
             on_image(path)
     if report.done:
         write_summary(out / SUMMARY, report.done)
-        figures.size_histogram(out / "size_distribution.png", report.particles, caption)
+        for k, particles in report.particles.items():
+            if segmenter.labels.is_binary:
+                figures.size_histogram(out / "size_distribution.png", particles, caption)
+            else:
+                name = segmenter.labels.names[k]
+                figures.size_histogram(out / f"size_distribution_{name}.png", particles, caption, name)
     return report

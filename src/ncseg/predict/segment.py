@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ncseg.io.images import Micrograph
+from ncseg.labels import LabelSet
 
 if TYPE_CHECKING:
     from ncseg.serving.model import NcSegmenter
@@ -25,15 +26,25 @@ class Segmentation:
     """Everything known about one image after its passes through the model: what the outputs are made from."""
 
     image: Micrograph  # its own pixels (particle intensities are measured on them), pixel size and file
-    probability: np.ndarray  # calibrated NC probability, float32, the image's shape
-    mask: np.ndarray  # bool: probability > threshold
+    probability: np.ndarray  # calibrated NC probability, float32, the image's shape; (K, H, W) for K classes
+    classes: np.ndarray  # uint8 class id per pixel (ncseg.labels): probability > threshold, or the argmax
     uncertainty: np.ndarray  # per pixel, float32 in [0, 1] (ncseg.uncertainty)
     ood: str  # why the image is unlike the model's training data; '' if it is not (or the model cannot tell)
-    threshold: float
+    threshold: float | None  # None: a K-class model, which decides by the argmax
+    labels: LabelSet  # what the class ids mean
 
     @property
     def pixel_size_nm(self) -> float | None:
         return self.image.pixel_size_nm
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The foreground: every class but the background (a binary model's NCs)."""
+        return self.classes > 0
+
+    def class_probability(self, k: int) -> np.ndarray:
+        """Class `k`'s probability map; a binary model's one map is its particle class's."""
+        return self.probability if self.labels.is_binary else self.probability[k]
 
 
 class Segmenter:
@@ -42,15 +53,23 @@ class Segmenter:
     def __init__(self, served: NcSegmenter, description: str) -> None:
         self.served = served
         self.description = description  # what made the results, on every summary row and figure
-        self.threshold = served.config.threshold  # the served default (the signature's)
+        self.threshold = served.config.threshold  # the served default (the signature's); None: argmax
         self.particles = served.config.particles  # None: registered before the settings travelled with it
+        self.labels = served.config.labels
+
+    def refusals(self, threshold: float | None) -> list[str]:
+        """What this model cannot do of what was asked, before any image is read."""
+        if threshold is not None and self.threshold is None:
+            classes = ", ".join(self.labels.names)
+            return [f"--threshold {threshold}: {self.description} picks each pixel's class ({classes}) by the argmax"]
+        return []
 
     def segment(self, image: Micrograph, threshold: float | None = None, tta: str | None = None) -> Segmentation:
         """`image` through the served model's one set of passes; `tta` overrides the model's test-time augmentation
         and `threshold` its cut. The out-of-domain check sees the image's pixel size."""
         maps = self.served.segment(image.data, tta or self.served.config.tta, image.pixel_size_nm)
         cut = self.threshold if threshold is None else threshold
-        return Segmentation(image, maps.probability, maps.probability > cut, maps.uncertainty, maps.ood, cut)
+        return Segmentation(image, maps.probability, maps.classes(cut), maps.uncertainty, maps.ood, cut, self.labels)
 
 
 def load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:

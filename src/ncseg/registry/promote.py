@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from ncseg.config import Params
 from ncseg.io.atomic import folder_lock
+from ncseg.labels import LabelSet
 from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, ServingConfig, Summary
 from ncseg.registry.policy import CHAMPION, REJECTED, Candidate, merit_gate, verdict
 from ncseg.serving.sources import served_sources
@@ -44,11 +45,11 @@ PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travel
 def serving_config(card: ModelCard, params: Params) -> ServingConfig:
     """The served model's settings beside its weights (validated here, at register time, not when a server loads
     them)."""
-    operating = card.operating(params.registry.members)
+    operating = card.operating(params.registry.members) if card.labels.is_binary else None  # K-class: argmax
     return ServingConfig(
         architecture=card.name,
-        threshold=operating.threshold,
-        temperature=operating.temperature,
+        threshold=operating.threshold if operating else None,
+        temperature=operating.temperature if operating else 1.0,
         inference=params.inference.tiling(),
         normalization=card.normalization,
         intensity_window=card.intensity_window,
@@ -59,6 +60,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         max_request_pixels=params.registry.max_request_pixels,
         domain=card.domain,
         particles=params.particles,
+        labels=card.labels,
     )
 
 
@@ -185,6 +187,7 @@ def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> 
         existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
         if existing is not None:
             return _unchanged(client, existing, best, result.jaccard_mean, gate)
+        _same_classes(client, name, card)
         with runs.parent_run("register", params, root, kind="register", model=best):
             uri = _log_pyfunc(model_dir, card, config)
             version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
@@ -206,14 +209,28 @@ def _checked_card(model_dir: Path, result: CVSummary, members: int) -> ModelCard
             f"({result.repeats} x {result.n_folds} folds): the model folder and the metrics come from different "
             f"runs; rerun `dvc repro` (or `ncseg train {card.name}`)"
         )
-    if not card.labels.is_binary:
-        raise RegistryRefusedError(
-            f"{model_dir / ModelCard.FILE}: {card.name} outputs {len(card.labels.classes)} classes "
-            f"({', '.join(card.labels.names)}); the served model answers binary masks only so far, so a K-class "
-            f"model is cross-validated (metrics/cv/{card.name}.json) but not registered"
-        )
     card.verify(model_dir, members)
     return card
+
+
+def classes_tag(labels: LabelSet) -> str:
+    """The classes a version answers, as its `labels` tag: a version registered before the tag answered binary NCs."""
+    return ",".join(labels.names)
+
+
+def _same_classes(client: MlflowClient, name: str, card: ModelCard) -> None:
+    """A candidate must answer the classes the champion answers: its score is measured on them, and the clients
+    calling the champion read them."""
+    champion = _champion(client, name)
+    if champion is None:
+        return
+    held = champion.tags.get("labels", classes_tag(LabelSet.binary()))
+    if held != classes_tag(card.labels):
+        raise RegistryRefusedError(
+            f"registered model {name!r}: its champion v{champion.version} answers the classes {held}, but "
+            f"{card.name} answers {classes_tag(card.labels)}; their scores measure different things, so register it "
+            "under another registry.model_name"
+        )
 
 
 def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: Path) -> dict[str, str]:
@@ -229,6 +246,7 @@ def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: 
         "cv_noise": f"{result.noise:.5f}",
         "cv_repeats": str(result.repeats),
         "threshold": f"{card.threshold}",
+        "labels": classes_tag(card.labels),
         "cv_run_id": card.cv_run_id,
     }
 
@@ -298,19 +316,26 @@ def _describe(
 ) -> None:
     """Descriptions a user reads in the registry UI: the model's purpose and rule, and what this version is."""
     client.update_registered_model(name, description=MODEL_DESCRIPTION)
-    client.set_registered_model_tag(name, "task", "binary segmentation of nanocrystals in HAADF-STEM images")
+    client.set_registered_model_tag(name, "task", f"segmentation of {classes_tag(card.labels)} in HAADF-STEM images")
     client.set_registered_model_tag(name, "promotion_rule", "beats the classical baseline, then the champion")
     client.update_model_version(
         name,
         version,
         description=(
-            f"{arch}: {members} of its {len(card.folds)} CV fold networks (mean probability), thresholded at "
-            f"{card.threshold:.2f} (chosen on out-of-fold predictions). CV Jaccard "
-            f"{result.jaccard_mean:.4f} ± {result.jaccard_std:.4f} (CV run {card.cv_run_id}). Input: column "
-            "'image', a base64 TIFF/PNG per row; output: column 'tiff', a base64 TIFF (0/255 mask or float32 "
-            "probability); params: threshold, output=mask|probability."
+            f"{arch}: {members} of its {len(card.folds)} CV fold networks (mean probability), {_rule(card)}. "
+            f"CV Jaccard {result.jaccard_mean:.4f} ± {result.jaccard_std:.4f} (CV run {card.cv_run_id}). Input: "
+            "column 'image', a base64 TIFF/PNG per row; output: column 'tiff', a base64 TIFF (0/255 foreground "
+            "mask, uint8 class map or float32 probability); params: output=mask|classes|probability|uncertainty"
+            f"{', threshold' if card.labels.is_binary else ''}."
         ),
     )
+
+
+def _rule(card: ModelCard) -> str:
+    if card.labels.is_binary:
+        return f"thresholded at {card.threshold:.2f} (chosen on out-of-fold predictions)"
+    names = ", ".join(card.labels.names)
+    return f"each pixel the class of highest mean probability ({names}; CV Jaccard: mean over foreground classes)"
 
 
 MODEL_DESCRIPTION = (

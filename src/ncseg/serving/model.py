@@ -36,7 +36,7 @@ from ncseg.serving.protocol import (
     request_params,
     request_pixel_size,
 )
-from ncseg.uncertainty import one_view_uncertainty, pixel_uncertainty
+from ncseg.uncertainty import class_uncertainty, one_view_uncertainty, pixel_uncertainty
 
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow logs as the model: it builds an NcSegmenter
 CALIBRATION_PIXELS = 1 << 16  # calibrated at once: its float64 logit takes 8 bytes a pixel, a few times over
@@ -53,17 +53,28 @@ def _calibrated(prob: np.ndarray, temperature: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Maps:
-    """One image as the served model sees it: the calibrated NC probability, the per-pixel uncertainty (float32
-    maps of the image's shape) and why it is unlike the training images ('' if it is not, or unknown)."""
+    """One image as the served model sees it: the calibrated NC probability ((K, H, W) class probabilities for a
+    K-class model), the per-pixel uncertainty (float32, the image's shape) and why it is unlike the training images
+    ('' if it is not, or unknown)."""
 
     probability: np.ndarray
     uncertainty: np.ndarray
     ood: str
 
-    def answer(self, output: str, threshold: float) -> np.ndarray:
-        """The map a request's `output` asks for: the 0/255 mask at `threshold`, the probability or the uncertainty."""
+    def classes(self, threshold: float | None) -> np.ndarray:
+        """The uint8 class-id map: the argmax of a K-class model's probabilities (`threshold` None), else 1 where
+        the NC probability is above `threshold`."""
+        if threshold is None:
+            return np.argmax(self.probability, axis=0).astype(np.uint8)
+        return (self.probability > threshold).astype(np.uint8)
+
+    def answer(self, output: str, threshold: float | None) -> np.ndarray:
+        """The map a request's `output` asks for: the 0/255 foreground mask, the class map, the probability or the
+        uncertainty."""
         if output == "mask":
-            return np.where(self.probability > threshold, 255, 0).astype(np.uint8)
+            return np.where(self.classes(threshold) > 0, 255, 0).astype(np.uint8)
+        if output == "classes":
+            return self.classes(threshold)
         return self.probability if output == "probability" else self.uncertainty
 
 
@@ -76,7 +87,8 @@ def _summed_then_calibrated(views: Iterable[np.ndarray], total: np.ndarray, temp
 
 
 class NcSegmenter(mlflow.pyfunc.PythonModel):
-    """The served CV fold networks (mean probability), thresholded at the CV-chosen threshold by default.
+    """The served CV fold networks (mean probability), thresholded at the CV-chosen threshold by default (a K-class
+    model: each pixel the class of highest mean probability).
 
     Logged as models-from-code (MODEL_CODE builds it), so a model folder holds no pickle.
     """
@@ -127,10 +139,14 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         view of `tta` once (its tiles normalised as they are cut, so memory is the image, these answers, a few
         running sums and a batch of tiles). The mean of the views is the calibrated probability (the threshold was
         chosen on that scale); the uncertainty is their spread, or with one view 4p(1-p) of it (ncseg.uncertainty).
-        What the server answers and what `ncseg predict` writes both come from here."""
+        What the server answers and what `ncseg predict` writes both come from here. A K-class model's probability
+        is the mean of its softmax over the views of `tta`, uncalibrated (ncseg.uncertainty.class_uncertainty)."""
         stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
         tiling = self.config.inference.model_dump() | {"deadline": deadline}
         ood = "; ".join(self.out_of_domain(image, pixel_size_nm))
+        if not self.config.labels.is_binary:
+            prob = predict_tta(self.nets, self.geometry, stacked, tta, **tiling)
+            return Maps(prob, class_uncertainty(prob), ood)
         if len(TRANSFORMS[tta]) == 1:
             prob = _calibrated(predict_tta(self.nets, self.geometry, stacked, tta, **tiling), self.config.temperature)
             return Maps(prob, one_view_uncertainty(prob), ood)

@@ -2,11 +2,13 @@
 
 Each request row's `image` column holds a base64-encoded TIFF or PNG (the microscope's own 8/16/32-bit greyscale
 file, any height and width), and each answer's `tiff` column a base64-encoded, zlib-compressed TIFF — the 0/255
-mask, with `output=probability` the float32 probability map, with `output=uncertainty` the float32 per-pixel
-uncertainty (ncseg.uncertainty) — and its `ood` column why the image lies outside the training data (ncseg.ood;
-empty when it does not, or where the model has no record of that data; the request's `pixel_size_nm` lets it check
-the scale too). Files rather than JSON arrays of pixel values keep a 2048 x 2048 request at a few MB and its
-decoding in milliseconds, where JSON numbers cost seconds (benchmarks/results.md).
+foreground mask, with `output=classes` the uint8 class-id map (ncseg.labels: 0 background; a binary model's 0/1),
+with `output=probability` the float32 probability map ((K, H, W), one plane per class, for a K-class model), with
+`output=uncertainty` the float32 per-pixel uncertainty (ncseg.uncertainty) — and its `ood` column why the image
+lies outside the training data (ncseg.ood; empty when it does not, or where the model has no record of that data;
+the request's `pixel_size_nm` lets it check the scale too). Files rather than JSON arrays of pixel values keep a
+2048 x 2048 request at a few MB and its decoding in milliseconds, where JSON numbers cost seconds
+(benchmarks/results.md).
 
 A request is refused with a short message (HTTP 400 from the server) before any image is decoded when its headers
 declare more than the served model's limits, in pixels or in tiles of network input. The served model
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 import time
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import tifffile
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -36,17 +40,20 @@ from ncseg.inference.tta import TRANSFORMS
 from ncseg.io.images import ImageError, decode_image, encode_tiff, read_header
 from ncseg.models.geometry import Geometry
 
-OUTPUTS = ("mask", "probability", "uncertainty")
+OUTPUTS = ("mask", "classes", "probability", "uncertainty")
 INPUT_COLUMN, OUTPUT_COLUMN, OOD_COLUMN = "image", "tiff", "ood"
 
 
-def signature(threshold: float, tta: str) -> ModelSignature:
+def signature(threshold: float | None, tta: str) -> ModelSignature:
+    """What a client may send and gets back; a K-class model (`threshold` None: it decides by the argmax) takes no
+    threshold."""
+    cut = [] if threshold is None else [ParamSpec("threshold", "double", threshold)]
     return ModelSignature(
         inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", OUTPUT_COLUMN), ColSpec("string", OOD_COLUMN)]),
         params=ParamSchema(
             [
-                ParamSpec("threshold", "double", threshold),
+                *cut,
                 ParamSpec("output", "string", "mask"),
                 ParamSpec("tta", "string", tta),
                 ParamSpec("pixel_size_nm", "double", None),  # for the out-of-distribution check; unknown by default
@@ -66,9 +73,10 @@ def encode_request(images: list[np.ndarray]) -> pd.DataFrame:
 
 
 def decode_answer(answer: pd.DataFrame | list[dict]) -> list[np.ndarray]:
-    """The arrays in the model's answer: a DataFrame in process, `predictions` (a list of rows) from the server."""
+    """The arrays in the model's answer: a DataFrame in process, `predictions` (a list of rows) from the server. Each
+    is a TIFF the model wrote (encode_file): a plane, or a K-class model's (K, H, W) probabilities."""
     rows = answer[OUTPUT_COLUMN] if isinstance(answer, pd.DataFrame) else [row[OUTPUT_COLUMN] for row in answer]
-    return [decode_image(base64.b64decode(text), "answer") for text in rows]
+    return [tifffile.imread(io.BytesIO(base64.b64decode(text))) for text in rows]
 
 
 def _refuse(message: str) -> MlflowException:
@@ -167,22 +175,28 @@ def _decode(data: bytes, name: str) -> np.ndarray:
         raise _refuse(str(err)) from err
 
 
-def request_params(params: dict[str, Any] | None, default_threshold: float, default_tta: str) -> tuple[float, str, str]:
+def request_params(
+    params: dict[str, Any] | None, default_threshold: float | None, default_tta: str
+) -> tuple[float | None, str, str]:
     """The request's threshold, output and test-time augmentation, or a short client error.
 
     MLflow fills in the defaults and refuses a value of the wrong type, but passes null and NaN through: without
-    this check `"threshold": null` ended in a TypeError, which the server answers with its stack trace.
+    this check `"threshold": null` ended in a TypeError, which the server answers with its stack trace. A K-class
+    model (`default_threshold` None) decides by the argmax: a threshold sent to it is refused, not ignored.
     """
     params = params or {}
     threshold, output = params.get("threshold", default_threshold), params.get("output", "mask")
-    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0.0 < threshold < 1.0:  # NaN too
+    if default_threshold is None and "threshold" in params:
+        raise _refuse("this model decides each pixel's class by the argmax of its class probabilities: no threshold")
+    cut_ok = isinstance(threshold, Real) and not isinstance(threshold, bool) and 0.0 < threshold < 1.0  # NaN: no
+    if default_threshold is not None and not cut_ok:
         raise _refuse(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
     if not isinstance(output, str) or output not in OUTPUTS:
         raise _refuse(f"output must be one of {OUTPUTS}, got {output!r}")
     tta = params.get("tta", default_tta)
     if not isinstance(tta, str) or tta not in TRANSFORMS:
         raise _refuse(f"tta must be one of {tuple(TRANSFORMS)}, got {tta!r}")
-    return float(threshold), output, tta
+    return None if threshold is None else float(threshold), output, tta
 
 
 def request_deadline() -> float | None:
