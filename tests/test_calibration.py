@@ -44,3 +44,22 @@ def test_the_reliability_diagram_counts_every_pixel_once_and_bins_exact_values()
     assert sum(r["pixels"] for r in rows) == 5
     assert rows[0] == {"bin_centre": 0.05, "predicted": pytest.approx(0.025), "observed": 0.0, "pixels": 2}
     assert rows[-1]["pixels"] == 2 and rows[-1]["observed"] == 1.0, "p = 1 falls in the last bin"
+
+
+def test_a_class_temperature_recovers_the_sharpening_that_made_probabilities_overconfident():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, 1.5, (3, 200, 200))
+    honest = np.exp(z) / np.exp(z).sum(axis=0)
+    cumulative = honest.cumsum(axis=0)
+    truth = (rng.random((200, 200))[None] > cumulative).sum(axis=0).astype(np.uint8)  # drawn from `honest`
+    sharp = np.exp(2.0 * z) / np.exp(2.0 * z).sum(axis=0)  # logits doubled: overconfident
+    t = calibration.fit_class_temperature([sharp.astype(np.float32)], [truth], max_pixels=40_000, seed=0)
+    assert t == pytest.approx(2.0, rel=0.1)
+    calibrated = calibration.apply_classes(sharp.astype(np.float32), t)
+    assert np.allclose(calibrated.sum(axis=0), 1.0, atol=1e-5)
+    assert np.array_equal(calibrated.argmax(axis=0), sharp.argmax(axis=0))  # the decision does not move
+    confidence, right = calibration.top_label(sharp, truth)
+    raw_ece = calibration.ece([confidence], [right], bins=15)
+    confidence, right = calibration.top_label(calibrated, truth)
+    assert calibration.ece([confidence], [right], bins=15) < raw_ece / 2
+    assert calibration.apply_classes(sharp, 1.0) is sharp

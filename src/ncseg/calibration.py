@@ -56,6 +56,46 @@ def fit_temperature(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
     return float(np.exp(found.x))
 
 
+def apply_classes(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """A K-class model's calibrated (K, ...) probabilities: softmax(log p / T) over the class axis (its logits up to a
+    per-pixel constant, which the softmax ignores). T = 1 returns `prob` itself."""
+    if temperature == 1.0:
+        return prob
+    z = np.log(np.clip(prob.astype(np.float64), EPS, 1.0)) / temperature
+    z -= z.max(axis=0, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=0, keepdims=True)
+    return z.astype(np.float32)
+
+
+def fit_class_temperature(
+    probs: Sequence[np.ndarray], class_maps: Sequence[np.ndarray], *, max_pixels: int, seed: int
+) -> float:
+    """The T that minimises the cross-entropy of softmax(log p / T) against the true class, on (an even sample of)
+    these pixels: the multi-class form of `fit_temperature`."""
+    k = probs[0].shape[0]
+    p = np.concatenate([a.reshape(k, -1) for a in probs], axis=1)
+    y = np.concatenate([m.ravel() for m in class_maps]).astype(np.intp)
+    if y.size > max_pixels:
+        pick = np.random.default_rng(seed).choice(y.size, size=max_pixels, replace=False)
+        p, y = p[:, pick], y[pick]
+    z = np.log(np.clip(p.astype(np.float64), EPS, 1.0))
+    true = z[y, np.arange(y.size)]
+
+    def nll(log_t: float) -> float:
+        t = np.exp(log_t)
+        return float(np.mean(np.logaddexp.reduce(z / t, axis=0) - true / t))
+
+    found = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(found.x))
+
+
+def top_label(prob: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A K-class prediction as the binary question calibration checks: the confidence in the argmax class, and
+    whether that class is the true one (`ece` and `reliability` of these are the top-label calibration error)."""
+    return prob.max(axis=0), prob.argmax(axis=0) == truth
+
+
 def threshold_to(threshold: float, temperature: float) -> float:
     """A raw-probability threshold expressed on the calibrated scale (the same mask either way)."""
     return float(apply(np.array([threshold]), temperature)[0])

@@ -549,9 +549,32 @@ def test_a_three_class_model_serves_its_class_map_probabilities_and_foreground_m
     assert "threshold" not in [p.name for p in signature(None, "none").params.params]
 
 
+def test_a_three_class_models_temperature_softens_its_probabilities_and_leaves_its_class_map(tmp_path):
+    from ncseg.calibration import apply_classes
+
+    image = np.random.default_rng(3).integers(0, 4000, (40, 56), dtype=np.uint16)
+    request = encode_request([image])
+    answers = {}
+    for t in (1.0, 2.0):
+        model = _served(tmp_path / str(t), ["image"], labels=THREE, temperature=t)
+        answers[t] = [decode_answer(model.predict(None, request, {"output": o}))[0] for o in ("probability", "classes")]
+    (raw, classes), (calibrated, same) = answers[1.0], answers[2.0]
+    assert np.allclose(calibrated, apply_classes(raw, 2.0), atol=1e-6) and not np.allclose(calibrated, raw)
+    assert np.array_equal(same, classes)
+
+
 def test_a_binary_model_answers_its_mask_as_a_class_map_of_zeros_and_ones(tmp_path):
     model = _served(tmp_path, ["image"])
     request = encode_request([np.random.default_rng(4).integers(0, 4000, (32, 32), dtype=np.uint16)])
     classes = decode_answer(model.predict(None, request, {"output": "classes", "threshold": 0.5}))[0]
     mask = decode_answer(model.predict(None, request, {"output": "mask", "threshold": 0.5}))[0]
     assert classes.dtype == np.uint8 and np.array_equal(classes * 255, mask)
+
+
+def test_the_class_map_is_numpys_argmax_ties_to_the_first_class():
+    from ncseg.serving.model import argmax_classes
+
+    prob = np.random.default_rng(6).random((4, 9, 11)).astype(np.float32)
+    prob[:, 0, :3] = 0.25  # a four-way tie
+    prob[2, 1, 1] = prob[3, 1, 1] = 2.0
+    assert np.array_equal(argmax_classes(prob), np.argmax(prob, axis=0))

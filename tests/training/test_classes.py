@@ -137,6 +137,8 @@ def test_a_three_class_cv_scores_every_foreground_class_and_serves_its_argmax_cl
     model_dir = params.paths.models / "unet4"
     config = serving_config(_checked_card(model_dir, summary, 1), params)
     assert config.threshold is None and config.labels == params.labels
+    assert summary.temperature == card.temperature == config.temperature > 0  # fitted on all out-of-fold maps
+    assert summary.ece_raw_mean is not None and summary.ece_calibrated_mean is not None
     config.save(tmp_path / ServingConfig.FILE)
     served = NcSegmenter()
     artifacts = {"weights": str(model_dir), "serving": str(tmp_path / ServingConfig.FILE)}

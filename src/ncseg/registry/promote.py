@@ -49,7 +49,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
     return ServingConfig(
         architecture=card.name,
         threshold=operating.threshold if operating else None,
-        temperature=operating.temperature if operating else 1.0,
+        temperature=operating.temperature if operating else card.temperature,
         inference=params.inference.tiling(),
         normalization=card.normalization,
         intensity_window=card.intensity_window,

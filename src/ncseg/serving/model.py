@@ -20,7 +20,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
 
-from ncseg.calibration import apply
+from ncseg.calibration import apply, apply_classes
 from ncseg.inference.tiling import DeadlineError, RawViews
 from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views, spread_transforms
 from ncseg.models.zoo import load_ensemble
@@ -43,11 +43,13 @@ CALIBRATION_PIXELS = 1 << 16  # calibrated at once: its float64 logit takes 8 by
 
 
 def _calibrated(prob: np.ndarray, temperature: float) -> np.ndarray:
-    """`calibration.apply` in place, a band of rows at a time: its float64 logit of a whole 16k² map is gigabytes."""
-    rows = max(1, CALIBRATION_PIXELS // prob.shape[1])
-    for start in range(0, len(prob), rows):
-        band = prob[start : start + rows]
-        band[...] = apply(band, temperature)
+    """`calibration.apply` in place, a band of rows at a time: its float64 logit of a whole 16k² map is gigabytes.
+    A K-class model's (K, H, W) probabilities by `calibration.apply_classes`, the same way."""
+    classes = prob.ndim == 3
+    rows = max(1, CALIBRATION_PIXELS // (prob.shape[-1] * (prob.shape[0] if classes else 1)))
+    for start in range(0, prob.shape[-2], rows):
+        band = prob[..., start : start + rows, :]
+        band[...] = apply_classes(band, temperature) if classes else apply(band, temperature)
     return prob
 
 
@@ -65,7 +67,7 @@ class Maps:
         """The uint8 class-id map: the argmax of a K-class model's probabilities (`threshold` None), else 1 where
         the NC probability is above `threshold`."""
         if threshold is None:
-            return np.argmax(self.probability, axis=0).astype(np.uint8)
+            return argmax_classes(self.probability)
         return (self.probability > threshold).astype(np.uint8)
 
     def answer(self, output: str, threshold: float | None) -> np.ndarray:
@@ -76,6 +78,17 @@ class Maps:
         if output == "classes":
             return self.classes(threshold)
         return self.probability if output == "probability" else self.uncertainty
+
+
+def argmax_classes(prob: np.ndarray) -> np.ndarray:
+    """The uint8 id of the most probable class of a (K, H, W) stack, plane by plane (the first on a tie, as
+    np.argmax): np.argmax along the class axis walks it strided and costs several times more."""
+    best, top = np.zeros(prob.shape[1:], np.uint8), prob[0].copy()
+    for k, plane in enumerate(prob[1:], 1):
+        better = plane > top
+        best[better] = k
+        np.maximum(top, plane, out=top)
+    return best
 
 
 def _summed_then_calibrated(views: Iterable[np.ndarray], total: np.ndarray, temperature: float) -> Iterator[np.ndarray]:
@@ -140,12 +153,14 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         running sums and a batch of tiles). The mean of the views is the calibrated probability (the threshold was
         chosen on that scale); the uncertainty is their spread, or with one view 4p(1-p) of it (ncseg.uncertainty).
         What the server answers and what `ncseg predict` writes both come from here. A K-class model's probability
-        is the mean of its softmax over the views of `tta`, uncalibrated (ncseg.uncertainty.class_uncertainty)."""
+        is the mean of its softmax over the views of `tta`, calibrated by its temperature; its uncertainty the
+        margin of the two likeliest classes (ncseg.uncertainty.class_uncertainty)."""
         stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
         tiling = self.config.inference.model_dump() | {"deadline": deadline}
         ood = "; ".join(self.out_of_domain(image, pixel_size_nm))
         if not self.config.labels.is_binary:
             prob = predict_tta(self.nets, self.geometry, stacked, tta, **tiling)
+            prob = _calibrated(prob, self.config.temperature)  # the argmax stays where it is
             return Maps(prob, class_uncertainty(prob), ood)
         if len(TRANSFORMS[tta]) == 1:
             prob = _calibrated(predict_tta(self.nets, self.geometry, stacked, tta, **tiling), self.config.temperature)

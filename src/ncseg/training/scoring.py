@@ -6,7 +6,8 @@
 - the R-network ensemble (each image's mean over the R networks that never saw it, one per repeat) is scored on
   repeat 0's folds like any model: its gain measured, not assumed;
 - a study of more than two classes (ncseg.labels) is scored per class at the argmax, which has nothing to tune,
-  and headlined by the mean over its foreground classes.
+  and headlined by the mean over its foreground classes; its temperature (softmax(log p / T), which leaves the
+  argmax where it is) is fitted and checked like the binary one, fold k's on the other folds.
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
         results = [FoldResult(r.fold, r.test, None) for r in run.repeats[0].results]
         _score_maps(results, {i: p.argmax(0).astype(np.uint8) for i, p in mean_probs.items()}, run)
         values = _ensemble_values(results)
+    if run.trainable:
+        values |= _calibrate_classes(run)
     per_class = {}
     for k in labels.foreground:
         keys = SCORE_KEYS if k in labels.particle_ids else ("jaccard", "dice", "precision", "recall")
@@ -213,6 +216,35 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
         **_common(run, window),
         **values,
     )
+
+
+def _class_temperature(probs: list[np.ndarray], maps: list[np.ndarray], params: Params) -> float:
+    c = params.calibration
+    if c.method == "none":
+        return 1.0
+    return calibration.fit_class_temperature(probs, maps, max_pixels=c.fit_pixels, seed=params.seed)
+
+
+def _calibrate_classes(run: CVRun) -> dict:
+    """Fold k's temperature from the other folds of its repeat, its top-label calibration error on its own test
+    images before and after; the deployed temperature from every out-of-fold prediction."""
+    samples, bins = run.samples, run.params.calibration.bins
+    for rep in run.repeats:
+        for r in rep.results:
+            others = [i for o in rep.results if o is not r for i in o.test]
+            r.temperature = _class_temperature(
+                [rep.probs[i] for i in others], [samples[i].classes for i in others], run.params
+            )
+            raw = [calibration.top_label(rep.probs[i], samples[i].classes) for i in r.test]
+            tested = [calibration.apply_classes(rep.probs[i], r.temperature) for i in r.test]
+            cal = [calibration.top_label(p, samples[i].classes) for p, i in zip(tested, r.test, strict=True)]
+            r.ece = (calibration.ece(*zip(*raw, strict=True), bins), calibration.ece(*zip(*cal, strict=True), bins))
+    probs = [rep.probs[i] for rep in run.repeats for i in range(len(samples))]
+    return {
+        "temperature": _class_temperature(probs, [s.classes for _ in run.repeats for s in samples], run.params),
+        "ece_raw_mean": float(np.mean([r.ece[0] for r in run.results])),
+        "ece_calibrated_mean": float(np.mean([r.ece[1] for r in run.results])),
+    }
 
 
 def _score_maps(results: list[FoldResult], preds: dict[int, np.ndarray], run: CVRun) -> None:
