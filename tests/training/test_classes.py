@@ -4,11 +4,12 @@ study keeps its one sigmoid output."""
 import csv
 import shutil
 
-import mlflow
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from ncseg.cli import app
 from ncseg.config import load_params
 from ncseg.data.dataset import IGNORE
 from ncseg.data.layout import class_map_path, image_path, mask_path, read_manifest
@@ -19,13 +20,11 @@ from ncseg.labels import LabelSet
 from ncseg.metrics import class_scores, headline, score
 from ncseg.models import classical
 from ncseg.models.zoo import build_net
-from ncseg.records import CVSummary, ModelCard, ServingConfig
-from ncseg.registry.promote import _checked_card, serving_config
-from ncseg.serving.model import NcSegmenter
-from ncseg.serving.protocol import decode_answer, encode_request
+from ncseg.records import CVSummary, ModelCard
+from ncseg.registry.promote import register_best
 from ncseg.training.cv import cross_validate
 from ncseg.training.loop import class_loss
-from ncseg.training.report import markdown_table
+from ncseg.training.report import evaluate, markdown_table
 
 from ..conftest import ROOT
 from ..test_labels import THREE
@@ -120,7 +119,8 @@ def three_class_study(small_raw, tmp_path, monkeypatch):
     return params, tmp_path
 
 
-def test_a_three_class_cv_scores_every_foreground_class_and_serves_its_argmax_class_map(three_class_study, tmp_path):
+def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_class_maps(three_class_study):
+    """train -> evaluate -> register -> `ncseg predict` on the tiny profile, as a user runs a 3-class study."""
     params, root = three_class_study
     summary = cross_validate("unet4", params, root)
     assert summary.decision == "argmax" and summary.threshold is None
@@ -134,18 +134,24 @@ def test_a_three_class_cv_scores_every_foreground_class_and_serves_its_argmax_cl
     assert saved.classes == summary.classes
     card = ModelCard.load(params.paths.models / "unet4" / ModelCard.FILE)
     assert card.labels == params.labels
-    model_dir = params.paths.models / "unet4"
-    config = serving_config(_checked_card(model_dir, summary, 1), params)
-    assert config.threshold is None and config.labels == params.labels
-    assert summary.temperature == card.temperature == config.temperature > 0  # fitted on all out-of-fold maps
+    assert summary.temperature == card.temperature > 0  # fitted on all out-of-fold maps
     assert summary.ece_raw_mean is not None and summary.ece_calibrated_mean is not None
-    config.save(tmp_path / ServingConfig.FILE)
-    served = NcSegmenter()
-    artifacts = {"weights": str(model_dir), "serving": str(tmp_path / ServingConfig.FILE)}
-    served.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
-    image = read_image(next(iter(list_images(params.paths.raw / "images")))).data
-    classes = decode_answer(served.predict(None, encode_request([image]), {"output": "classes"}))[0]
-    assert classes.shape == image.shape and set(np.unique(classes)) <= {0, 1, 2}
+    cross_validate("otsu", params, root)
+    evaluate(params, root)
+    decision = register_best(params, root)
+    assert decision.created and decision.architecture == "unet4"
+    image = list_images(params.paths.raw / "images")[0]
+    uri = f"models:/{decision.model_name}/{decision.version}"
+    env = {"MLFLOW_TRACKING_URI": params.tracking.uri}
+    result = CliRunner().invoke(app, ["predict", uri, str(image), "--out", str(root / "pred"), "--rois"], env=env)
+    assert result.exit_code == 0, result.output
+    classes = read_image(root / "pred" / "classes" / image.name.replace(image.suffix, ".tif")).data
+    assert classes.shape == read_image(image).data.shape and set(np.unique(classes)) <= {0, 1, 2}
+    assert (root / "pred" / "particles" / f"{image.stem}_pt.csv").is_file()
+    assert not (root / "pred" / "particles" / f"{image.stem}_support.csv").exists()
+    args = ["predict", uri, str(image), "--out", str(root / "p2"), "--threshold", "0.5"]
+    refused = CliRunner().invoke(app, args, env=env)
+    assert refused.exit_code != 0 and "argmax" in refused.output and not (root / "p2" / "masks").exists()
 
 
 def test_the_classical_baseline_of_a_three_class_study_fits_its_levels_on_each_folds_training_side(
