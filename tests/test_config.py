@@ -60,3 +60,15 @@ def test_a_null_leak_threshold_switches_joining_off_and_a_study_written_before_i
     older = (ROOT / "params.yaml").read_text().replace("  leak_threshold:", "  # leak_threshold:")
     (tmp_path / "params.yaml").write_text(older)
     assert load_params(tmp_path / "params.yaml").cv.leak_threshold == LEAK_THRESHOLD
+
+
+def test_a_particle_class_may_have_its_own_limits_and_only_a_particle_class():
+    from .test_labels import THREE
+
+    own = "particles.classes={pt: {min_area_nm2: 2.0}}"
+    p = load_params(ROOT / "params.yaml", [THREE, "models.unet4.aux_classes=0", own])
+    pt, support = p.particles.of("pt"), p.particles.of("support")
+    assert (pt.min_area_nm2, pt.min_distance_nm) == (2.0, p.particles.min_distance_nm)
+    assert support == p.particles
+    with pytest.raises(ConfigError, match="support is not a particle class of labels"):
+        load_params(ROOT / "params.yaml", [THREE, "models.unet4.aux_classes=0", own.replace("pt", "support")])

@@ -207,9 +207,25 @@ class RegisterParams(_Frozen):
         return self
 
 
+class ClassParticleParams(_Frozen):
+    """A particle class's own limits where its particles are of another size than the study's (Pt of 1-3 nm on a
+    support beside NCs of 10 nm); unset keys are the study's."""
+
+    min_area_nm2: float | None = Field(default=None, ge=0)
+    min_distance_nm: float | None = Field(default=None, gt=0)
+
+
 class ParticleParams(_Frozen):
     min_area_nm2: float = Field(ge=0)
     min_distance_nm: float = Field(gt=0)
+    classes: dict[str, ClassParticleParams] = Field(default_factory=dict)  # by label name (ncseg.labels)
+
+    def of(self, name: str) -> ParticleParams:
+        """The limits particles of class `name` are cut and measured with."""
+        own = self.classes.get(name)
+        if own is None:
+            return self
+        return self.model_copy(update={k: v for k, v in own.model_dump().items() if v is not None} | {"classes": {}})
 
 
 class TrackingParams(_Frozen):
@@ -243,6 +259,16 @@ class Params(_Frozen):
             raise ValueError(
                 f"models {', '.join(aux)}: aux_classes is a binary study's auxiliary head; with "
                 f"{len(self.labels.classes)} labels the network's own head learns the classes (set aux_classes: 0)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _particle_classes_exist(self) -> Params:
+        named = {self.labels.names[k] for k in self.labels.particle_ids}
+        if unknown := sorted(set(self.particles.classes) - named):
+            raise ValueError(
+                f"particles.classes: {', '.join(unknown)} is not a particle class of labels "
+                f"({', '.join(sorted(named)) or 'none'})"
             )
         return self
 

@@ -414,6 +414,26 @@ def test_a_three_class_model_writes_its_class_map_and_a_table_labels_and_rois_pe
     assert (out / "overlays" / "pt.png").is_file() and (out / "size_distribution_pt.png").is_file()
 
 
-def test_a_threshold_is_refused_for_a_model_that_decides_by_the_argmax():
-    assert _fake(ClassServed()).refusals(0.5) and "argmax" in _fake(ClassServed()).refusals(0.5)[0]
-    assert _fake(ClassServed()).refusals(None) == [] and _fake().refusals(0.5) == []
+def test_a_threshold_and_limits_for_a_class_the_model_lacks_are_refused_before_any_image_is_read():
+    (argmax,) = _fake(ClassServed()).refusals(0.5, PARTICLES)
+    assert "argmax" in argmax
+    assert _fake(ClassServed()).refusals(None, PARTICLES) == [] and _fake().refusals(0.5, PARTICLES) == []
+    support = ParticleParams.model_validate(PARTICLES.model_dump() | {"classes": {"support": {"min_area_nm2": 1.0}}})
+    (region,) = _fake(ClassServed()).refusals(None, support)
+    assert "support is not a particle class" in region
+
+
+def test_a_particle_class_is_cut_with_its_own_limits_and_the_others_with_the_studys(tmp_path):
+    import csv
+
+    image = np.zeros((40, 40), np.uint16)
+    image[4:8, 4:8] = image[20:30, 20:30] = 3000  # Pt of 16 and 100 px = 1 and 6.25 nm² at 0.25 nm
+    write_tiff(tmp_path / "in" / "pt.tif", image, 0.25)
+    counts = {}
+    for own in (None, 2.0):
+        limits = ParticleParams.model_validate(PARTICLES.model_dump() | {"classes": {"pt": {"min_area_nm2": own}}})
+        out = tmp_path / f"out-{own}"
+        run(_fake(ClassServed()), [tmp_path / "in" / "pt.tif"], out, limits)
+        with (out / "particles" / "pt_pt.csv").open() as fh:
+            counts[own] = len(list(csv.DictReader(fh)))
+    assert counts == {None: 2, 2.0: 1}  # the study's 1 nm² keeps both, the class's own 2 nm² drops the small one

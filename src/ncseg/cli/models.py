@@ -110,7 +110,7 @@ def predict(
     try:
         segmenter = prediction.load_segmenter(model_uri, prediction.store_uri(p, store.project_root()))
         particles = prediction.particle_settings(segmenter.particles, p, set_ or [])
-        if refused := segmenter.refusals(threshold):
+        if refused := segmenter.refusals(threshold, particles):
             raise prediction.PredictRefusedError(refused)
     except (LookupError, ConfigError, ValueError) as err:
         fail(str(err))

@@ -56,10 +56,11 @@ def particle_classes(labels: LabelSet) -> tuple[int, ...]:
 
 
 def instances(seg: Segmentation, params: ParticleParams) -> Found:
-    """Each particle class's particles, touching ones split apart, measured in nm on the image's own pixel values."""
+    """Each particle class's particles, touching ones split apart (with the class's own limits where it has them),
+    measured in nm on the image's own pixel values."""
     found = {}
     for k in particle_classes(seg.labels):
-        labels = split(seg.classes == k, seg.pixel_size_nm, params)
+        labels = split(seg.classes == k, seg.pixel_size_nm, params.of(seg.labels.names[k]))
         found[k] = Instances(labels, measure(labels, seg.pixel_size_nm, seg.image.data))
     return found
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ncseg.config import ParticleParams
 from ncseg.io.images import Micrograph
 from ncseg.labels import LabelSet
 
@@ -57,12 +58,19 @@ class Segmenter:
         self.particles = served.config.particles  # None: registered before the settings travelled with it
         self.labels = served.config.labels
 
-    def refusals(self, threshold: float | None) -> list[str]:
+    def refusals(self, threshold: float | None, particles: ParticleParams) -> list[str]:
         """What this model cannot do of what was asked, before any image is read."""
+        problems, classes = [], ", ".join(self.labels.names)
         if threshold is not None and self.threshold is None:
-            classes = ", ".join(self.labels.names)
-            return [f"--threshold {threshold}: {self.description} picks each pixel's class ({classes}) by the argmax"]
-        return []
+            problems.append(
+                f"--threshold {threshold}: {self.description} picks each pixel's class ({classes}) by the argmax"
+            )
+        measured = {self.labels.names[k] for k in self.labels.particle_ids}
+        if unknown := sorted(set(particles.classes) - measured):
+            problems.append(
+                f"particles.classes: {', '.join(unknown)} is not a particle class of {self.description} ({classes})"
+            )
+        return problems
 
     def segment(self, image: Micrograph, threshold: float | None = None, tta: str | None = None) -> Segmentation:
         """`image` through the served model's one set of passes; `tta` overrides the model's test-time augmentation
