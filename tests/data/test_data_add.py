@@ -1,5 +1,7 @@
 """`ncseg data add`: corrected images join the raw data whole or not at all, in their specimen's group."""
 
+import shutil
+
 import numpy as np
 import pytest
 import tifffile
@@ -162,3 +164,65 @@ def test_a_correction_that_deletes_every_roi_is_added_with_a_warning(raw, correc
     assert result.exit_code == 0 and "new_a.zip: holds no ROI; added as an image without NCs" in _said(result)
     assert not read_mask(raw / "masks" / "new_a.tif").any()
     assert read_image(raw / "images" / "new_a.tif").data.dtype == np.uint16
+
+
+THREE = (
+    "labels=[{name: background, kind: region, colour: '#000000'}, {name: support, kind: region, colour: '#3366cc'},"
+    " {name: pt, kind: particles, colour: '#ffd700'}]"
+)
+
+
+def _add_classes(raw, *args):
+    argv = ["data", "add", *map(str, args), "-p", str(ROOT / "params.yaml"), "-S", f"paths.raw={raw}", "-S", THREE]
+    return CliRunner().invoke(app, [*argv, "-S", "models.unet4.aux_classes=0"])
+
+
+def _class_maps(raw, corrected):
+    """The raw images' class maps (support left, Pt square right), and the new images' with theirs."""
+    (raw / "classes").mkdir()
+    for name in ("r0", "r1", "r2"):
+        classes = (read_mask(raw / "masks" / f"{name}.tif") > 0).astype(np.uint8)
+        tifffile.imwrite(raw / "classes" / f"{name}.tif", classes)
+    (corrected / "classes").mkdir()
+    for name in ("new_a", "new_b"):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[2:10, 2:10], mask[20:28, 20:28] = 255, 255
+        classes = np.where(mask > 0, 1, 0).astype(np.uint8)
+        classes[20:28, 20:28] = 2
+        (corrected / "masks").mkdir(exist_ok=True)
+        tifffile.imwrite(corrected / "masks" / f"{name}.tif", mask)
+        tifffile.imwrite(corrected / "classes" / f"{name}.tif", classes)
+
+
+def test_class_maps_are_added_with_their_images_where_the_data_has_them(raw, corrected):
+    _class_maps(raw, corrected)
+    shutil.move(raw / "classes", raw.parent / "kept")
+    alone = _add_classes(raw, corrected / "images", corrected / "masks", "--classes", corrected / "classes")
+    assert alone.exit_code != 0 and "have no class maps to add these beside" in _said(alone)
+    shutil.move(raw.parent / "kept", raw / "classes")
+    result = _add_classes(raw, corrected / "images", corrected / "masks", "--classes", corrected / "classes")
+    assert result.exit_code == 0, result.output
+    added = read_image(raw / "classes" / "new_a.tif").data
+    assert added.dtype == np.uint8 and set(np.unique(added)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (None, "the raw images have class maps; give each added image one (--classes)"),
+        ("id", "holds class 3, but the label set has 3 classes"),
+        ("mask", "pixels are foreground in it or in"),
+    ],
+)
+def test_added_images_without_fitting_class_maps_are_refused_and_nothing_changes(raw, corrected, spoil, message):
+    _class_maps(raw, corrected)
+    path = corrected / "classes" / "new_b.tif"
+    if spoil == "id":
+        tifffile.imwrite(path, np.full((32, 32), 3, np.uint8) * (tifffile.imread(path) > 0))
+    if spoil == "mask":
+        tifffile.imwrite(path, np.ones((32, 32), np.uint8))
+    before = _tree(raw)
+    extra = [] if spoil is None else ["--classes", corrected / "classes"]
+    result = _add_classes(raw, corrected / "images", corrected / "masks", *extra)
+    assert result.exit_code != 0 and message in _said(result), result.output
+    assert _tree(raw) == before

@@ -129,17 +129,31 @@ def data_add(
     ] = None,
     foreground: ForegroundOption = None,
     pixel_size: PixelSizeOption = None,
+    classes: Annotated[
+        Path | None,
+        typer.Option(help="Their class maps (a folder named like the images, or one file): where the data has them."),
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
 ) -> None:
-    """Append corrected images + masks to the raw data (paths.raw), all or nothing; then `dvc repro` retrains."""
+    """Append corrected images + masks (and class maps) to the raw data (paths.raw), all or nothing; then `dvc
+    repro` retrains."""
     from ncseg.data.importer import ImportRefusedError, add_to_dataset
     from ncseg.io.atomic import FolderBusyError
 
     p = study_params(params, set_)
     labels = _foreground(foreground)
     try:
-        result = add_to_dataset(images, masks, p.paths.raw, group=group, foreground=labels, pixel_size_nm=pixel_size)
+        result = add_to_dataset(
+            images,
+            masks,
+            p.paths.raw,
+            group=group,
+            foreground=labels,
+            pixel_size_nm=pixel_size,
+            classes=classes,
+            labels=p.labels,
+        )
     except (ImportRefusedError, FolderBusyError) as err:
         fail(str(err))
     except OSError as err:

@@ -19,7 +19,7 @@ import numpy as np
 from roifile import ImagejRoi
 
 from ncseg.data.groups import first_few, read_group_table, read_groups, write_groups
-from ncseg.data.layout import DATASET_ENTRIES, GROUP, IMAGES, class_map_path, image_path, mask_path
+from ncseg.data.layout import CLASSES, DATASET_ENTRIES, GROUP, IMAGES, class_map_path, image_path, mask_path
 from ncseg.interop.imagej import is_roi_file, read_rois, rois_to_labels
 from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.io.images import (
@@ -33,6 +33,7 @@ from ncseg.io.images import (
     write_mask,
     write_tiff,
 )
+from ncseg.labels import LabelSet
 
 
 class ImportRefusedError(ValueError):
@@ -245,19 +246,30 @@ def import_dataset(
         group_of, group_problems, group_warnings = read_group_table(groups, group_column, list(paired))
         problems += group_problems
         warnings += group_warnings
-    class_maps = _read_class_maps(classes, set(paired), loaded, problems) if classes is not None else {}
+    class_maps = {}
+    if classes is not None:
+        class_maps = _read_class_maps(_class_map_files(classes, problems), classes, loaded, problems)
     if problems:
         raise ImportRefusedError(problems)
     _write(loaded, group_of, class_maps, out)
     return ImportResult(loaded, warnings)
 
 
-def _read_class_maps(folder: Path, names: set[str], loaded: list[Pair], problems: list[str]) -> dict[str, np.ndarray]:
-    """Each image's class map (same name, same shape); every one missing, extra or unreadable adds a problem."""
-    if not folder.is_dir():
-        problems.append(f"--classes {folder}: no such folder")
+def _class_map_files(source: Path, problems: list[str]) -> dict[str, Path]:
+    """The class maps by name: a folder of them, or one file for one image."""
+    if source.is_file():
+        return {source.stem: source}
+    if not source.is_dir():
+        problems.append(f"--classes {source}: no such folder")
         return {}
-    files = _by_stem(list_images(folder), "class map", problems)
+    return _by_stem(list_images(source), "class map", problems)
+
+
+def _read_class_maps(
+    files: dict[str, Path], source: Path, loaded: list[Pair], problems: list[str]
+) -> dict[str, np.ndarray]:
+    """Each image's class map (same name, same shape); every one missing, extra or unreadable adds a problem."""
+    names = {pair.name for pair in loaded}
     problems += [
         f"{path}: no image named {stem}.* to go with this class map"
         for stem, path in files.items()
@@ -266,7 +278,7 @@ def _read_class_maps(folder: Path, names: set[str], loaded: list[Pair], problems
     maps = {}
     for pair in loaded:
         if pair.name not in files:
-            problems.append(f"{pair.image.path}: no class map named {pair.name}.* in {folder}")
+            problems.append(f"{pair.image.path}: no class map named {pair.name}.* in {source}")
             continue
         try:
             maps[pair.name] = read_class_map(files[pair.name], pair.mask.shape)
@@ -319,6 +331,8 @@ def add_to_dataset(
     group: str | None = None,
     foreground: frozenset[int] | None = None,
     pixel_size_nm: float | None = None,
+    classes: Path | None = None,
+    labels: LabelSet | None = None,
 ) -> ImportResult:
     """Append image/mask pairs (corrected predictions) to the raw folder `raw`, all or nothing.
 
@@ -328,6 +342,9 @@ def add_to_dataset(
     that group; without it each added image is its own group. A mask without NCs is only warned about here: a field
     where the model saw NCs that are not there is what a correction teaches. Validation and the swap run under the
     raw folder's lock, so two adds cannot interleave.
+
+    Where the raw images have class maps (a study of several classes), each added image needs one too, from
+    `classes` (a folder named like the images, or one file): its ids within `labels`, its foreground the mask's.
     """
     if not (raw / IMAGES).is_dir():
         raise ImportRefusedError(
@@ -337,11 +354,41 @@ def add_to_dataset(
         paired, problems = _pair_paths(images, masks)
         problems += _option_problems(foreground, pixel_size_nm) + _addition_problems(paired, images, raw, group)
         loaded = _load_pairs(paired, foreground, pixel_size_nm, problems)
+        class_maps = _added_class_maps(classes, raw, loaded, labels, problems)
         if problems:
             raise ImportRefusedError(problems, "data add")
-        _append(loaded, group, raw)
+        _append(loaded, group, raw, class_maps)
     warnings = [f"{line}; added as an image without NCs" for line in _empty_masks(loaded, foreground)]
     return ImportResult(loaded, warnings + _absent_labels(loaded, foreground))
+
+
+def _added_class_maps(
+    classes: Path | None, raw: Path, loaded: list[Pair], labels: LabelSet | None, problems: list[str]
+) -> dict[str, np.ndarray]:
+    """The added images' class maps, where the raw data has them or `classes` gives them; each checked against the
+    label set and its own mask. A raw folder with class maps takes no image without one (training needs them all)."""
+    has_maps = (raw / CLASSES).is_dir() and any((raw / CLASSES).iterdir())
+    if classes is None:
+        if has_maps:
+            problems.append(f"{raw / CLASSES}: the raw images have class maps; give each added image one (--classes)")
+        return {}
+    if not has_maps and list_images(raw / IMAGES):
+        problems.append(f"--classes {classes}: the raw images in {raw} have no class maps to add these beside")
+        return {}
+    files = _class_map_files(classes, problems)
+    maps = _read_class_maps(files, classes, loaded, problems)
+    for pair in loaded:
+        if pair.name not in maps:
+            continue
+        where = str(files[pair.name])
+        if labels is not None:
+            try:
+                labels.check_map(maps[pair.name], where)
+            except ValueError as err:
+                problems.append(str(err))
+        if disagree := int(np.count_nonzero((maps[pair.name] > 0) != pair.mask)):
+            problems.append(f"{where}: {disagree} pixels are foreground in it or in {pair.mask_path}, not in both")
+    return maps
 
 
 def _addition_problems(paired: dict[str, tuple[Path, Path]], images: Path, raw: Path, group: str | None) -> list[str]:
@@ -357,7 +404,7 @@ def _addition_problems(paired: dict[str, tuple[Path, Path]], images: Path, raw: 
     return problems
 
 
-def _append(pairs: list[Pair], group: str | None, raw: Path) -> None:
+def _append(pairs: list[Pair], group: str | None, raw: Path, class_maps: dict[str, np.ndarray]) -> None:
     """The raw folder rebuilt beside itself (a copy plus the new pairs) and swapped in whole. The group manifest is
     written when there is one or a group is given, every image listed: existing images keep their group (their own
     name where the folder had no manifest, as augment reads it), new ones get `group` or their own name."""
@@ -367,6 +414,8 @@ def _append(pairs: list[Pair], group: str | None, raw: Path) -> None:
         for pair in pairs:
             write_tiff(image_path(staging, pair.name), pair.image.data, pair.image.pixel_size_nm)
             write_mask(mask_path(staging, pair.name), pair.mask, pair.image.pixel_size_nm)
+            if pair.name in class_maps:
+                write_tiff(class_map_path(staging, pair.name), class_maps[pair.name], pair.image.pixel_size_nm)
         if old_groups or group is not None:
             added = {p.name: group or p.name for p in pairs}
             write_groups(staging, {n: old_groups.get(n, n) for n in existing} | added)
