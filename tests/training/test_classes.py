@@ -120,7 +120,8 @@ def three_class_study(small_raw, tmp_path, monkeypatch):
 
 
 def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_class_maps(three_class_study):
-    """train -> evaluate -> register -> `ncseg predict` on the tiny profile, as a user runs a 3-class study."""
+    """train -> evaluate -> register -> `ncseg predict` and `ncseg export bioimageio` on the tiny profile, as a user
+    runs a 3-class study."""
     params, root = three_class_study
     summary = cross_validate("unet4", params, root)
     assert summary.decision == "argmax" and summary.threshold is None
@@ -149,6 +150,10 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     assert classes.shape == read_image(image).data.shape and set(np.unique(classes)) <= {0, 1, 2}
     assert (root / "pred" / "particles" / f"{image.stem}_pt.csv").is_file()
     assert not (root / "pred" / "particles" / f"{image.stem}_support.csv").exists()
+    exported = CliRunner().invoke(
+        app, ["export", "bioimageio", uri, str(root / "pt.zip"), "--image", str(image)], env=env
+    )
+    assert exported.exit_code == 0 and "bioimageio test passed" in " ".join(exported.output.split()), exported.output
     args = ["predict", uri, str(image), "--out", str(root / "p2"), "--threshold", "0.5"]
     refused = CliRunner().invoke(app, args, env=env)
     assert refused.exit_code != 0 and "argmax" in refused.output and not (root / "p2" / "masks").exists()

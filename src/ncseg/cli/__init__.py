@@ -5,7 +5,7 @@ lists them: the study's stages first, then using a model, then the store."""
 from ncseg.cli import data, study  # noqa: F401  (registers the commands)
 
 # isort: split
-from ncseg.cli import models, store  # noqa: F401
+from ncseg.cli import export, models, store  # noqa: F401
 from ncseg.cli.common import app
 
 __all__ = ["app"]

@@ -105,7 +105,7 @@ def _tiling(length: int, tile: int, pad: int, geometry: Geometry) -> tuple[int, 
     return t_in, usable, _starts(length, stride)
 
 
-def _pad(geometry: Geometry, context: int) -> tuple[int, int]:
+def context_pad(geometry: Geometry, context: int) -> tuple[int, int]:
     """The context actually cropped (rounded up to the pooling divisor) and the mirror padding on each side."""
     context = -(-context // geometry.divisor) * geometry.divisor if context else 0
     return context, geometry.margin + context
@@ -115,7 +115,7 @@ def tiled_pixels(height: int, width: int, geometry: Geometry, *, tile: int, cont
     """The input pixels the networks compute for one view of a `height` x `width` image: its tiles with their
     context and mirror padding. A square costs little more than its own pixels; a strip one pixel high costs a
     whole tile height for every pixel of its length (what a server must bound before it decodes a request)."""
-    _, pad = _pad(geometry, context)
+    _, pad = context_pad(geometry, context)
     (th, _, ys), (tw, _, xs) = _tiling(height, tile, pad, geometry), _tiling(width, tile, pad, geometry)
     return len(ys) * th * len(xs) * tw
 
@@ -159,7 +159,7 @@ def add_probability(
     before each batch of tiles: past it, DeadlineError."""
     src = source(image)
     device = next(nets[0].parameters()).device
-    context, pad = _pad(geometry, context)
+    context, pad = context_pad(geometry, context)
     _, h, w = src.shape
     (th, uh, ys), (tw, uw, xs) = _tiling(h, tile, pad, geometry), _tiling(w, tile, pad, geometry)
     reflect = min(h, w) > 1

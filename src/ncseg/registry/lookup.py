@@ -129,16 +129,26 @@ def load_served(model_uri: str, tracking_uri: str) -> NcSegmenter:
     return served
 
 
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) of a models:/ URI, an alias resolved to the version it points to now; None for anything
+    else or where the registry cannot say."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model_uri)
+    if not match:
+        return None
+    name, alias, version = match.groups()
+    if alias is None:
+        return name, version
+    try:
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def describe_model(model_uri: str) -> str:
     """'name v3 (@champion)' for a registered model, the alias resolved so a summary names the version that ran
     (an alias moves on); the URI itself for anything else, or where the registry cannot say."""
-    match = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model_uri)
-    if not match:
+    found = registered_version(model_uri)
+    if found is None:
         return model_uri
-    name, alias, version = match.groups()
-    if alias is None:
-        return f"{name} v{version}"
-    try:
-        return f"{name} v{MlflowClient().get_model_version_by_alias(name, alias).version} (@{alias})"
-    except MlflowException:
-        return model_uri
+    alias = model_uri.partition("@")[2]
+    return f"{found[0]} v{found[1]}" + (f" (@{alias})" if alias else "")

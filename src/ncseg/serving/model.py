@@ -25,7 +25,7 @@ from ncseg.inference.tiling import DeadlineError, RawViews
 from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views, spread_transforms
 from ncseg.models.zoo import load_ensemble
 from ncseg.ood import check
-from ncseg.records import ServingConfig
+from ncseg.records import ModelCard, ServingConfig
 from ncseg.serving.protocol import (
     OOD_COLUMN,
     OUTPUT_COLUMN,
@@ -108,6 +108,7 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.config = ServingConfig.load(Path(context.artifacts["serving"]))
+        self.card = ModelCard.load(Path(context.artifacts["weights"]) / ModelCard.FILE)  # its CV run and scores
         nets, self.geometry = load_ensemble(Path(context.artifacts["weights"]))
         self.nets = [net.to(memory_format=torch.channels_last) for net in nets]  # oneDNN's fast convolutions
         self.cost = TileCost(self.geometry, self.config.inference.tile, self.config.inference.context)
