@@ -12,7 +12,6 @@ from ncseg.uncertainty import (
     one_view_uncertainty,
     particle_scores,
     pixel_uncertainty,
-    two_likeliest,
 )
 
 
@@ -111,7 +110,6 @@ def test_a_class_is_in_doubt_only_where_it_is_one_of_the_two_likeliest():
     prob[:, 0, 2] = prob[:, 0, 3] = (0.0, 0.0, 1.0)  # certain Pt
     doubt = class_uncertainty(prob)
     classes = prob.argmax(axis=0).astype(np.uint8)
-    likeliest = two_likeliest(prob)
-    pt = class_image_score(doubt, classes, likeliest, [2])
+    pt = class_image_score(doubt, classes, prob, [2])
     assert pt == pytest.approx(doubt[0, 1] / (2 + doubt[0, 1]))
-    assert class_image_score(doubt, classes, likeliest, [1]) == pytest.approx(doubt[0, 0])  # no support: its doubt
+    assert class_image_score(doubt, classes, prob, [1]) == pytest.approx(doubt[0, 0])  # no support: its doubt

@@ -71,10 +71,7 @@ def class_uncertainty(prob: np.ndarray) -> np.ndarray:
     taken from its mean over the served views alone (the spread over views is measured for binary models only).
     Found plane by plane (K passes over float32 maps): numpy's sort or partition along the class axis is strided
     and took longer than the rest of a served answer."""
-    first, second = prob[0].copy(), np.zeros(prob.shape[1:], np.float32)
-    for plane in prob[1:]:
-        np.maximum(second, np.minimum(first, plane), out=second)
-        np.maximum(first, plane, out=first)
+    first, second = top_two(prob)
     first -= second
     np.square(first, out=first)
     return np.subtract(1.0, first, dtype=np.float32)
@@ -117,15 +114,21 @@ def image_score(uncertainty: np.ndarray, mask: np.ndarray) -> float:
     return doubt / max(float(np.count_nonzero(mask)) + doubt, 1.0)
 
 
-def two_likeliest(prob: np.ndarray) -> np.ndarray:
-    """(2, H, W): at each pixel the ids of the two most probable classes of a (K, H, W) class probability, in no
-    order: between them the argmax decides, and there its doubt lies."""
-    return np.argpartition(prob, -2, axis=0)[-2:].astype(np.uint8)
+def top_two(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The largest and second-largest of a (K, H, W) class probability at each pixel, plane by plane."""
+    first, second = prob[0].copy(), np.zeros(prob.shape[1:], np.float32)
+    for plane in prob[1:]:
+        np.maximum(second, np.minimum(first, plane), out=second)
+        np.maximum(first, plane, out=first)
+    return first, second
 
 
-def class_image_score(uncertainty: np.ndarray, classes: np.ndarray, likeliest: np.ndarray, ks: list[int]) -> float:
+def class_image_score(uncertainty: np.ndarray, classes: np.ndarray, prob: np.ndarray, ks: list[int]) -> float:
     """`image_score` for the classes `ks` of a K-class map: the summed doubt where one of them is among the two
     likeliest classes (where a pixel could change to or from them), over their predicted area plus that sum."""
-    near = np.isin(likeliest, ks).any(axis=0)
+    second = top_two(prob)[1]
+    near = np.zeros(classes.shape, bool)
+    for k in ks:
+        near |= prob[k] >= second
     doubt = float(uncertainty[near].sum(dtype=np.float64))
     return doubt / max(float(np.count_nonzero(np.isin(classes, ks))) + doubt, 1.0)

@@ -4,9 +4,11 @@ study keeps its one sigmoid output."""
 import csv
 import shutil
 
+import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from ncseg.cli import app
@@ -22,6 +24,7 @@ from ncseg.models import classical
 from ncseg.models.zoo import build_net
 from ncseg.records import CVSummary, ModelCard
 from ncseg.registry.promote import register_best
+from ncseg.serving.protocol import encode_request
 from ncseg.training.cv import cross_validate
 from ncseg.training.loop import class_loss
 from ncseg.training.report import evaluate, markdown_table
@@ -154,6 +157,9 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
         app, ["export", "bioimageio", uri, str(root / "pt.zip"), "--image", str(image)], env=env
     )
     assert exported.exit_code == 0 and "bioimageio test passed" in " ".join(exported.output.split()), exported.output
+    request = encode_request([read_image(image).data])
+    with pytest.raises(MlflowException, match="argmax"):
+        mlflow.pyfunc.load_model(uri).predict(request, params={"threshold": 0.5})
     args = ["predict", uri, str(image), "--out", str(root / "p2"), "--threshold", "0.5"]
     refused = CliRunner().invoke(app, args, env=env)
     assert refused.exit_code != 0 and "argmax" in refused.output and not (root / "p2" / "masks").exists()

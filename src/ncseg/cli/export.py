@@ -33,6 +33,9 @@ def export_bioimageio(
     from ncseg.tracking import store
 
     try:
+        import bioimageio.core  # noqa: F401  (the extra: checked here, before any work)
+        import onnx  # noqa: F401
+
         from ncseg.export.bioimageio import ExportError, Source, build_checked
     except ImportError as err:
         fail(f"the BioImage.IO exporter needs its extra: pip install 'ncseg[export]' ({err.name} is missing)")
@@ -49,4 +52,6 @@ def export_bioimageio(
         report = build_checked(source, micrograph.data, out, citations)
     except (ImageError, ModelLookupError, ExportError) as err:
         fail(str(err))
+    except OSError as err:
+        fail(f"{err.filename or out}: cannot write the package ({err.strerror or err})")
     console.print(f"{out}: {report}", highlight=False)

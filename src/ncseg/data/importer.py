@@ -248,7 +248,7 @@ def import_dataset(
         warnings += group_warnings
     class_maps = {}
     if classes is not None:
-        class_maps = _read_class_maps(_class_map_files(classes, problems), classes, loaded, problems)
+        class_maps = _read_class_maps(_class_map_files(classes, problems), classes, set(paired), loaded, problems)
     if problems:
         raise ImportRefusedError(problems)
     _write(loaded, group_of, class_maps, out)
@@ -266,10 +266,10 @@ def _class_map_files(source: Path, problems: list[str]) -> dict[str, Path]:
 
 
 def _read_class_maps(
-    files: dict[str, Path], source: Path, loaded: list[Pair], problems: list[str]
+    files: dict[str, Path], source: Path, names: set[str], loaded: list[Pair], problems: list[str]
 ) -> dict[str, np.ndarray]:
-    """Each image's class map (same name, same shape); every one missing, extra or unreadable adds a problem."""
-    names = {pair.name for pair in loaded}
+    """Each image's class map (same name, same shape); every one missing, extra or unreadable adds a problem.
+    `names` are every image's, read or not: a map beside an unreadable image is not "extra"."""
     problems += [
         f"{path}: no image named {stem}.* to go with this class map"
         for stem, path in files.items()
@@ -367,7 +367,7 @@ def _added_class_maps(
 ) -> dict[str, np.ndarray]:
     """The added images' class maps, where the raw data has them or `classes` gives them; each checked against the
     label set and its own mask. A raw folder with class maps takes no image without one (training needs them all)."""
-    has_maps = (raw / CLASSES).is_dir() and any((raw / CLASSES).iterdir())
+    has_maps = (raw / CLASSES).is_dir() and bool(list_images(raw / CLASSES))
     if classes is None:
         if has_maps:
             problems.append(f"{raw / CLASSES}: the raw images have class maps; give each added image one (--classes)")
@@ -376,7 +376,7 @@ def _added_class_maps(
         problems.append(f"--classes {classes}: the raw images in {raw} have no class maps to add these beside")
         return {}
     files = _class_map_files(classes, problems)
-    maps = _read_class_maps(files, classes, loaded, problems)
+    maps = _read_class_maps(files, classes, {p.name for p in loaded}, loaded, problems)
     for pair in loaded:
         if pair.name not in maps:
             continue

@@ -14,6 +14,8 @@ Multi-view models (several normalisations as channels) have no such preprocessin
 
 from __future__ import annotations
 
+import copy
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +113,7 @@ def module_of(config: ServingConfig, nets: list[nn.Module]) -> ServedNetwork:
     if geometry.margin or geometry.offset:
         raise ExportError(f"{config.architecture}: a 'valid' U-Net (output smaller than input) is not exported yet")
     _, pad = context_pad(geometry, config.inference.context)
-    nets = [n.float().to(memory_format=torch.contiguous_format) for n in nets]
+    nets = [copy.deepcopy(n).float().to(memory_format=torch.contiguous_format) for n in nets]  # the served stay
     return ServedNetwork(nets, config.temperature, pad, geometry.divisor).eval()
 
 
@@ -121,12 +123,13 @@ def smallest_input(module: ServedNetwork) -> int:
 
 
 def test_crop(image: np.ndarray, module: ServedNetwork) -> np.ndarray:
-    """A centred crop of the image of at most TEST_SIDE px a side: the package's test tensors."""
-    if min(image.shape) < smallest_input(module):
-        raise ExportError(
-            f"image of shape {image.shape}: the package's inputs are at least {smallest_input(module)} px"
-        )
-    h, w = min(TEST_SIDE, image.shape[0]), min(TEST_SIDE, image.shape[1])
+    """A centred crop of the image of at most TEST_SIDE px a side (more where the module's smallest input is
+    larger): the package's test tensors."""
+    least = smallest_input(module)
+    if min(image.shape) < least:
+        raise ExportError(f"image of shape {image.shape}: the package's inputs are at least {least} px")
+    side = max(TEST_SIDE, least)
+    h, w = min(side, image.shape[0]), min(side, image.shape[1])
     y, x = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
     return image[y : y + h, x : x + w]
 
@@ -167,7 +170,6 @@ def _axes(tensor: str, channels: list[str], module: ServedNetwork, output: bool)
         AxisId,
         BatchAxis,
         ChannelAxis,
-        Identifier,
         ParameterizedSize,
         SizeReference,
         SpaceInputAxis,
@@ -175,7 +177,7 @@ def _axes(tensor: str, channels: list[str], module: ServedNetwork, output: bool)
         TensorId,
     )
 
-    channel = ChannelAxis(channel_names=[Identifier(c) for c in channels])
+    channel = ChannelAxis(channel_names=channels)
     if not output:  # any size from the smallest the module mirrors: it pads to what the network takes
         size = ParameterizedSize(min=smallest_input(module), step=1)
         space = [SpaceInputAxis(id=AxisId(a), size=size) for a in ("y", "x")]
@@ -279,45 +281,48 @@ def build(source: Source, image: np.ndarray, out: Path, cite: list[tuple[str, st
             f"{source.name}: {', '.join(names[1:])}",
         )
         _readme(source, config, folder / "README.md")
-        descr = ModelDescr(
-            name=f"ncseg {source.name}",
-            description=f"HAADF-STEM segmentation ({', '.join(names[1:])}) trained and cross-validated with ncseg",
-            authors=[Author(name="ncseg")],
-            cite=[unet, *[CiteEntry(text=text, doi=Doi(doi)) for text, doi in cite]],
-            license=LicenseId("MIT"),
-            documentation=FileDescr(source=folder / "README.md"),
-            covers=[FileDescr(source=folder / "cover.png")],
-            tags=["electron-microscopy", "haadf-stem", "nanoparticles", "semantic-segmentation", "2d"],
-            inputs=[
-                InputTensorDescr(
-                    id=TensorId("image"),
-                    axes=_axes("image", ["haadf"], module, output=False),
-                    test_tensor=FileDescr(source=folder / "test_input.npy"),
-                    preprocessing=_preprocessing(config),
-                )
-            ],
-            outputs=[
-                OutputTensorDescr(
-                    id=TensorId("probability"),
-                    axes=_axes("image", _channels(config), module, output=True),
-                    test_tensor=FileDescr(source=folder / "test_output.npy"),
-                )
-            ],
-            weights=WeightsDescr(
-                torchscript=TorchscriptWeightsDescr(source=script, pytorch_version=Version(torch.__version__)),
-                onnx=OnnxWeightsDescr(source=onnx, opset_version=ONNX_OPSET, parent="torchscript"),
-            ),
-            config={
-                "ncseg": {
-                    "model_uri": source.uri,
-                    "registered_model": source.name,
-                    "version": source.version,
-                    "cv_run_id": source.served.card.cv_run_id,
-                    "threshold": config.threshold,
-                    "classes": list(config.labels.names),
-                }
-            },
-        )
+        try:
+            descr = ModelDescr(
+                name=re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"ncseg {source.name}"),  # the spec's characters
+                description=f"HAADF-STEM segmentation ({', '.join(names[1:])}) trained and cross-validated with ncseg",
+                authors=[Author(name="ncseg")],
+                cite=[unet, *[CiteEntry(text=text, doi=Doi(doi)) for text, doi in cite]],
+                license=LicenseId("MIT"),
+                documentation=FileDescr(source=folder / "README.md"),
+                covers=[FileDescr(source=folder / "cover.png")],
+                tags=["electron-microscopy", "haadf-stem", "nanoparticles", "semantic-segmentation", "2d"],
+                inputs=[
+                    InputTensorDescr(
+                        id=TensorId("image"),
+                        axes=_axes("image", ["haadf"], module, output=False),
+                        test_tensor=FileDescr(source=folder / "test_input.npy"),
+                        preprocessing=_preprocessing(config),
+                    )
+                ],
+                outputs=[
+                    OutputTensorDescr(
+                        id=TensorId("probability"),
+                        axes=_axes("image", _channels(config), module, output=True),
+                        test_tensor=FileDescr(source=folder / "test_output.npy"),
+                    )
+                ],
+                weights=WeightsDescr(
+                    torchscript=TorchscriptWeightsDescr(source=script, pytorch_version=Version(torch.__version__)),
+                    onnx=OnnxWeightsDescr(source=onnx, opset_version=ONNX_OPSET, parent="torchscript"),
+                ),
+                config={
+                    "ncseg": {
+                        "model_uri": source.uri,
+                        "registered_model": source.name,
+                        "version": source.version,
+                        "cv_run_id": source.served.card.cv_run_id,
+                        "threshold": config.threshold,
+                        "classes": list(config.labels.names),
+                    }
+                },
+            )
+        except ValueError as err:  # pydantic's ValidationError: a name, channel or DOI the spec refuses
+            raise ExportError(f"{out}: not a valid BioImage.IO description: {err}") from err
         out.parent.mkdir(parents=True, exist_ok=True)
         save_bioimageio_package(descr, output_path=out)
     return out

@@ -19,7 +19,7 @@ from ncseg.predict.outputs import SUMMARY, read_summary
 
 
 class PredictRefusedError(ValueError):
-    """Settings or inputs that would give wrong or lost results; found before any model is loaded."""
+    """Settings or inputs that would give wrong or lost results; found before any image is segmented."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("nothing segmented:\n  " + "\n  ".join(problems))

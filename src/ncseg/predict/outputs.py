@@ -32,7 +32,6 @@ from ncseg.uncertainty import (
     class_image_score,
     image_score,
     particle_scores,
-    two_likeliest,
 )
 
 SUMMARY = "summary.csv"
@@ -157,7 +156,6 @@ def class_row(seg: Segmentation, found: Found, model: str) -> dict:
     `uncertainty` (what `ncseg review` ranks by) are over the particle classes."""
     row: dict = {"image": seg.image.path.name, "pixel_size_nm": seg.pixel_size_nm if seg.pixel_size_nm else ""}
     row["n_particles"] = sum(len(each.particles) for each in found.values())
-    likeliest = two_likeliest(seg.probability)
     for k, each in found.items():
         name, inside = seg.labels.names[k], [p for p in each.particles if not p.touches_border]
         sizes = [p.equivalent_diameter_nm for p in inside if p.equivalent_diameter_nm is not None]
@@ -165,14 +163,15 @@ def class_row(seg: Segmentation, found: Found, model: str) -> dict:
         row[f"{name}_inside"] = len(inside)
         row[f"{name}_diameter_nm_mean"] = round(float(np.mean(sizes)), 3) if sizes else ""
         row[f"{name}_diameter_nm_std"] = round(float(np.std(sizes)), 3) if len(sizes) > 1 else ""
-        row[f"{name}_uncertainty"] = round(class_image_score(seg.uncertainty, seg.classes, likeliest, [k]), 4)
+        row[f"{name}_uncertainty"] = round(class_image_score(seg.uncertainty, seg.classes, seg.probability, [k]), 4)
     fractions = np.bincount(seg.classes.ravel(), minlength=len(seg.labels.classes)) / seg.classes.size
     for k in seg.labels.foreground:
         row[f"{seg.labels.names[k]}_area_fraction"] = round(float(fractions[k]), 4)
+    ranked = list(found) or list(seg.labels.foreground)  # no particle class: the doubt over every class
     return row | {
         "model": model,
         "threshold": "argmax",
-        "uncertainty": round(class_image_score(seg.uncertainty, seg.classes, likeliest, list(found)), 4),
+        "uncertainty": round(class_image_score(seg.uncertainty, seg.classes, seg.probability, ranked), 4),
         "ood": seg.ood,
     }
 

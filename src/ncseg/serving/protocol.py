@@ -45,15 +45,14 @@ INPUT_COLUMN, OUTPUT_COLUMN, OOD_COLUMN = "image", "tiff", "ood"
 
 
 def signature(threshold: float | None, tta: str) -> ModelSignature:
-    """What a client may send and gets back; a K-class model (`threshold` None: it decides by the argmax) takes no
-    threshold."""
-    cut = [] if threshold is None else [ParamSpec("threshold", "double", threshold)]
+    """What a client may send and gets back. A K-class model (`threshold` None: it decides by the argmax) declares
+    the param without a default, so that one sent reaches the model and is refused (MLflow drops undeclared ones)."""
     return ModelSignature(
         inputs=Schema([ColSpec("string", INPUT_COLUMN)]),
         outputs=Schema([ColSpec("string", OUTPUT_COLUMN), ColSpec("string", OOD_COLUMN)]),
         params=ParamSchema(
             [
-                *cut,
+                ParamSpec("threshold", "double", threshold),
                 ParamSpec("output", "string", "mask"),
                 ParamSpec("tta", "string", tta),
                 ParamSpec("pixel_size_nm", "double", None),  # for the out-of-distribution check; unknown by default
@@ -186,7 +185,7 @@ def request_params(
     """
     params = params or {}
     threshold, output = params.get("threshold", default_threshold), params.get("output", "mask")
-    if default_threshold is None and "threshold" in params:
+    if default_threshold is None and params.get("threshold") is not None:
         raise _refuse("this model decides each pixel's class by the argmax of its class probabilities: no threshold")
     cut_ok = isinstance(threshold, Real) and not isinstance(threshold, bool) and 0.0 < threshold < 1.0  # NaN: no
     if default_threshold is not None and not cut_ok:
