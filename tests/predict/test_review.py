@@ -73,3 +73,9 @@ def test_a_row_without_an_image_name_is_refused_with_its_line(tmp_path):
     result = _review(folder)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert f"{folder / 'summary.csv'}: no image name on line 3" in result.output
+
+
+def test_a_k_class_models_image_opens_as_its_class_map_the_thing_to_correct(scored):
+    (scored / "classes").mkdir()
+    (scored / "classes" / "mid.tif").write_bytes(b"")
+    assert {c.image: c.open for c in rank(scored)}["mid.tif"] == scored / "classes" / "mid.tif"

@@ -25,7 +25,7 @@ class Candidate:
     uncertainty: float | None  # None: not scored (an empty or non-numeric cell), listed last
     n_particles: str
     ood: str | None  # the out-of-distribution flag, where predict wrote one
-    open: Path  # what to correct: rois/<stem>.zip, else overlays/<stem>.png
+    open: Path  # what to correct: rois/<stem>.zip, else a K-class model's classes/<stem>.tif, else the overlay
 
 
 def rank(predictions: Path) -> list[Candidate]:
@@ -55,13 +55,13 @@ def rank(predictions: Path) -> list[Candidate]:
 
 def _candidate(predictions: Path, row: dict[str, str], has_ood: bool) -> Candidate:
     stem = Path(row["image"]).stem
-    rois = predictions / "rois" / f"{stem}.zip"
+    found = [predictions / "rois" / f"{stem}.zip", predictions / "classes" / f"{stem}.tif"]
     return Candidate(
         image=row["image"],
         uncertainty=_number(row["uncertainty"]),
         n_particles=row.get("n_particles", ""),
         ood=row.get("ood", "") if has_ood else None,
-        open=rois if rois.is_file() else predictions / "overlays" / f"{stem}.png",
+        open=next((path for path in found if path.is_file()), predictions / "overlays" / f"{stem}.png"),
     )
 
 
