@@ -10,15 +10,20 @@ PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
 .PHONY: install repro test lint bench real-data clean-env
 
-$(VENV)/.installed: pyproject.toml
+# The study needs the core only (no napari, no Qt); the tests need the dev extras (napari, export, team).
+$(VENV)/.core: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[dev]' 2>&1 | $(PIP_QUIET)
+	$(VENV)/bin/pip install -q -e . 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/python -c "import ncseg, torch, segmentation_models_pytorch, mlflow, dvc"
 	touch $@
 
-install: $(VENV)/.installed  ## create or refresh the virtual environment
+$(VENV)/.installed: pyproject.toml $(VENV)/.core
+	$(VENV)/bin/pip install -q -e '.[dev]' 2>&1 | $(PIP_QUIET)
+	touch $@
 
-repro: install  ## fetch the demo data from the bundled DVC store and run the whole study
+install: $(VENV)/.installed  ## create or refresh the virtual environment with the dev extras
+
+repro: $(VENV)/.core  ## fetch the demo data from the bundled DVC store and run the whole study
 	dvc pull -q data.dvc
 	dvc repro
 

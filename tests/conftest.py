@@ -39,3 +39,11 @@ def shared_dataset() -> Path:
     if not SHARED_DATASET.is_dir():
         pytest.skip(f"the shared real dataset is not beside the project ({SHARED_DATASET})")
     return SHARED_DATASET
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Each phase's report on the test item: napari's make_napari_viewer reads it (napari's own conftest does this)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -193,15 +193,10 @@ def test_a_registered_model_is_described_by_the_version_its_alias_pointed_to(tmp
     for _ in range(2):
         client.create_model_version("nc", str(tmp_path))
     client.set_registered_model_alias("nc", "champion", "2")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store)  # as load_segmenter sets it before the model is described
-    try:
-        assert describe_model("models:/nc@champion") == "nc v2 (@champion)"
-        assert describe_model("models:/nc/1") == "nc v1"
-        assert describe_model("models:/nc@nobody") == "models:/nc@nobody"
-        assert describe_model("runs:/abc/model") == "runs:/abc/model"
-    finally:
-        mlflow.set_tracking_uri(previous)
+    assert describe_model("models:/nc@champion", store) == "nc v2 (@champion)"
+    assert describe_model("models:/nc/1", store) == "nc v1"
+    assert describe_model("models:/nc@nobody", store) == "models:/nc@nobody"
+    assert describe_model("runs:/abc/model", store) == "runs:/abc/model"
 
 
 class DoubtfulServed(FakeServed):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,16 @@ import numpy as np
 from roifile import ImagejRoi
 
 from ncseg.data.groups import first_few, read_group_table, read_groups, write_groups
-from ncseg.data.layout import CLASSES, DATASET_ENTRIES, GROUP, IMAGES, class_map_path, image_path, mask_path
+from ncseg.data.layout import (
+    CLASSES,
+    DATASET_ENTRIES,
+    GROUP,
+    IMAGES,
+    MASKS,
+    class_map_path,
+    image_path,
+    mask_path,
+)
 from ncseg.interop.imagej import is_roi_file, read_rois, rois_to_labels
 from ncseg.io.atomic import folder_lock, staged_folder
 from ncseg.io.images import (
@@ -360,6 +370,35 @@ def add_to_dataset(
         _append(loaded, group, raw, class_maps)
     warnings = [f"{line}; added as an image without NCs" for line in _empty_masks(loaded, foreground)]
     return ImportResult(loaded, warnings + _absent_labels(loaded, foreground))
+
+
+def add_correction(
+    image: Micrograph, name: str, answer: np.ndarray, raw: Path, *, group: str | None, labels: LabelSet
+) -> ImportResult:
+    """One image and its corrected answer, as a viewer holds them (napari: an image layer and the Labels layer the
+    user painted), appended to `raw` exactly as `add_to_dataset` appends files: the same checks, all or nothing.
+
+    `answer` is what the model's answer layer holds: a binary study's particle instances (any id > 0 is
+    foreground) or a K-class study's class ids. The files are staged in a temporary folder the user never sees.
+    """
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ImportRefusedError([f"{name!r}: not a name for the added image (no folders, not hidden)"], "data add")
+    if answer.shape != image.data.shape:
+        raise ImportRefusedError([f"{name}: the answer is {answer.shape}, the image {image.data.shape}"], "data add")
+    if not labels.is_binary:
+        try:
+            labels.check_map(answer, f"{name}'s classes")
+        except ValueError as err:
+            raise ImportRefusedError([str(err)], "data add") from err
+    with tempfile.TemporaryDirectory(prefix="ncseg-correction-") as tmp:
+        staged = Path(tmp)
+        write_tiff(image_path(staged, name), image.data, image.pixel_size_nm)
+        write_mask(mask_path(staged, name), answer > 0, image.pixel_size_nm)
+        classes = None
+        if not labels.is_binary:
+            write_tiff(class_map_path(staged, name), answer.astype(np.uint8), image.pixel_size_nm)
+            classes = staged / CLASSES
+        return add_to_dataset(staged / IMAGES, staged / MASKS, raw, group=group, classes=classes, labels=labels)
 
 
 def _added_class_maps(

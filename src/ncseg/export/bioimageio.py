@@ -92,7 +92,7 @@ class Source:
         from ncseg.registry.lookup import load_served, registered_version
 
         served = load_served(model_uri, tracking_uri)
-        name, version = registered_version(model_uri) or (model_uri.rstrip("/").rsplit("/", 1)[-1], None)
+        name, version = registered_version(model_uri, tracking_uri) or (model_uri.rstrip("/").rsplit("/", 1)[-1], None)
         return cls(served, model_uri, name, version)
 
     @property

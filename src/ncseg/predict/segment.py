@@ -85,4 +85,4 @@ def load_segmenter(model_uri: str, tracking_uri: str) -> Segmenter:
     weights changed after registration. Nothing is created on the way (no store, no experiment)."""
     from ncseg.registry.lookup import describe_model, load_served
 
-    return Segmenter(load_served(model_uri, tracking_uri), describe_model(model_uri))
+    return Segmenter(load_served(model_uri, tracking_uri), describe_model(model_uri, tracking_uri))

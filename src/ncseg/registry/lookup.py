@@ -4,7 +4,10 @@ registration, is one clear sentence instead of MLflow's (or the server's) traceb
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -119,9 +122,9 @@ def load_served(model_uri: str, tracking_uri: str) -> NcSegmenter:
     """The served model behind `model_uri`, in this process, after `check_model_uri`; a ModelLookupError in one
     line where it cannot be loaded or is no ncseg model."""
     check_model_uri(model_uri, tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
     try:
-        served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+        with _tracking(tracking_uri):
+            served = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except (MlflowException, OSError, RecordError) as err:  # RecordError: the model's own check of its weights
         raise ModelLookupError(f"{model_uri}: cannot load the model ({str(err).splitlines()[0]})") from err
     if not isinstance(served, NcSegmenter):
@@ -129,7 +132,20 @@ def load_served(model_uri: str, tracking_uri: str) -> NcSegmenter:
     return served
 
 
-def registered_version(model_uri: str) -> tuple[str, str] | None:
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """MLflow's tracking URI for one load only. `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into the
+    environment, which `store.tracking_uri` prefers: left there, it would send a long-lived process's next lookup
+    (a napari session opening another project) to this store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets it again
+
+
+def registered_version(model_uri: str, tracking_uri: str) -> tuple[str, str] | None:
     """(name, version) of a models:/ URI, an alias resolved to the version it points to now; None for anything
     else or where the registry cannot say."""
     match = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model_uri)
@@ -139,15 +155,15 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
     if alias is None:
         return name, version
     try:
-        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        return name, str(MlflowClient(tracking_uri).get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
-def describe_model(model_uri: str) -> str:
+def describe_model(model_uri: str, tracking_uri: str) -> str:
     """'name v3 (@champion)' for a registered model, the alias resolved so a summary names the version that ran
     (an alias moves on); the URI itself for anything else, or where the registry cannot say."""
-    found = registered_version(model_uri)
+    found = registered_version(model_uri, tracking_uri)
     if found is None:
         return model_uri
     alias = model_uri.partition("@")[2]

@@ -1,0 +1,163 @@
+"""The dock widget: pick a model and an image layer, segment it off the UI thread, correct the answer with napari's
+label tools, add it to the training data, retrain.
+
+Thin on purpose: every button calls one function of `ncseg.napari.actions` in a napari worker (its progress shows
+in napari's activity dock; a model loads once per URI and project) and reports the outcome, or the error in one
+line, in the widget's status line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton, Table, create_widget
+from napari.layers import Layer
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+
+from ncseg.io.images import Micrograph
+from ncseg.napari import actions
+from ncseg.napari.layers import ANSWER, META, PARTICLES, UNCERTAINTY
+from ncseg.predict.segment import Segmenter
+
+SHOWN = (ANSWER, PARTICLES, UNCERTAINTY)  # the roles a new answer replaces
+TABLE_COLUMNS = ("label", "area_px", "equivalent_diameter_nm", "feret_max_nm", "nn_gap_nm", "confidence")
+ERRORS = (ValueError, LookupError, OSError)  # ConfigError, ImportRefusedError, ModelLookupError, FolderBusyError…
+
+
+class SegmentWidget(Container):
+    """ncseg's dock widget (the manifest's `ncseg.segment`)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.project = FileEdit(label="project", mode="r", filter="*.yaml", value=Path.cwd() / "params.yaml")
+        self.model = LineEdit(label="model", tooltip="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/…, or a folder")
+        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        self.segment_button = PushButton(text="Segment")
+        self.table = Table(value=_table([]))
+        self.group = LineEdit(label="group", tooltip="the specimen region the image shows (CV keeps it in one fold)")
+        self.add_button = PushButton(text="Add correction to training data")
+        self.retrain_button = PushButton(text="Retrain (dvc repro)")
+        self.status = Label(value="")
+        self.extend([self.project, self.model, self.image, self.segment_button, self.table, self.group])
+        self.extend([self.add_button, self.retrain_button, self.status])
+        self.worker: Any = None  # the last worker started (tests wait on it)
+        self._models: dict[tuple[str, Path], Segmenter] = {}
+        self.segment_button.changed.connect(self.segment)
+        self.add_button.changed.connect(self.add)
+        self.retrain_button.changed.connect(self.retrain)
+        self.project.changed.connect(self._default_model)
+        self._default_model()
+
+    def _default_model(self) -> None:
+        """The project's champion, unless the user typed a model."""
+        if not self.model.value:
+            try:
+                self.model.value = self._project().default_model()
+            except ERRORS as err:
+                self._error(err)
+
+    def _project(self) -> actions.Project:
+        return actions.Project.at(Path(self.project.value))
+
+    def _micrograph(self) -> Micrograph:
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("no image layer: open a micrograph first")
+        return actions.micrograph_of(layer.data, layer.name, layer.metadata, tuple(layer.scale), tuple(layer.units))
+
+    def segment(self) -> None:
+        try:
+            model, project, image = self.model.value.strip(), self._project(), self._micrograph()
+            if not model:
+                raise ValueError("no model: give a registry URI or a model folder")
+        except ERRORS as err:
+            return self._error(err)
+
+        def work() -> actions.Answer:
+            key = (model, project.folder)
+            if key not in self._models:
+                self._models[key] = actions.open_model(model, project)
+            return actions.segment(self._models[key], image, project)
+
+        self._run(work, f"segmenting {image.path.stem}", self._show)
+
+    def _show(self, answer: actions.Answer) -> None:
+        name = answer.segmentation.image.path.stem
+        for layer in [la for la in self.viewer.layers if _role(la, name) in SHOWN]:
+            self.viewer.layers.remove(layer)
+        for data, kwargs, kind in answer.layers:
+            self.viewer.add_layer(Layer.create(data, kwargs, kind))
+        self.table.value = _table(_particle_rows(answer))
+        n = sum(len(each.particles) for each in answer.found.values())
+        self.status.value = f"{name}: {n} particles; correct its {ANSWER} layer, then add it to the training data"
+
+    def add(self) -> None:
+        try:
+            project, image = self._project(), self._micrograph()
+            answer = self._answer_layer(image.path.stem)
+            result = actions.add(project, image, np.asarray(answer.data), self.group.value.strip() or None)
+        except ERRORS as err:
+            return self._error(err)
+        names = ", ".join(pair.name for pair in result.pairs)
+        self.status.value = f"added {names} to {project.raw()}" + "".join(f"; {w}" for w in result.warnings)
+
+    def _answer_layer(self, name: str) -> Layer:
+        found = next((la for la in self.viewer.layers if _role(la, name) == ANSWER), None)
+        if found is None:
+            raise ValueError(f"{name}: no answer to add; segment it first")
+        return found
+
+    def retrain(self) -> None:
+        try:
+            project = self._project()
+        except ERRORS as err:
+            return self._error(err)
+        self._run(lambda: actions.retrain(project), f"retraining (dvc repro in {project.folder})", self._retrained)
+
+    def _retrained(self, last_line: str) -> None:
+        self.status.value = f"retrained: {last_line}"
+
+    def _run(self, work: Callable[[], Any], what: str, done: Callable[[Any], None]) -> None:
+        """`work` in a napari worker thread, its progress in the activity dock; the buttons off until it ends."""
+        self.status.value = what + "…"
+        self._enable(False)
+        worker = create_worker(work, _progress={"desc": what}, _ignore_errors=True)  # _error shows them
+        worker.returned.connect(done)
+        worker.errored.connect(self._error)
+        worker.finished.connect(lambda: self._enable(True))
+        self.worker = worker
+        worker.start()
+
+    def _enable(self, enabled: bool) -> None:
+        for button in (self.segment_button, self.add_button, self.retrain_button):
+            button.enabled = enabled
+
+    def _error(self, err: BaseException) -> None:
+        """One line in the status, and napari's notification (a traceback is not what a microscopist needs)."""
+        self.status.value = f"error: {err}"
+        show_error(f"ncseg: {err}")
+
+
+def _role(layer: Layer, name: str) -> str | None:
+    meta = layer.metadata.get(META) or {}
+    return meta.get("role") if meta.get("image") == name else None
+
+
+def _table(rows: list[list[Any]]) -> dict[str, list]:
+    """magicgui's split form (all three keys, or it reads the dict as columns)."""
+    return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": ["layer", *TABLE_COLUMNS]}
+
+
+def _particle_rows(answer: actions.Answer) -> list[list[Any]]:
+    """Every particle layer's table, the widget's columns only (the layer's features hold them all)."""
+    rows = []
+    for _, kwargs, _ in answer.layers:
+        if features := kwargs.get("features"):
+            rows += [[kwargs["name"], *(features[c][i] for c in TABLE_COLUMNS)] for i in range(len(features["index"]))]
+    return rows

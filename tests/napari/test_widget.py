@@ -1,0 +1,80 @@
+"""The dock widget in a real napari viewer (Qt on Xvfb): open a micrograph with ncseg's reader, segment it with a
+model folder, correct the answer with napari's label tools, add it to the project's training data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ncseg.data.groups import read_groups
+from ncseg.data.layout import IMAGES, MASKS
+from ncseg.io.images import read_image, read_mask
+from ncseg.napari.widget import SegmentWidget
+
+if not os.environ.get("DISPLAY"):  # Qt would abort the whole session; pytest-xvfb sets it where Xvfb is installed
+    pytest.skip("no screen: install Debian's xvfb (.ci/run lists the packages)", allow_module_level=True)
+pytestmark = pytest.mark.slow
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def opened(make_napari_viewer, small_raw, tmp_path):
+    """A viewer with a new field of view opened by ncseg's reader, and the widget docked in it."""
+    viewer = make_napari_viewer()
+    source = next((small_raw / IMAGES).glob("*.tif"))
+    shutil.copy(source, tmp_path / "field_a.tif")
+    viewer.open(tmp_path / "field_a.tif", plugin="ncseg")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _click_and_wait(qtbot, widget, button, until):
+    button.native.click()
+    qtbot.waitUntil(lambda: until() or widget.status.value.startswith("error"), timeout=WAIT_MS)
+    assert not widget.status.value.startswith("error"), widget.status.value
+
+
+def test_segment_correct_add(opened, qtbot, project, model_folder):
+    viewer, widget = opened
+    widget.project.value = project
+    widget.model.value = str(model_folder)
+    widget.image.value = viewer.layers["field_a"]
+    px = viewer.layers["field_a"].scale[-1]
+    assert px != 1 and str(viewer.layers["field_a"].units[-1]) == "nanometer"  # the TIFF's pixel size as scale
+
+    _click_and_wait(qtbot, widget, widget.segment_button, lambda: "field_a particles" in viewer.layers)
+    answer = viewer.layers["field_a particles"]
+    assert tuple(answer.scale) == (px, px) and "field_a uncertainty" in viewer.layers
+    assert answer.features["index"].tolist() == sorted(set(np.unique(answer.data)) - {0})
+    assert "particles" in widget.status.value
+    table = widget.table.to_dict("split")
+    assert list(table["columns"][:3]) == ["layer", "label", "area_px"] and len(table["data"]) == len(answer.features)
+
+    new = int(answer.data.max()) + 1  # the user paints a particle the model missed, and erases another
+    answer.selected_label, answer.brush_size = new, 5
+    answer.paint((8, 8), new)
+    answer.data[answer.data == 1] = 0
+    corrected = np.asarray(answer.data).copy()
+    widget.group.value = "region-a"
+    widget.add_button.native.click()
+    assert widget.status.value.startswith("added field_a"), widget.status.value
+
+    raw = project.parent / "data" / "raw"
+    assert np.array_equal(read_mask(raw / MASKS / "field_a.tif"), corrected > 0)
+    assert np.array_equal(read_image(raw / IMAGES / "field_a.tif").data, viewer.layers["field_a"].data)
+    assert read_groups(raw)["field_a"] == "region-a"
+
+
+def test_a_project_without_models_is_named_on_screen(opened, qtbot, project):
+    viewer, widget = opened
+    widget.project.value = project
+    assert widget.model.value == "models:/ncseg-nc-segmenter@champion"  # the project's champion by default
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("error"), timeout=WAIT_MS)
+    assert f"no MLflow store at {project.parent / 'mlruns'}" in widget.status.value
+    assert "field_a particles" not in viewer.layers
+    assert widget.segment_button.enabled
