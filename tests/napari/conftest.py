@@ -48,4 +48,3 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         code_paths=[str(PACKAGE)],
     )
     return work / "model"
-
