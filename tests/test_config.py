@@ -72,3 +72,16 @@ def test_a_particle_class_may_have_its_own_limits_and_only_a_particle_class():
     assert support == p.particles
     with pytest.raises(ConfigError, match="support is not a particle class of labels"):
         load_params(ROOT / "params.yaml", [THREE, "models.unet4.aux_classes=0", own.replace("pt", "support")])
+
+
+def test_the_registry_score_is_a_foreground_class_of_a_k_class_study():
+    from .test_labels import THREE
+
+    k_class = [THREE, "models.unet4.aux_classes=0"]
+    assert load_params(ROOT / "params.yaml", [*k_class, "register.score=pt"]).registry.score == "pt"
+    with pytest.raises(
+        ConfigError, match=r"register.score 'background': not a foreground class of labels \(support, pt\)"
+    ):
+        load_params(ROOT / "params.yaml", [*k_class, "register.score=background"])
+    with pytest.raises(ConfigError, match=r"register\.score 'nanocrystal': a binary study is scored by its Jaccard"):
+        load_params(ROOT / "params.yaml", ["register.score=nanocrystal"])

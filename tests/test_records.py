@@ -2,7 +2,9 @@
 
 import json
 
-from ncseg.records import ModelCard, WeightFile
+import pytest
+
+from ncseg.records import ModelCard, RecordError, WeightFile
 
 from .builders import model_card
 
@@ -26,3 +28,18 @@ def test_recorded_repeats_and_folds_are_kept_as_written_whatever_the_file_names(
     model_card(files, repeats=2).save(tmp_path / "model.json")
     card = ModelCard.load(tmp_path / "model.json")
     assert [(w.repeat, w.fold, w.file) for w in card.folds] == [(1, 0, "net-0.pt"), (0, 0, "net-1.pt")]
+
+
+def test_a_class_score_is_read_per_fold_and_its_noise_from_the_repeats():
+    from .builders import cv_summary
+
+    r = cv_summary("unet4", "unet4", [0.8, 0.9, 0.7, 0.8])
+    assert r.score_per_fold(None) == r.jaccard_per_fold and r.score_mean(None) == r.jaccard_mean
+    with pytest.raises(RecordError, match="unet4: no per-fold pt Jaccard in its CV summary"):
+        r.score_mean("pt")
+    folds = {"pt": (0.5, 0.7, 0.6, 0.8)}
+    two_repeats = r.model_copy(update={"n_folds": 2, "repeats": 2, "class_jaccard_per_fold": folds})
+    assert two_repeats.score_mean("pt") == pytest.approx(0.65)
+    assert two_repeats.score_noise("pt") == pytest.approx(0.0707107, abs=1e-6)  # repeat means 0.6 and 0.7
+    one_repeat = r.model_copy(update={"class_jaccard_per_fold": folds})
+    assert one_repeat.score_noise("pt") == pytest.approx(0.1290994 / 2, abs=1e-6)  # standard error over 4 folds

@@ -195,6 +195,9 @@ class RegisterParams(_Frozen):
     model_name: str = Field(min_length=1)
     margin: float = Field(ge=0)
     min_jaccard: float | None = Field(ge=0, le=1)  # a floor for champion beside beating the classical baseline
+    # What ranks the models, gates and promotes: None, the headline Jaccard (a K-class study's mean over its
+    # foreground classes); a foreground class's name, that class's Jaccard (the Pt a catalysis study is about)
+    score: str | None
     members: int = Field(ge=1)  # networks served: 1 = what CV measured, fastest; cv.repeats = the measured ensemble
     max_pixels: int = Field(ge=64 * 64)  # per image
     max_rows: int = Field(ge=1)  # images per request
@@ -260,6 +263,18 @@ class Params(_Frozen):
                 f"models {', '.join(aux)}: aux_classes is a binary study's auxiliary head; with "
                 f"{len(self.labels.classes)} labels the network's own head learns the classes (set aux_classes: 0)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _score_is_a_class(self) -> Params:
+        score = self.registry.score
+        if score is None:
+            return self
+        if self.labels.is_binary:
+            raise ValueError(f"register.score {score!r}: a binary study is scored by its Jaccard (leave it null)")
+        foreground = [self.labels.names[k] for k in self.labels.foreground]
+        if score not in foreground:
+            raise ValueError(f"register.score {score!r}: not a foreground class of labels ({', '.join(foreground)})")
         return self
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -164,6 +165,8 @@ class CVSummary(Record):
     # (`jaccard_mean`, ..., object scores for particle classes) by name; absent from a binary study's file
     decision: Literal["argmax"] | None = Field(default=None, exclude_if=lambda v: v is None)
     classes: dict[str, dict[str, float]] | None = Field(default=None, exclude_if=lambda v: v is None)
+    # each foreground class's Jaccard per fold, in jaccard_per_fold's order: what a class score is paired on
+    class_jaccard_per_fold: dict[str, tuple[float, ...]] | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def noise(self) -> float:
@@ -177,6 +180,29 @@ class CVSummary(Record):
     @property
     def trainable(self) -> bool:
         return self.kind != "classical"
+
+    def score_per_fold(self, score: str | None) -> tuple[float, ...]:
+        """The folds' values of `score` (register.score): None, the headline Jaccard; a class name, its Jaccard."""
+        if score is None:
+            return self.jaccard_per_fold
+        if not self.class_jaccard_per_fold or score not in self.class_jaccard_per_fold:
+            raise RecordError(
+                f"{self.model}: no per-fold {score} Jaccard in its CV summary (scored before classes were recorded "
+                "per fold, or not a class of it): retrain it (`dvc repro`)"
+            )
+        return self.class_jaccard_per_fold[score]
+
+    def score_mean(self, score: str | None) -> float:
+        return self.jaccard_mean if score is None else statistics.fmean(self.score_per_fold(score))
+
+    def score_noise(self, score: str | None) -> float:
+        """`noise` of `score`: the spread of its repeat means, or the standard error over folds."""
+        if score is None:
+            return self.noise
+        folds, n = self.score_per_fold(score), self.n_folds
+        if self.repeats > 1:
+            return statistics.stdev(statistics.fmean(folds[i : i + n]) for i in range(0, len(folds), n))
+        return statistics.stdev(folds) / len(folds) ** 0.5
 
     def mean(self, key: str) -> float:
         return float(getattr(self, f"{key}_mean"))
@@ -203,11 +229,17 @@ class PairedGain(Record):
         return self.ci_low > 0 or self.ci_high < 0
 
 
+def score_label(score: str | None) -> str:
+    """How a score is named in tables and the registry's reasons."""
+    return "Jaccard" if score is None else f"{score} Jaccard"
+
+
 class Summary(Record):
     FILE: ClassVar[str] = "summary.json"
     best: str
     models: dict[str, CVSummary]
-    paired_gains: tuple[PairedGain, ...]
+    paired_gains: tuple[PairedGain, ...]  # on `score`
+    score: str | None = None  # register.score: what ranked the models and what the gains are of (None: Jaccard)
 
     def gains_of(self, model: str) -> list[PairedGain]:
         return [g for g in self.paired_gains if g.model == model]
@@ -253,9 +285,10 @@ class RegistryDecision(Record):
     alias: str | None  # champion, challenger, or None (registered for inspection, not promoted)
     created: bool
     architecture: str
-    cv_jaccard: float
+    cv_jaccard: float  # the version's CV score (`score`), as is the champion's
     champion_cv_jaccard: float | None
     reason: str
+    score: str | None = None  # register.score: None, the Jaccard; a class name, that class's Jaccard
 
 
 def dump_json(record: Record) -> str:

@@ -95,3 +95,45 @@ def test_a_champion_tagged_before_a_score_was_recorded_is_compared_as_before(mis
     tags = {k: v for k, v in _champion(0.90, noise=0.01).items() if k != missing}
     alias, _ = verdict(tags, "1", _cand("unet4", 0.95), margin=0.0, interface=SPEAKS)
     assert alias == (CHALLENGER if missing == "cv_jaccard_mean" else CHAMPION)
+
+
+def _class_summary(score, **folds):
+    """A 3-class study's summary: per model (headline per fold, pt per fold), ranked and paired on `score`."""
+    results = {}
+    for name, (headline, pt) in folds.items():
+        r = cv_summary(name, "classical" if name == "levels" else "unet4", headline)
+        results[name] = r.model_copy(
+            update={"class_jaccard_per_fold": {"support": tuple(headline), "pt": tuple(pt)}, "decision": "argmax"}
+        )
+    gains = paired_gains(results, score)
+    return Summary(best=best_model(results, score), models=results, paired_gains=tuple(gains), score=score)
+
+
+def test_a_study_that_declares_its_particle_class_is_ranked_gated_and_compared_on_it():
+    """unet4 wins on the mean over classes, smp on Pt: with register.score pt, smp is the candidate, and a network
+    that beats the baseline on the mean but not on Pt does not pass the gate."""
+    folds = {
+        "unet4": ([0.80, 0.82, 0.81], [0.50, 0.52, 0.55]),
+        "smp": ([0.78, 0.80, 0.79], [0.60, 0.61, 0.63]),
+        "levels": ([0.70, 0.72, 0.71], [0.58, 0.59, 0.60]),
+    }
+    assert _class_summary(None, **folds).best == "unet4"
+    summary = _class_summary("pt", **folds)
+    assert summary.best == "smp"
+    assert merit_gate("smp", summary, None) is None
+    assert merit_gate("unet4", summary, None).startswith(
+        "does not beat the classical baseline levels on the same folds (pt Jaccard 0.5233 vs 0.5900"
+    )
+    assert merit_gate("smp", summary, 0.7) == "CV pt Jaccard 0.6133 is below register.min_jaccard 0.7"
+
+
+def test_a_champion_ranked_by_another_score_gives_way_to_one_ranked_by_the_declared_score():
+    tags = _champion(0.95) | {"cv_score_mean": "0.95", "cv_score": ""}  # ranked by the mean Jaccard
+    candidate = Candidate("smp", 0.61, 0.0, "d1", score="pt")
+    alias, reason = verdict(tags, "4", candidate, margin=0.0, interface=SPEAKS)
+    assert alias == CHAMPION and reason == (
+        "champion v4 was ranked by Jaccard, the study now by pt Jaccard (register.score): its score is not comparable"
+    )
+    tags = _champion(0.0) | {"cv_score_mean": "0.63", "cv_score": "pt"}  # the same score: compared on it
+    alias, reason = verdict(tags, "5", candidate, margin=0.0, interface=SPEAKS)
+    assert alias == CHALLENGER and reason.startswith("CV pt Jaccard 0.6100 vs champion v5 0.6300 (-0.0200)")

@@ -114,6 +114,7 @@ def three_class_study(small_raw, tmp_path, monkeypatch):
             "inference.tile=128",
             f"models={{unet4: {TINY_UNET}, otsu: {{kind: classical, sigma_nm: 1.0, min_area_nm2: 4.0}}}}",
             "register.members=1",
+            "register.score=pt",
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         ],
     )
@@ -136,6 +137,7 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     assert summary.jaccard_mean == pytest.approx(np.mean(per_class))
     saved = CVSummary.load(params.paths.metrics / "cv" / "unet4.json")
     assert saved.classes == summary.classes
+    assert saved.score_mean("pt") == pytest.approx(summary.classes["pt"]["jaccard_mean"])  # paired on 4 folds
     card = ModelCard.load(params.paths.models / "unet4" / ModelCard.FILE)
     assert card.labels == params.labels
     assert summary.temperature == card.temperature > 0  # fitted on all out-of-fold maps
@@ -143,7 +145,10 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     cross_validate("otsu", params, root)
     evaluate(params, root)
     decision = register_best(params, root)
-    assert decision.created and decision.architecture == "unet4"
+    assert decision.created and decision.architecture == "unet4" and decision.score == "pt"
+    assert decision.cv_jaccard == pytest.approx(saved.score_mean("pt"))  # ranked and compared on Pt
+    tags = mlflow.MlflowClient(params.tracking.uri).get_model_version(decision.model_name, decision.version).tags
+    assert tags["cv_score"] == "pt" and float(tags["cv_score_mean"]) == pytest.approx(decision.cv_jaccard, abs=1e-5)
     image = list_images(params.paths.raw / "images")[0]
     uri = f"models:/{decision.model_name}/{decision.version}"
     env = {"MLFLOW_TRACKING_URI": params.tracking.uri}

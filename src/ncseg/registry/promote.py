@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 from ncseg.config import Params
 from ncseg.io.atomic import folder_lock
 from ncseg.labels import LabelSet
-from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, ServingConfig, Summary
-from ncseg.registry.policy import CHAMPION, REJECTED, Candidate, merit_gate, verdict
+from ncseg.records import CVSummary, ModelCard, RecordError, RegistryDecision, ServingConfig, Summary, score_label
+from ncseg.registry.policy import CHAMPION, REJECTED, Candidate, champion_score, merit_gate, verdict
 from ncseg.serving.sources import served_sources
 
 if TYPE_CHECKING:
@@ -175,7 +175,12 @@ def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> 
 
     from ncseg.tracking import runs, store
 
-    best, result = summary.best, summary.models[summary.best]
+    best, result, score = summary.best, summary.models[summary.best], params.registry.score
+    if summary.score != score:
+        raise RecordError(
+            f"{params.paths.metrics / Summary.FILE}: ranked by {score_label(summary.score)}, but register.score is "
+            f"{score_label(score)}: rerun `ncseg evaluate` (or `dvc repro`)"
+        )
     card = _checked_card(model_dir, result, params.registry.members)
     config = serving_config(card, params)
     fp = fingerprint(card, config)
@@ -186,13 +191,14 @@ def _register(params: Params, root: Path, summary: Summary, model_dir: Path) -> 
     with store.registry_lock(store_uri):  # from reading the champion to moving the alias: one process at a time
         existing = _find_version(client, name, fp) if client.search_registered_models(f"name='{name}'") else None
         if existing is not None:
-            return _unchanged(client, existing, best, result.jaccard_mean, gate)
+            return _unchanged(client, existing, best, result.score_mean(score), gate)
         _same_classes(client, name, card)
         with runs.parent_run("register", params, root, kind="register", model=best):
             uri = _log_pyfunc(model_dir, card, config)
-            version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root))
-            _describe(client, name, version.version, best, result, card, config.members)
-            candidate = Candidate(best, result.jaccard_mean, result.noise, runs.data_hash(root))
+            version = mlflow.register_model(uri, name, tags=_version_tags(best, fp, result, card, root, score))
+            _describe(client, name, version.version, best, result, card, config.members, score)
+            data = runs.data_hash(root)
+            candidate = Candidate(best, result.score_mean(score), result.score_noise(score), data, score)
             decision = _promote(client, name, version.version, candidate, params.registry.margin, gate)
             mlflow.set_tags({"decision": decision.alias or REJECTED, "decision_reason": decision.reason})
     return decision
@@ -233,7 +239,9 @@ def _same_classes(client: MlflowClient, name: str, card: ModelCard) -> None:
         )
 
 
-def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: Path) -> dict[str, str]:
+def _version_tags(
+    arch: str, fp: str, result: CVSummary, card: ModelCard, root: Path, score: str | None
+) -> dict[str, str]:
     from ncseg.tracking import runs
 
     return {
@@ -243,7 +251,9 @@ def _version_tags(arch: str, fp: str, result: CVSummary, card: ModelCard, root: 
         "interface": interface(),
         "cv_jaccard_mean": f"{result.jaccard_mean:.5f}",
         "cv_jaccard_std": f"{result.jaccard_std:.5f}",
-        "cv_noise": f"{result.noise:.5f}",
+        "cv_score": score or "",  # what the next version is compared on (register.score; "" = the Jaccard)
+        "cv_score_mean": f"{result.score_mean(score):.5f}",
+        "cv_noise": f"{result.score_noise(score):.5f}",
         "cv_repeats": str(result.repeats),
         "threshold": f"{card.threshold}",
         "labels": classes_tag(card.labels),
@@ -271,6 +281,7 @@ def _unchanged(
         architecture=arch,
         cv_jaccard=cv_jaccard,
         champion_cv_jaccard=None,
+        score=existing.tags.get("cv_score") or None,
         reason=f"unchanged inputs: version {existing.version} already registered and {held} "
         f"({existing.tags.get('decision_reason', 'no recorded decision')})",
     )
@@ -288,7 +299,7 @@ def _promote(
 ) -> RegistryDecision:
     """Move an alias to the new version on merit; `gate`, when set, is why it can never be champion."""
     champion = _champion(client, name)
-    best_so_far = float(champion.tags.get("cv_jaccard_mean", "nan")) if champion is not None else None
+    best_so_far = champion_score(champion.tags) if champion is not None else None
     alias: str | None
     if gate is not None:
         alias, reason = None, f"not promoted: {gate}"
@@ -307,12 +318,20 @@ def _promote(
         architecture=candidate.architecture,
         cv_jaccard=candidate.cv_jaccard,
         champion_cv_jaccard=best_so_far,
+        score=candidate.score,
         reason=reason,
     )
 
 
 def _describe(
-    client: MlflowClient, name: str, version: str, arch: str, result: CVSummary, card: ModelCard, members: int
+    client: MlflowClient,
+    name: str,
+    version: str,
+    arch: str,
+    result: CVSummary,
+    card: ModelCard,
+    members: int,
+    score: str | None,
 ) -> None:
     """Descriptions a user reads in the registry UI: the model's purpose and rule, and what this version is."""
     client.update_registered_model(name, description=MODEL_DESCRIPTION)
@@ -323,7 +342,9 @@ def _describe(
         version,
         description=(
             f"{arch}: {members} of its {len(card.folds)} CV fold networks (mean probability), {_rule(card)}. "
-            f"CV Jaccard {result.jaccard_mean:.4f} ± {result.jaccard_std:.4f} (CV run {card.cv_run_id}). Input: "
+            f"CV Jaccard {result.jaccard_mean:.4f} ± {result.jaccard_std:.4f} (CV run {card.cv_run_id})"
+            + (f"; ranked by {score_label(score)} {result.score_mean(score):.4f}" if score else "")
+            + ". Input: "
             "column 'image', a base64 TIFF/PNG per row; output: column 'tiff', a base64 TIFF (0/255 foreground "
             "mask, uint8 class map or float32 probability); params: output=mask|classes|probability|uncertainty"
             f"{', threshold' if card.labels.is_binary else ''}."
@@ -339,11 +360,12 @@ def _rule(card: ModelCard) -> str:
 
 
 MODEL_DESCRIPTION = (
-    "Finds nanocrystals in HAADF-STEM micrographs: a TIFF/PNG in, the 0/255 NC mask (or the probability map) "
-    "out. Each version is one cross-validated architecture of the ncseg study. @champion is the version to "
-    "use: it beat the classical (Otsu) baseline on the same folds and every earlier champion by "
-    "register.margin; @challenger passed that gate but not the champion; versions without an alias did not "
-    "pass it (see their decision_reason tag)."
+    "Segments HAADF-STEM micrographs into the classes of its study (the `task` tag; a version's `labels` tag): "
+    "a TIFF/PNG in, the 0/255 foreground mask, the class map or the probability map out. Each version is one "
+    "cross-validated architecture of the ncseg study, scored by the study's register.score (its `cv_score` tag: "
+    "empty = the Jaccard). @champion is the version to use: it beat the classical baseline on the same folds and "
+    "every earlier champion by register.margin; @challenger passed that gate but not the champion; versions "
+    "without an alias did not pass it (see their decision_reason tag)."
 )
 
 

@@ -9,7 +9,7 @@ from scipy import stats
 
 from ncseg.config import Params
 from ncseg.io.atomic import atomic_path
-from ncseg.records import CVSummary, ModelCard, PairedGain, RecordError, Summary
+from ncseg.records import CVSummary, ModelCard, PairedGain, RecordError, Summary, score_label
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "object_f1")
 
@@ -24,12 +24,13 @@ def load_results(params: Params) -> dict[str, CVSummary]:
     return results
 
 
-def best_model(results: dict[str, CVSummary]) -> str:
-    """The trainable model with the highest mean CV Jaccard (the classical baseline cannot be registered)."""
+def best_model(results: dict[str, CVSummary], score: str | None = None) -> str:
+    """The trainable model with the highest mean CV `score` (register.score; the classical baseline cannot be
+    registered)."""
     trainable = {n: r for n, r in results.items() if r.trainable}
     if not trainable:
         raise RecordError("no trainable model among the results: params.yaml `models:` lists only baselines")
-    return max(trainable, key=lambda n: trainable[n].jaccard_mean)
+    return max(trainable, key=lambda n: trainable[n].score_mean(score))
 
 
 def markdown_table(results: dict[str, CVSummary]) -> str:
@@ -91,11 +92,11 @@ def _calibration_table(results: dict[str, CVSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
-    """Each network's Jaccard gain over each classical baseline and over each network ranked below it, fold by
-    fold on the same test images: the honest way to compare (the folds' difficulty differs more than the models),
-    with a 95 % interval that says whether the difference exceeds the noise."""
-    ranked = sorted(results, key=lambda n: -results[n].jaccard_mean)
+def paired_gains(results: dict[str, CVSummary], score: str | None = None) -> list[PairedGain]:
+    """Each network's gain in `score` (register.score) over each classical baseline and over each network ranked
+    below it, fold by fold on the same test images: the honest way to compare (the folds' difficulty differs more
+    than the models), with a 95 % interval that says whether the difference exceeds the noise."""
+    ranked = sorted(results, key=lambda n: -results[n].score_mean(score))
     pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :] if results[a].trainable]
     pairs += [
         (a, b)
@@ -103,10 +104,10 @@ def paired_gains(results: dict[str, CVSummary]) -> list[PairedGain]:
         for a in ranked[i + 1 :]
         if results[a].trainable and not results[b].trainable
     ]
-    return [paired_gain(results[a], results[b]) for a, b in pairs]
+    return [paired_gain(results[a], results[b], score) for a, b in pairs]
 
 
-def paired_gain(model: CVSummary, baseline: CVSummary) -> PairedGain:
+def paired_gain(model: CVSummary, baseline: CVSummary, score: str | None = None) -> PairedGain:
     """The mean fold-paired gain with the corrected resampled t-interval (Nadeau & Bengio 2003; Bouckaert &
     Frank 2004): CV folds share most of their training images, so their scores are correlated and the plain
     t-interval over R x K folds is too narrow. The variance is inflated by n_test / n_train = 1 / (K - 1)."""
@@ -118,7 +119,11 @@ def paired_gain(model: CVSummary, baseline: CVSummary) -> PairedGain:
             "same folds: retrain both on the current data and params (`dvc repro`)"
         )
     return fold_paired_gain(
-        model.model, model.jaccard_per_fold, baseline.model, baseline.jaccard_per_fold, model.n_folds
+        model.model,
+        list(model.score_per_fold(score)),
+        baseline.model,
+        list(baseline.score_per_fold(score)),
+        model.n_folds,
     )
 
 
@@ -142,9 +147,10 @@ def fold_paired_gain(
     )
 
 
-def paired_table(rows: list[PairedGain]) -> str:
+def paired_table(rows: list[PairedGain], score: str | None = None) -> str:
     lines = [
-        "| model | vs | Δ Jaccard per fold (mean ± std) | 95 % interval (corrected) | folds better | beyond noise |",
+        f"| model | vs | Δ {score_label(score)} per fold (mean ± std) | 95 % interval (corrected) | folds better "
+        "| beyond noise |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -163,10 +169,10 @@ def evaluate(params: Params, root: Path) -> Summary:
     refuses (damaged, or still pointing at the folder this project was copied from) leaves the old ones in place."""
     from ncseg.tracking import runs
 
-    results = load_results(params)
-    gains = paired_gains(results)
-    summary = Summary(best=best_model(results), models=results, paired_gains=tuple(gains))
-    table = markdown_table(results) + ("\n" + paired_table(gains) if gains else "")
+    results, score = load_results(params), params.registry.score
+    gains = paired_gains(results, score)
+    summary = Summary(best=best_model(results, score), models=results, paired_gains=tuple(gains), score=score)
+    table = markdown_table(results) + ("\n" + paired_table(gains, score) if gains else "")
     with runs.parent_run("comparison", params, root, kind="comparison") as run_id:
         summary.save(params.paths.metrics / Summary.FILE)
         with atomic_path(params.paths.metrics / "summary.md") as tmp:
@@ -182,7 +188,7 @@ def _describe_cv_runs(params: Params, summary: Summary) -> None:
     """Rank and score in each model's newest CV run description: what a user sees first in the run list."""
     from ncseg.tracking import runs
 
-    ranked = sorted(summary.models.values(), key=lambda r: -r.jaccard_mean)
+    ranked = sorted(summary.models.values(), key=lambda r: -r.score_mean(summary.score))
     for rank, r in enumerate(ranked, start=1):
         card = params.paths.models / r.model / ModelCard.FILE
         if not card.exists():
@@ -192,8 +198,9 @@ def _describe_cv_runs(params: Params, summary: Summary) -> None:
             f"{g.gain_mean:+.3f} over {g.baseline} ({g.folds_better} of {g.folds} folds better)"
             for g in summary.baseline_gains(r.model)
         )
+        ranked_by = f" (by {score_label(summary.score)}: {r.score_mean(summary.score):.3f})" if summary.score else ""
         text = (
-            f"Rank {rank} of {len(ranked)}: CV Jaccard {r.jaccard_mean:.3f} ± {r.jaccard_std:.3f} "
+            f"Rank {rank} of {len(ranked)}{ranked_by}: CV Jaccard {r.jaccard_mean:.3f} ± {r.jaccard_std:.3f} "
             f"over {r.n_folds} grouped folds ({r.n_images} images)."
             + (f" Paired: {gains}." if gains else "")
             + (" Best trainable model: the register stage's candidate." if r.model == summary.best else "")

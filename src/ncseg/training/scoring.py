@@ -207,12 +207,14 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
             for key in keys
             for stat, value in zip(("mean", "std"), _mean_std([r.class_mean(k, key) for r in run.results]), strict=True)
         }
+    per_fold = {labels.names[k]: tuple(r.class_mean(k, "jaccard") for r in run.results) for k in labels.foreground}
     return CVSummary(
         threshold=None,
         study_threshold=None,
         fold_thresholds=None,
         decision="argmax",
         classes=per_class,
+        class_jaccard_per_fold=per_fold,
         **_common(run, window),
         **values,
     )
