@@ -55,7 +55,7 @@ def child_train(name: str, precision: str) -> dict:
     x = torch.rand(p.train.batch_size, 1, crop, crop).contiguous(memory_format=memory)
     y = torch.rand(p.train.batch_size, 1, crop - 2 * net.geometry.margin, crop - 2 * net.geometry.margin) > 0.8
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    criterion = segmentation_loss(p.train.loss)
+    criterion = segmentation_loss(p.train)
     before = peak_rss_mb()
 
     def step() -> None:

@@ -73,7 +73,8 @@ class CVParams(_Frozen):
         return base + 1000 * repeat
 
 
-Loss = Literal["bce_dice", "focal_dice", "bce_lovasz"]  # Dice/Lovász keep the small NC class from being ignored
+# Dice/Lovász keep the small NC class from being ignored; `focal` alone is the published Pt/alumina U-Net's loss
+Loss = Literal["bce_dice", "focal_dice", "bce_lovasz", "focal"]
 Schedule = Literal["constant", "cosine", "onecycle"]
 Norm = Literal["none", "batch", "instance", "group"]
 
@@ -97,7 +98,14 @@ class TrainParams(_Frozen):
     device: Literal["auto", "cpu", "cuda"]
     workers: int = Field(ge=0)  # DataLoader processes preparing batches (0: the training process); never the numbers
     loss: Loss
+    focal_gamma: float = Field(ge=0)  # the focal losses' focusing exponent (0: cross-entropy)
+    class_weights: tuple[float, ...] | None = None  # a K-class loss's weights by class id; None: the label set's
     schedule: Schedule  # learning rate over the planned epochs x steps (early stopping may end it sooner)
+
+    def for_model(self, overrides: dict[str, Any]) -> TrainParams:
+        """These settings with a model's own `train:` keys (a published recipe's loss and schedule beside the
+        study's models, on the same folds)."""
+        return TrainParams.model_validate(self.model_dump() | overrides)
 
 
 TTA = Literal["none", "flip", "d4"]  # test-time augmentation: none, the 4 mirror images, the 8 dihedral transforms
@@ -130,8 +138,14 @@ class InferenceParams(_Frozen):
 
 
 class UNet4Params(_Frozen):
+    """The study's U-Net; `depth` and `pooling` re-create other U-Nets of the family (the published Pt/alumina
+    recipe: 5 poolings, 32 -> 1024 channels, average pooling). Defaults are the study's, so older cards load."""
+
     kind: Literal["unet4"]
     base_channels: int = Field(ge=4)
+    depth: int = Field(default=4, ge=1, le=6)  # poolings: 4 is the study's four-block U-Net
+    pooling: Literal["max", "avg"] = "max"
+    train: dict[str, Any] = Field(default_factory=dict)  # this model's own train: keys (TrainParams.for_model)
     dropout: float = Field(ge=0, lt=1)
     padding: Literal["same", "valid"]
     l2: float = Field(ge=0)
@@ -156,6 +170,7 @@ class SmpParams(_Frozen):
     arch: str
     encoder: str
     weight_decay: float = Field(ge=0)
+    train: dict[str, Any] = Field(default_factory=dict)  # this model's own train: keys (TrainParams.for_model)
 
 
 class ClassicalParams(_Frozen):
@@ -263,6 +278,24 @@ class Params(_Frozen):
                 f"models {', '.join(aux)}: aux_classes is a binary study's auxiliary head; with "
                 f"{len(self.labels.classes)} labels the network's own head learns the classes (set aux_classes: 0)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _model_training_is_valid(self) -> Params:
+        """Each model's own train: keys make valid settings, and K-class weights, one per class."""
+        for name, m in self.models.items():
+            if isinstance(m, ClassicalParams):
+                continue
+            try:
+                t = self.train.for_model(m.train)
+            except ValidationError as err:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+                raise ValueError(f"models.{name}.train: {problems}") from None
+            if t.class_weights is not None and len(t.class_weights) != len(self.labels.classes):
+                raise ValueError(
+                    f"models.{name}.train.class_weights: {len(t.class_weights)} weights for "
+                    f"{len(self.labels.classes)} classes ({', '.join(self.labels.names)})"
+                )
         return self
 
     @model_validator(mode="after")

@@ -49,8 +49,13 @@ def test_a_k_class_net_answers_one_probability_per_class_that_sum_to_one_tiled_a
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 
 
+def _train(loss: str, *more: str):
+    """A 3-class study's train settings with `loss` (and `more` overrides)."""
+    return load_params(ROOT / "params.yaml", [THREE, "models.unet4.aux_classes=0", f"train.loss={loss}", *more]).train
+
+
 def test_the_class_loss_rewards_the_right_class_weights_the_rare_one_and_skips_ignored_pixels():
-    loss = class_loss("bce_dice", _three())
+    loss = class_loss(_train("bce_dice"), _three())
     target = torch.tensor([[[0, 1], [2, IGNORE]]])
     right = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 8
     assert loss(right, target) < loss(torch.zeros_like(right), target)
@@ -60,14 +65,14 @@ def test_the_class_loss_rewards_the_right_class_weights_the_rare_one_and_skips_i
     pt_missed, support_missed = right.clone(), right.clone()
     pt_missed[0, :, 1, 0] = torch.tensor([8.0, 0.0, 0.0])  # the weight-2 class called background
     support_missed[0, :, 0, 1] = torch.tensor([8.0, 0.0, 0.0])  # a weight-1 class called background
-    ce = class_loss("bce_dice", _three())
+    ce = class_loss(_train("bce_dice"), _three())
     assert ce(pt_missed, target) > ce(support_missed, target)
 
 
 def test_a_batch_of_ignored_pixels_only_costs_nothing_with_every_loss():
     target = torch.full((1, 4, 4), IGNORE)
-    for kind in ("bce_dice", "focal_dice", "bce_lovasz"):
-        value = class_loss(kind, _three())(torch.randn(1, 3, 4, 4, requires_grad=True), target)
+    for kind in ("bce_dice", "focal_dice", "bce_lovasz", "focal"):
+        value = class_loss(_train(kind), _three())(torch.randn(1, 3, 4, 4, requires_grad=True), target)
         assert value.shape == () and torch.isfinite(value), kind
 
 
@@ -221,3 +226,15 @@ def test_a_binary_summary_file_has_no_class_keys(small_raw, tmp_path):
     summary.save(tmp_path / "s.json")
     text = (tmp_path / "s.json").read_text()
     assert '"classes"' not in text and '"decision"' not in text
+
+
+def test_focal_alone_is_the_weighted_cross_entropy_at_gamma_zero_and_takes_the_recipes_class_weights():
+    target = torch.tensor([[[0, 1], [2, 2]]])
+    logits = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    weights = torch.tensor([0.2, 0.3, 0.5])[target]
+    expected = (ce * weights).sum() / weights.sum()
+    recipe = _train("focal", "train.focal_gamma=0.0", "train.class_weights=[0.2, 0.3, 0.5]")
+    assert class_loss(recipe, _three())(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    focused = _train("focal", "train.focal_gamma=1.0", "train.class_weights=[0.2, 0.3, 0.5]")
+    assert class_loss(focused, _three())(logits, target) < class_loss(recipe, _three())(logits, target)

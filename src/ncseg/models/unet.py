@@ -1,4 +1,6 @@
-"""The study's four-block U-Net (Ronneberger et al. 2015, scaled down), in `same` or `valid` padding.
+"""The study's four-block U-Net (Ronneberger et al. 2015, scaled down), in `same` or `valid` padding; `depth` and
+`pooling` re-create other members of the family (the published Pt/alumina U-Net: five poolings, 32 -> 1024
+channels, average pooling) with the same code.
 
 `valid` is the original: every output pixel sees its full receptive field, so the output is smaller than the
 input by a fixed margin and whole images are segmented by overlap-tiling (see ncseg.inference). `same` keeps
@@ -15,9 +17,6 @@ from torch import nn
 
 from ncseg.config import Norm
 from ncseg.models.geometry import Geometry
-
-DEPTH = 4
-
 
 GROUPS = 8  # GroupNorm's groups (Wu & He 2018), fewer where a layer has fewer channels
 
@@ -52,7 +51,8 @@ def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class UNet4(nn.Module):
-    """Four encoder blocks (2 x conv3x3+ReLU, max-pool), dropout, bottleneck, four mirrored decoder blocks."""
+    """Four encoder blocks (2 x conv3x3+ReLU, max-pool), dropout, bottleneck, four mirrored decoder blocks (or
+    `depth` of each, pooled by max or average)."""
 
     def __init__(
         self,
@@ -63,16 +63,19 @@ class UNet4(nn.Module):
         norm: Norm = "none",
         aux_classes: int = 0,
         outputs: int = 1,
+        depth: int = 4,
+        pooling: Literal["max", "avg"] = "max",
     ) -> None:
         super().__init__()
         pad = 1 if padding == "same" else 0
-        widths = [base_channels * 2**i for i in range(DEPTH + 1)]
+        self.depth = depth
+        widths = [base_channels * 2**i for i in range(depth + 1)]
         self.padding = padding
         self.encoder = nn.ModuleList(
             DoubleConv(c_in, c_out, pad, norm)
             for c_in, c_out in zip([in_channels, *widths[:-2]], widths[:-1], strict=True)
         )
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2)
         self.dropout = nn.Dropout2d(dropout)  # at the end of the contracting path, as in the original U-Net
         self.bottleneck = DoubleConv(widths[-2], widths[-1], pad, norm)
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
@@ -109,18 +112,18 @@ class UNet4(nn.Module):
     def output_size(self, n: int) -> int | None:
         """Output side for an input side n, or None where the poolings would not divide evenly."""
         shrink = 0 if self.padding == "same" else 4
-        for _ in range(DEPTH):
+        for _ in range(self.depth):
             n -= shrink
             if n <= 0 or n % 2:
                 return None
             n //= 2
         n -= shrink
-        for _ in range(DEPTH):
+        for _ in range(self.depth):
             n = 2 * n - shrink
         return n if n > 0 else None
 
     def _geometry(self) -> Geometry:
-        divisor = 2**DEPTH
+        divisor = 2**self.depth
         offset = next(n for n in range(divisor, 16 * divisor) if self.output_size(n) is not None)
         return Geometry(divisor, offset % divisor, (offset - self.output_size(offset)) // 2)
 

@@ -36,7 +36,9 @@ def build_net(p: NeuralParams, in_channels: int, outputs: int = 1) -> nn.Module:
     (B,outputs,H,W) logits; C is the number of normalised views of the image (`inference.normalization`), outputs
     the label set's (`LabelSet.n_outputs`: 1 for a binary study)."""
     if isinstance(p, UNet4Params):
-        return UNet4(p.base_channels, p.dropout, p.padding, in_channels, p.norm, p.aux_classes, outputs)
+        return UNet4(
+            p.base_channels, p.dropout, p.padding, in_channels, p.norm, p.aux_classes, outputs, p.depth, p.pooling
+        )
     return SmpNet(p, in_channels, outputs)
 
 

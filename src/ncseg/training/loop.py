@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
-from ncseg.config import Loss, NeuralParams, Params, TrainParams, UNet4Params
+from ncseg.config import NeuralParams, Params, TrainParams, UNet4Params
 from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, batch_loader
 from ncseg.data.layout import CLASSES, IMAGES, class_map_path
 from ncseg.inference.runtime import autocast, pick_device
@@ -34,15 +34,18 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return 1 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
 
 
-def segmentation_loss(kind: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def segmentation_loss(t: TrainParams) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A pixel term plus a region term. BCE keeps per-pixel probabilities calibrated; focal loss (Lin et al. 2017)
     weights the hard pixels at the boundaries; Dice, or the Lovász hinge (Berman et al. 2018, a convex surrogate of
     the Jaccard index itself), keeps the small NC class from being ignored. Lovász alone trains poorly from
-    scratch, so it comes with BCE."""
+    scratch, so it comes with BCE. `focal` alone is a published recipe's, kept to re-create it."""
     from segmentation_models_pytorch.losses import FocalLoss, LovaszLoss
 
-    if kind == "focal_dice":
-        focal = FocalLoss(mode="binary")
+    kind = t.loss
+    if kind in ("focal", "focal_dice"):
+        focal = FocalLoss(mode="binary", gamma=t.focal_gamma)
+        if kind == "focal":
+            return focal
         return lambda logits, target: focal(logits, target) + dice_loss(logits, target)
     if kind == "bce_lovasz":
         lovasz = LovaszLoss(mode="binary")
@@ -50,21 +53,25 @@ def segmentation_loss(kind: Loss) -> Callable[[torch.Tensor, torch.Tensor], torc
     return lambda logits, target: F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
 
 
-def class_loss(kind: Loss, labels: LabelSet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def class_loss(t: TrainParams, labels: LabelSet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The same pixel + region pairs for K softmax outputs: cross-entropy (or focal) weighted by the label set's
-    class weights, plus a multi-class Dice (or Lovász) over the classes. Pixels marked IGNORE count in neither."""
+    class weights (or `train.class_weights`), plus a multi-class Dice (or Lovász) over the classes, except for
+    `focal` alone. Pixels marked IGNORE count in neither."""
     from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 
-    weights = torch.tensor(labels.weights)
+    kind = t.loss
+    weights = torch.tensor(t.class_weights or labels.weights)
     region = (LovaszLoss if kind == "bce_lovasz" else DiceLoss)(mode="multiclass", ignore_index=IGNORE)
-    gamma = 2.0 if kind == "focal_dice" else 0.0  # smp's binary focal loss default; 0: plain cross-entropy
+    gamma = t.focal_gamma if kind in ("focal", "focal_dice") else 0.0  # 0: plain cross-entropy
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         counted = target != IGNORE
         ce = F.cross_entropy(logits, target, reduction="none", ignore_index=IGNORE)  # 0 where ignored
         w = weights.to(logits.device)[target.clamp(max=len(weights) - 1)] * counted
         pixel = ((1 - torch.exp(-ce)) ** gamma * ce * w).sum() / w.sum().clamp(min=1e-6)
-        return pixel + region(logits, target) if counted.any() else pixel  # Lovász has no value on no pixels
+        if kind == "focal" or not counted.any():  # Lovász has no value on no pixels
+            return pixel
+        return pixel + region(logits, target)
 
     return loss
 
@@ -191,8 +198,9 @@ def train_net(
     on_epoch: Callable[[EpochLog], None],
     progress: Progress | None = None,
 ) -> list[EpochLog]:
-    """Train in place; on return `net` holds the weights of its best inner-validation epoch."""
-    t = params.train
+    """Train in place with the study's settings and the model's own `train:` keys; on return `net` holds the
+    weights of its best inner-validation epoch."""
+    t = params.train.for_model(p.train)
     device = next(net.parameters()).device
     crop = net.geometry.fit(t.crop_px)
     transform = augmentations(crop, seed, t.intensity_jitter, t.noise)
@@ -213,7 +221,7 @@ def train_net(
     net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
     optimiser = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=p.weight_decay)
     penalty = regulariser(net, p)
-    criterion = segmentation_loss(t.loss) if labels.is_binary else class_loss(t.loss, labels)
+    criterion = segmentation_loss(t) if labels.is_binary else class_loss(t, labels)
     scheduler = lr_schedule(optimiser, t)
     history: list[EpochLog] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(net.state_dict())
