@@ -85,3 +85,10 @@ def table(rows: list[dict], columns: dict[str, str]) -> str:
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def write_report(out: Path, title: str, how: str, table_lines: list[str]) -> None:
+    """A benchmark's Markdown file (title, how it was measured: command, CPU, repeats; the table), also printed."""
+    text = "\n".join([f"# {title}", "", how, "", *table_lines, ""])
+    out.write_text(text)
+    print(text)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, achievable_gflops, cpu_model, forward_flops
+from benchmarks.common import ROOT, achievable_gflops, cpu_model, forward_flops, write_report
 from benchmarks.served_classes import served
 
 
@@ -94,21 +94,17 @@ def main() -> None:
             + (f"{rate / peak['bf16'] * 100:.0f} % |" if auto == "bf16" else "— (no bf16 instructions) |")
         )
         print(rows[-1], flush=True)
-    lines = [
-        "# ONNX Runtime vs torch on the exported module",
-        "",
+    how = (
         f"Command: `python -m benchmarks.onnx_backend`, on {cpu_model()}, {threads} threads, one run; one {args.side}² "
         f"image through params.yaml's unet4 (untrained) as exported, in one pass; medians of {args.repeat}, the "
         f"backends in turn. Matrix-product rate of this CPU: {peak['fp32']:.0f} GFLOP/s fp32, {peak['bf16']:.0f} "
-        f"bf16; the forward pass is {flops / 1e9:.0f} GFLOP.",
-        "",
+        f"bf16; the forward pass is {flops / 1e9:.0f} GFLOP."
+    )
+    header = [
         "| backend | s | / torch fp32 | mask agreement with torch fp32 | GFLOP/s | of fp32 matmul | of bf16 matmul |",
         "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
     ]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, "ONNX Runtime vs torch on the exported module", how, [*header, *rows])
 
 
 if __name__ == "__main__":

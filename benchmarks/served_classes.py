@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, cpu_model
+from benchmarks.common import ROOT, cpu_model, write_report
 
 THREE = (
     '[{name: background, kind: region, colour: "#000000"}, {name: support, kind: region, colour: "#3366cc"}, '
@@ -108,21 +108,15 @@ def main() -> None:
             base = times["binary, mask"]
             rows += [(side, name, t, t / base) for name, t in times.items()]
             print(json.dumps({"side": side, **times}), flush=True)
-    lines = [
-        "# Served model: a 3-class answer vs a binary one",
-        "",
+    how = (
         f"Command: `python -m benchmarks.served_classes`, on {cpu_model()}, {torch.get_num_threads()} torch threads, "
         f"precision auto = {precision}; median of {args.repeat} after one warm-up, the cases in turn, one run. "
         "params.yaml's unet4 (untrained) with 1 output and with 3; one uint16 image per request, in process "
-        "(NcSegmenter.predict).",
-        "",
-        "| image | request | median s | / binary mask |",
-        "|---|---|---|---|",
-        *[f"| {side}² | {name} | {t:.3f} | {ratio:.3f} |" for side, name, t, ratio in rows],
-        "",
-    ]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+        "(NcSegmenter.predict)."
+    )
+    table = ["| image | request | median s | / binary mask |", "|---|---|---|---|"]
+    table += [f"| {side}² | {name} | {t:.3f} | {ratio:.3f} |" for side, name, t, ratio in rows]
+    write_report(args.out, "Served model: a 3-class answer vs a binary one", how, table)
 
 
 if __name__ == "__main__":
