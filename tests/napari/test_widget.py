@@ -54,13 +54,14 @@ def test_segment_correct_add(opened, qtbot, project, model_folder):
     table = widget.table.to_dict("split")
     assert list(table["columns"][:3]) == ["layer", "label", "area_px"] and len(table["data"]) == len(answer.features)
 
-    new = int(answer.data.max()) + 1  # the user paints a particle the model missed, and erases another
+    answer.data[answer.data == 1] = 0  # the user erases a particle, and paints one the model missed
+    new = int(answer.data.max()) + 1
     answer.selected_label, answer.brush_size = new, 5
     answer.paint((8, 8), new)
-    answer.data[answer.data == 1] = 0
     corrected = np.asarray(answer.data).copy()
+    assert corrected[8, 8] == new and (new == 1 or not (corrected == 1).any())
     widget.group.value = "region-a"
-    widget.add_button.native.click()
+    _click_and_wait(qtbot, widget, widget.add_button, lambda: widget.status.value.startswith("added"))
     assert widget.status.value.startswith("added field_a"), widget.status.value
 
     raw = project.parent / "data" / "raw"
@@ -78,3 +79,18 @@ def test_a_project_without_models_is_named_on_screen(opened, qtbot, project):
     assert f"no MLflow store at {project.parent / 'mlruns'}" in widget.status.value
     assert "field_a particles" not in viewer.layers
     assert widget.segment_button.enabled
+
+
+def test_the_default_model_follows_the_project_until_the_user_types_one(opened, tmp_path, small_raw):
+    from .conftest import write_project
+
+    _, widget = opened
+    first = write_project(tmp_path / "a", small_raw)
+    other = write_project(tmp_path / "b", small_raw, "register.model_name=pt-classes")
+    widget.project.value = first
+    assert widget.model.value == "models:/ncseg-nc-segmenter@champion"
+    widget.project.value = other
+    assert widget.model.value == "models:/pt-classes@champion"  # the new project's champion, not the old one's
+    widget.model.value = "models:/pt-classes/3"
+    widget.project.value = first
+    assert widget.model.value == "models:/pt-classes/3"  # typed by the user: kept

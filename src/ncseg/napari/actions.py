@@ -23,9 +23,11 @@ from ncseg.napari.layers import META, LayerData, segmentation_layers
 from ncseg.predict import load_segmenter, particle_settings, store_uri
 from ncseg.predict.outputs import Found, instances
 from ncseg.predict.segment import Segmentation, Segmenter
+from ncseg.registry.lookup import describe_model
 from ncseg.registry.policy import CHAMPION
 
 NANOMETRE = ("nm", "nanometer")
+LENGTH_ERRORS = (AttributeError, TypeError, ValueError)  # not a pint unit, or not a length (pixel, dimensionless)
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,27 @@ class Project:
 
 def micrograph_of(data: Any, name: str, metadata: dict, scale: tuple[float, ...], units: tuple[Any, ...]) -> Micrograph:
     """An image layer as the micrograph ncseg reads from a file: its pixels, and its pixel size in nm from ncseg's
-    reader or from a layer scaled in nm (none otherwise: sizes are then in px)."""
+    reader or from a layer scaled in a length unit (none otherwise: sizes are then in px). The layer's name is the
+    name the image gets in the training data, so it must be one."""
     pixels = np.asarray(data)
     if pixels.ndim != 2:
         raise ValueError(f"{name}: a {pixels.ndim}-D layer; ncseg segments 2-D greyscale micrographs")
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"{name!r}: rename the layer; its name becomes the image's file name (no folders)")
     pixel_size = (metadata.get(META) or {}).get("pixel_size_nm")
-    if pixel_size is None and units and str(units[-1]) in NANOMETRE:
-        pixel_size = float(scale[-1])
+    if pixel_size is None and units and (nm := _nm_per_unit(units[-1])) is not None:
+        pixel_size = float(scale[-1]) * nm
     return Micrograph(pixels, pixel_size, Path(f"{name}.tif"))
+
+
+def _nm_per_unit(unit: Any) -> float | None:
+    """How many nm one `unit` is (napari's layer units are pint units); None for pixels or no unit."""
+    if str(unit) in NANOMETRE:
+        return 1.0
+    try:
+        return float((1 * unit).to("nanometer").magnitude)
+    except LENGTH_ERRORS:
+        return None
 
 
 @dataclass(frozen=True)
@@ -82,14 +97,46 @@ def segment(segmenter: Segmenter, image: Micrograph, project: Project) -> Answer
     return Answer(seg, found, segmentation_layers(seg, found))
 
 
-def open_model(model_uri: str, project: Project) -> Segmenter:
-    """The model behind `model_uri`, looked up in the project's registry (as `ncseg predict` run there would)."""
-    return load_segmenter(model_uri, store_uri(project.params, project.folder))
+class Models:
+    """Models loaded once, and loaded again when what a URI names changes: an alias a retraining moved to a new
+    version, a model folder `dvc repro` rewrote."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, Path], tuple[str, Segmenter]] = {}
+
+    def get(self, model_uri: str, project: Project) -> Segmenter:
+        """The model behind `model_uri`, looked up in the project's registry (as `ncseg predict` run there would)."""
+        key, uri = (model_uri, project.folder), store_uri(project.params, project.folder)
+        held = self._held.get(key)
+        if held is not None and held[0] == _identity(model_uri, uri):
+            return held[1]
+        segmenter = load_segmenter(model_uri, uri)  # first: it names a missing store without creating one
+        self._held[key] = (_identity(model_uri, uri), segmenter)
+        return segmenter
 
 
-def add(project: Project, image: Micrograph, answer: np.ndarray, group: str | None) -> ImportResult:
-    """The image and its corrected answer appended to the project's raw data (`ncseg data add`: all or nothing)."""
-    return add_correction(image, image.path.stem, answer, project.raw(), group=group, labels=project.study().labels)
+def _identity(model_uri: str, tracking_uri: str) -> str:
+    """What `model_uri` points at now: the registered version an alias resolves to, or a folder's last change."""
+    if model_uri.startswith(("models:/", "runs:/")):
+        return describe_model(model_uri, tracking_uri)
+    folder = Path(model_uri)
+    return str(max((f.stat().st_mtime_ns for f in folder.rglob("*") if f.is_file()), default=0))
+
+
+def add(
+    project: Project, image: Micrograph, answer: np.ndarray, answered: tuple[str, ...], group: str | None
+) -> ImportResult:
+    """The image and its corrected answer appended to the project's raw data (`ncseg data add`: all or nothing).
+    `answered` are the classes of the model that answered (the answer layer's): ids mean those classes, so a
+    project of other classes is refused rather than fed a binary answer's particle ids as classes (two binary
+    sets are one foreground, whatever they call it)."""
+    labels = project.study().labels
+    if not (labels.is_binary and len(answered) == 2) and tuple(answered) != labels.names:
+        raise ValueError(
+            f"{image.path.stem}: the answer has the model's classes ({', '.join(answered)}), but the project "
+            f"{project.folder} trains on {', '.join(labels.names)}: segment with one of its models"
+        )
+    return add_correction(image, image.path.stem, answer, project.raw(), group=group, labels=labels)
 
 
 def retrain(project: Project) -> str:

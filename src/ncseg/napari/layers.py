@@ -24,12 +24,13 @@ META = "ncseg"
 IMAGE, ANSWER, PARTICLES, UNCERTAINTY, TRUTH = "image", "answer", "particles", "uncertainty", "truth"
 
 
-def _placed(name: str, role: str, image: str, pixel_size_nm: float | None, **extra: Any) -> dict[str, Any]:
-    """A layer's name, its ncseg metadata and, where the pixel size is known, its scale in nm."""
-    kwargs: dict[str, Any] = {
-        "name": name,
-        "metadata": {META: {"image": image, "role": role, "pixel_size_nm": pixel_size_nm}},
-    }
+def _placed(
+    name: str, role: str, image: str, pixel_size_nm: float | None, classes: tuple[str, ...] = (), **extra: Any
+) -> dict[str, Any]:
+    """A layer's name, its ncseg metadata (`classes`: what an answer's ids mean) and, where the pixel size is
+    known, its scale in nm."""
+    meta = {"image": image, "role": role, "pixel_size_nm": pixel_size_nm, "classes": list(classes)}
+    kwargs: dict[str, Any] = {"name": name, "metadata": {META: meta}}
     if pixel_size_nm:
         kwargs |= {"scale": (pixel_size_nm, pixel_size_nm), "units": ("nm", "nm")}
     return kwargs | extra
@@ -49,17 +50,19 @@ def segmentation_layers(seg: Segmentation, found: Found) -> list[LayerData]:
     """The answer for one image: the layer to correct (a binary model's particles, or a K-class model's class map),
     each particle class's instances with its particle table as the layer's features (hover a particle to read its
     diameter in nm), and the uncertainty."""
-    name, px = seg.image.path.stem, seg.pixel_size_nm
+    name, px, classes = seg.image.path.stem, seg.pixel_size_nm, seg.labels.names
     layers: list[LayerData] = []
     if not seg.labels.is_binary:
         colours = class_colours(seg.labels)
-        layers.append((seg.classes, _placed(f"{name} classes", ANSWER, name, px, colormap=colours), "labels"))
+        placed = _placed(f"{name} classes", ANSWER, name, px, classes, colormap=colours)
+        layers.append((seg.classes, placed, "labels"))
     for k, each in found.items():
         rows, columns = particle_table(seg, each, k)
         features = {"index": [r["label"] for r in rows]} | {c: [r[c] for r in rows] for c in columns}
         role = ANSWER if seg.labels.is_binary else PARTICLES
         title = name if seg.labels.is_binary else f"{name} {seg.labels.names[k]}"
-        layers.append((each.labels, _placed(f"{title} particles", role, name, px, features=features), "labels"))
+        placed = _placed(f"{title} particles", role, name, px, classes, features=features)
+        layers.append((each.labels, placed, "labels"))
     style = {"colormap": "inferno", "blending": "additive", "opacity": 0.5, "visible": False}
     layers.append((seg.uncertainty, _placed(f"{name} uncertainty", UNCERTAINTY, name, px, **style), "image"))
     return layers
@@ -79,5 +82,20 @@ def dataset_layers(folder: Path) -> list[LayerData]:
             layers.append((truth, _placed(f"{name} mask", TRUTH, name, px, opacity=0.5), "labels"))
         if (classes := folder / CLASSES / f"{name}.tif").is_file():
             class_map = read_class_map(classes, image.data.shape)
-            layers.append((class_map, _placed(f"{name} classes", TRUTH, name, px, opacity=0.5), "labels"))
+            layers.append((class_map, _placed(f"{name} expert classes", TRUTH, name, px, opacity=0.5), "labels"))
     return layers
+
+
+def role_of(metadata: dict[str, Any], image: str) -> str | None:
+    """A layer's role for the image named `image` (None: not one of its layers)."""
+    meta = metadata.get(META) or {}
+    return meta.get("role") if meta.get("image") == image else None
+
+
+def particle_rows(layers: list[LayerData], columns: tuple[str, ...]) -> list[list[Any]]:
+    """Every particle layer's table, `columns` only, each row led by its layer's name (the features hold all)."""
+    rows = []
+    for _, kwargs, _ in layers:
+        if features := kwargs.get("features"):
+            rows += [[kwargs["name"], *(features[c][i] for c in columns)] for i in range(len(features["index"]))]
+    return rows

@@ -21,12 +21,12 @@ from napari.utils.notifications import show_error
 
 from ncseg.io.images import Micrograph
 from ncseg.napari import actions
-from ncseg.napari.layers import ANSWER, META, PARTICLES, UNCERTAINTY
-from ncseg.predict.segment import Segmenter
+from ncseg.napari.layers import ANSWER, META, PARTICLES, UNCERTAINTY, particle_rows, role_of
 
 SHOWN = (ANSWER, PARTICLES, UNCERTAINTY)  # the roles a new answer replaces
 TABLE_COLUMNS = ("label", "area_px", "equivalent_diameter_nm", "feret_max_nm", "nn_gap_nm", "confidence")
-ERRORS = (ValueError, LookupError, OSError)  # ConfigError, ImportRefusedError, ModelLookupError, FolderBusyError…
+# ConfigError, ImportRefusedError, ModelLookupError (ValueError, LookupError); FolderBusyError (RuntimeError)
+ERRORS = (ValueError, LookupError, OSError, RuntimeError)
 
 
 class SegmentWidget(Container):
@@ -47,7 +47,8 @@ class SegmentWidget(Container):
         self.extend([self.project, self.model, self.image, self.segment_button, self.table, self.group])
         self.extend([self.add_button, self.retrain_button, self.status])
         self.worker: Any = None  # the last worker started (tests wait on it)
-        self._models: dict[tuple[str, Path], Segmenter] = {}
+        self._models = actions.Models()
+        self._default = ""  # the model field's value as the project's default last set it
         self.segment_button.changed.connect(self.segment)
         self.add_button.changed.connect(self.add)
         self.retrain_button.changed.connect(self.retrain)
@@ -55,12 +56,13 @@ class SegmentWidget(Container):
         self._default_model()
 
     def _default_model(self) -> None:
-        """The project's champion, unless the user typed a model."""
-        if not self.model.value:
-            try:
-                self.model.value = self._project().default_model()
-            except ERRORS as err:
-                self._error(err)
+        """The project's champion, unless the user typed a model of their own."""
+        if self.model.value not in ("", self._default):
+            return
+        try:
+            self._default = self.model.value = self._project().default_model()
+        except ERRORS as err:
+            self._error(err)
 
     def _project(self) -> actions.Project:
         return actions.Project.at(Path(self.project.value))
@@ -80,35 +82,36 @@ class SegmentWidget(Container):
             return self._error(err)
 
         def work() -> actions.Answer:
-            key = (model, project.folder)
-            if key not in self._models:
-                self._models[key] = actions.open_model(model, project)
-            return actions.segment(self._models[key], image, project)
+            return actions.segment(self._models.get(model, project), image, project)
 
         self._run(work, f"segmenting {image.path.stem}", self._show)
 
     def _show(self, answer: actions.Answer) -> None:
         name = answer.segmentation.image.path.stem
-        for layer in [la for la in self.viewer.layers if _role(la, name) in SHOWN]:
+        for layer in [la for la in self.viewer.layers if role_of(la.metadata, name) in SHOWN]:
             self.viewer.layers.remove(layer)
         for data, kwargs, kind in answer.layers:
             self.viewer.add_layer(Layer.create(data, kwargs, kind))
-        self.table.value = _table(_particle_rows(answer))
+        self.table.value = _table(particle_rows(answer.layers, TABLE_COLUMNS))
         n = sum(len(each.particles) for each in answer.found.values())
         self.status.value = f"{name}: {n} particles; correct its {ANSWER} layer, then add it to the training data"
 
     def add(self) -> None:
         try:
             project, image = self._project(), self._micrograph()
-            answer = self._answer_layer(image.path.stem)
-            result = actions.add(project, image, np.asarray(answer.data), self.group.value.strip() or None)
+            layer = self._answer_layer(image.path.stem)
         except ERRORS as err:
             return self._error(err)
+        answer, classes = np.array(layer.data), tuple(layer.metadata[META]["classes"])  # a copy: painting goes on
+        group, what = self.group.value.strip() or None, f"adding {image.path.stem} to {project.folder}'s training data"
+        self._run(lambda: actions.add(project, image, answer, classes, group), what, self._added)
+
+    def _added(self, result: Any) -> None:
         names = ", ".join(pair.name for pair in result.pairs)
-        self.status.value = f"added {names} to {project.raw()}" + "".join(f"; {w}" for w in result.warnings)
+        self.status.value = f"added {names} to the training data" + "".join(f"; {w}" for w in result.warnings)
 
     def _answer_layer(self, name: str) -> Layer:
-        found = next((la for la in self.viewer.layers if _role(la, name) == ANSWER), None)
+        found = next((la for la in self.viewer.layers if role_of(la.metadata, name) == ANSWER), None)
         if found is None:
             raise ValueError(f"{name}: no answer to add; segment it first")
         return found
@@ -144,20 +147,6 @@ class SegmentWidget(Container):
         show_error(f"ncseg: {err}")
 
 
-def _role(layer: Layer, name: str) -> str | None:
-    meta = layer.metadata.get(META) or {}
-    return meta.get("role") if meta.get("image") == name else None
-
-
 def _table(rows: list[list[Any]]) -> dict[str, list]:
     """magicgui's split form (all three keys, or it reads the dict as columns)."""
     return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": ["layer", *TABLE_COLUMNS]}
-
-
-def _particle_rows(answer: actions.Answer) -> list[list[Any]]:
-    """Every particle layer's table, the widget's columns only (the layer's features hold them all)."""
-    rows = []
-    for _, kwargs, _ in answer.layers:
-        if features := kwargs.get("features"):
-            rows += [[kwargs["name"], *(features[c][i] for c in TABLE_COLUMNS)] for i in range(len(features["index"]))]
-    return rows
