@@ -143,7 +143,7 @@ def measure(model: str, image: Path, tta: str, repeat: int, threads: int) -> dic
     segmenter = predict.load_segmenter(model, f"sqlite:///{image.parent / 'mlflow.db'}")
     loaded_gib = _rss_gib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the peak starts again here: predict's own, not the loading's
-    served, tally = segmenter.served, _counted(segmenter.served.nets)
+    served, tally = segmenter.served, _counted(segmenter.served.runners)  # what answers: torch or ONNX Runtime
     runs = []  # (seconds, forward calls, seconds in them) of each run
     with tempfile.TemporaryDirectory() as out:
         for _ in range(repeat):
@@ -159,8 +159,8 @@ def measure(model: str, image: Path, tta: str, repeat: int, threads: int) -> dic
     for _ in range(repeat):
         start = time.perf_counter()
         source = RawViews.of(raw, served.config.normalization, served.config.intensity_window)
-        tiling = served.config.inference.model_dump()
-        apply(predict_tta(served.nets, served.geometry, source, tta, **tiling), served.config.temperature)
+        tiling = served.config.inference.tiling()
+        apply(predict_tta(served.runners, served.geometry, source, tta, **tiling), served.config.temperature)
         bare.append(time.perf_counter() - start)
     return {
         "predict_s": predict_s,

@@ -83,6 +83,9 @@ Norm = Literal["none", "batch", "instance", "group"]
 # elsewhere, where bf16 is emulated (on an AVX2-only AMD EPYC by reference convolutions ~10x slower than fp32:
 # benchmarks/precision.md). bf16 and fp32 are taken as written.
 Precision = Literal["auto", "fp32", "bf16"]
+# auto: ONNX Runtime where the served networks would run fp32 on a CPU (1.5x torch there, the same masks), torch
+# where the CPU or GPU computes bf16 (ncseg.inference.runtime.effective_backend)
+Backend = Literal["auto", "torch", "onnxruntime"]
 
 
 class TrainParams(_Frozen):
@@ -121,6 +124,7 @@ class InferenceParams(_Frozen):
     batch_tiles: int = Field(ge=1)
     precision: Precision  # validation, CV predictions, the served model and predict alike
     tta: TTA  # CV test predictions, the served model's default, `ncseg predict`; not validation during training
+    backend: Backend  # what runs the served model and `ncseg predict` (training, validation and CV: torch)
 
     @model_validator(mode="after")
     def _distinct_views(self) -> InferenceParams:

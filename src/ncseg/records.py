@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ncseg.config import TTA, ModelParams, ParticleParams, Precision, View
+from ncseg.config import TTA, Backend, ModelParams, ParticleParams, Precision, View
 from ncseg.io.tables import write_json
 from ncseg.labels import LabelSet
 from ncseg.metrics import Scores
@@ -254,6 +254,11 @@ class Tiling(Record):
     context: int
     batch_tiles: int
     precision: Precision  # `auto` is resolved where the model runs (ncseg.inference.runtime)
+    backend: Backend = "torch"  # torch or ONNX Runtime (auto: resolved where it runs); older models: torch
+
+    def tiling(self) -> dict[str, int | str]:
+        """The settings tiled inference takes (ncseg.inference.tiling); the backend chose what it runs."""
+        return self.model_dump(exclude={"backend"})
 
 
 class ServingConfig(Record):

@@ -44,7 +44,7 @@ def test_each_image_is_run_through_each_network_once_per_view_and_tile_batch(tmp
     write_tiff(tmp_path / "img.tif", image, 0.5)
     source = RawViews.of(image, served.config.normalization, served.config.intensity_window)
     batches = _counted(served.nets[0], monkeypatch)
-    predict_proba(served.nets[:1], served.geometry, source, **served.config.inference.model_dump())
+    predict_proba(served.nets[:1], served.geometry, source, **served.config.inference.tiling())
     per_view = len(batches)
     assert per_view > 1, "the image is several tile batches, so a batch run twice would be seen"
     batches.clear()

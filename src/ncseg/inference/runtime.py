@@ -26,6 +26,15 @@ def effective_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def effective_backend(backend: str, precision: str, device: torch.device) -> str:
+    """`auto` resolved: ONNX Runtime where the network would run fp32 on a CPU (no bf16 instructions: ~1.5x
+    torch there), torch where bf16 runs natively or on a GPU; `torch` and `onnxruntime` as written."""
+    if backend != "auto":
+        return backend
+    fp32_cpu = device.type == "cpu" and effective_precision(precision, device) == "fp32"
+    return "onnxruntime" if fp32_cpu else "torch"
+
+
 def autocast(precision: str, device: torch.device) -> torch.autocast:
     """bf16 autocast (on the CPU through oneDNN: AVX-512 BF16 / AMX where present), or plain fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=effective_precision(precision, device) == "bf16")

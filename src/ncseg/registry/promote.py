@@ -50,7 +50,7 @@ def serving_config(card: ModelCard, params: Params) -> ServingConfig:
         architecture=card.name,
         threshold=operating.threshold if operating else None,
         temperature=operating.temperature if operating else card.temperature,
-        inference=params.inference.tiling(),
+        inference=params.inference.tiling() | {"backend": params.inference.backend},
         normalization=card.normalization,
         intensity_window=card.intensity_window,
         tta=card.tta,  # what CV measured and tuned the threshold with, not today's params
@@ -128,6 +128,8 @@ def _log_pyfunc(model_dir: Path, card: ModelCard, config: ServingConfig) -> str:
                 "scikit-image",
                 "pydantic",
                 "pyyaml",
+                "onnx",
+                "onnxruntime",
             ],
         )
     return info.model_uri

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
 
 from ncseg.calibration import apply, apply_classes
+from ncseg.inference.onnx import runners
 from ncseg.inference.tiling import DeadlineError, RawViews
 from ncseg.inference.tta import TRANSFORMS, predict_tta, predict_views, spread_transforms
 from ncseg.models.zoo import load_ensemble
@@ -111,6 +112,8 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         self.card = ModelCard.load(Path(context.artifacts["weights"]) / ModelCard.FILE)  # its CV run and scores
         nets, self.geometry = load_ensemble(Path(context.artifacts["weights"]))
         self.nets = [net.to(memory_format=torch.channels_last) for net in nets]  # oneDNN's fast convolutions
+        inference = self.config.inference
+        self.runners = runners(self.nets, inference.backend, inference.precision)  # what answers: torch or ORT
         self.cost = TileCost(self.geometry, self.config.inference.tile, self.config.inference.context)
 
     # pd.DataFrame: a type hint MLflow accepts without inferring a signature from it (the explicit one, with the
@@ -157,19 +160,21 @@ class NcSegmenter(mlflow.pyfunc.PythonModel):
         is the mean of its softmax over the views of `tta`, calibrated by its temperature; its uncertainty the
         margin of the two likeliest classes (ncseg.uncertainty.class_uncertainty)."""
         stacked = RawViews.of(image, self.config.normalization, self.config.intensity_window)
-        tiling = self.config.inference.model_dump() | {"deadline": deadline}
+        tiling = self.config.inference.tiling() | {"deadline": deadline}
         ood = "; ".join(self.out_of_domain(image, pixel_size_nm))
         if not self.config.labels.is_binary:
-            prob = predict_tta(self.nets, self.geometry, stacked, tta, **tiling)
+            prob = predict_tta(self.runners, self.geometry, stacked, tta, **tiling)
             prob = _calibrated(prob, self.config.temperature)  # the argmax stays where it is
             return Maps(prob, class_uncertainty(prob), ood)
         if len(TRANSFORMS[tta]) == 1:
-            prob = _calibrated(predict_tta(self.nets, self.geometry, stacked, tta, **tiling), self.config.temperature)
+            prob = _calibrated(
+                predict_tta(self.runners, self.geometry, stacked, tta, **tiling), self.config.temperature
+            )
             return Maps(prob, one_view_uncertainty(prob), ood)
         total = np.zeros(image.shape, np.float32)
-        views = predict_views(self.nets, self.geometry, stacked, tta, **tiling)
+        views = predict_views(self.runners, self.geometry, stacked, tta, **tiling)
         uncertainty = pixel_uncertainty(_summed_then_calibrated(views, total, self.config.temperature))
-        total /= len(spread_transforms(tta)) * len(self.nets)  # the mean of the views predict_views ran
+        total /= len(spread_transforms(tta)) * len(self.runners)  # the mean of the views predict_views ran
         return Maps(_calibrated(total, self.config.temperature), uncertainty, ood)
 
     def out_of_domain(self, image: np.ndarray, pixel_size_nm: float | None) -> list[str]:
