@@ -61,7 +61,7 @@ class WeightFile(Record):
 class Operating(Record):
     """Where a network's probabilities are cut: the threshold on the calibrated scale and the temperature."""
 
-    threshold: float
+    threshold: float | None  # None: a K-class model, which decides by the argmax
     temperature: float = Field(gt=0)
 
 
@@ -77,7 +77,7 @@ class ModelCard(Record):
     # first `register.members` = cv.repeats networks are the R-network ensemble CV measured. Empty for a baseline.
     folds: tuple[WeightFile, ...]
     repeats: int = Field(default=1, ge=1)
-    ensemble: Operating | None = None  # threshold and temperature of the R-network ensemble (repeats > 1)
+    ensemble: Operating | None = None  # (threshold and) temperature of the R-network ensemble (repeats > 1)
     cv_jaccard_mean: float
     cv_jaccard_std: float
     normalization: tuple[View, ...]  # the input channels, in order
@@ -104,7 +104,7 @@ class ModelCard(Record):
         that ensemble, else one network's (a mean of other sizes was never calibrated on its own)."""
         if self.ensemble is not None and members == self.repeats:
             return self.ensemble
-        if self.threshold is None:
+        if not self.folds:
             raise RecordError(f"{self.name}: a classical baseline has no operating point to serve")
         return Operating(threshold=self.threshold, temperature=self.temperature)
 

@@ -23,7 +23,7 @@ from ncseg.metrics import class_scores, headline, score
 from ncseg.models import classical
 from ncseg.models.zoo import build_net
 from ncseg.records import CVSummary, ModelCard
-from ncseg.registry.promote import register_best
+from ncseg.registry.promote import register_best, serving_config
 from ncseg.serving.protocol import encode_request
 from ncseg.training.cv import cross_validate
 from ncseg.training.loop import class_loss
@@ -146,6 +146,10 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     card = ModelCard.load(params.paths.models / "unet4" / ModelCard.FILE)
     assert card.labels == params.labels
     assert summary.temperature == card.temperature > 0  # fitted on all out-of-fold maps
+    assert card.ensemble is not None and card.ensemble.threshold is None  # the 2-network ensemble: argmax, its own T
+    assert serving_config(card, params).temperature == card.temperature  # register.members 1: one network's
+    both = params.model_copy(update={"registry": params.registry.model_copy(update={"members": 2})})
+    assert serving_config(card, both).temperature == card.ensemble.temperature != card.temperature
     assert summary.ece_raw_mean is not None and summary.ece_calibrated_mean is not None
     cross_validate("otsu", params, root)
     evaluate(params, root)

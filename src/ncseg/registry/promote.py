@@ -45,11 +45,11 @@ PACKAGE = Path(__file__).resolve().parents[1]  # the ncseg package, which travel
 def serving_config(card: ModelCard, params: Params) -> ServingConfig:
     """The served model's settings beside its weights (validated here, at register time, not when a server loads
     them)."""
-    operating = card.operating(params.registry.members) if card.labels.is_binary else None  # K-class: argmax
+    operating = card.operating(params.registry.members)  # a K-class model's: no threshold (the argmax)
     return ServingConfig(
         architecture=card.name,
-        threshold=operating.threshold if operating else None,
-        temperature=operating.temperature if operating else card.temperature,
+        threshold=operating.threshold,
+        temperature=operating.temperature,
         inference=params.inference.tiling() | {"backend": params.inference.backend},
         normalization=card.normalization,
         intensity_window=card.intensity_window,

@@ -40,7 +40,7 @@ def model_card(run: CVRun, summary: CVSummary, deployed: Deployed | None, weight
         name=run.name,
         spec=run.spec,
         threshold=deployed.single.threshold if deployed else None,
-        temperature=deployed.single.temperature if deployed else summary.temperature or 1.0,  # K-class: its own
+        temperature=deployed.single.temperature if deployed else 1.0,
         folds=tuple(
             WeightFile(file=f, sha256=sha256(weights_dir / f), repeat=r, fold=k) for (r, k), f in files.items()
         ),

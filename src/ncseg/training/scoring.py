@@ -131,7 +131,7 @@ def score_cv(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSummary,
     """Score every fold's test images of every repeat (networks at their nested threshold, and at the study's;
     the baseline as is), then the R-network ensemble; returns the summary and the deployed operating points."""
     if not run.params.labels.is_binary:
-        return _score_classes(run, window), None
+        return _score_classes(run, window)
     operating = _score_networks(run) if run.trainable else None
     if not run.trainable:
         for r in run.results:
@@ -183,20 +183,26 @@ def _ensemble_values(results: list[FoldResult]) -> dict:
     return {"ensemble_jaccard_mean": mean, "ensemble_jaccard_std": std, "ensemble_jaccard_per_fold": tuple(per_fold)}
 
 
-def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
+def _score_classes(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSummary, Deployed | None]:
     """A K-class study: every test image's argmax class map (a baseline's own) scored class by class; the
-    headline keys average the foreground classes, `classes` holds each one's mean and std over folds."""
+    headline keys average the foreground classes, `classes` holds each one's mean and std over folds. A network's
+    deployed point is its temperature (the argmax has no threshold): one network's, and the R-network ensemble's,
+    fitted on the ensemble's own out-of-fold mean probabilities (a mean of R softmaxes is less confident than one)."""
     labels = run.params.labels
     for rep in run.repeats:
         if run.trainable:
             rep.preds |= {i: p.argmax(0).astype(np.uint8) for i, p in rep.probs.items()}
         _score_maps(rep.results, rep.preds, run)
     values: dict = {}
+    ensemble = None
     if run.trainable and len(run.repeats) > 1:
         mean_probs = {i: np.mean([rep.probs[i] for rep in run.repeats], axis=0) for i in range(len(run.samples))}
         results = [FoldResult(r.fold, r.test, None) for r in run.repeats[0].results]
         _score_maps(results, {i: p.argmax(0).astype(np.uint8) for i, p in mean_probs.items()}, run)
         values = _ensemble_values(results)
+        maps = [s.classes for s in run.samples]
+        temperature = _class_temperature(list(mean_probs.values()), maps, run.params)
+        ensemble = Operating(threshold=None, temperature=temperature)
     if run.trainable:
         values |= _calibrate_classes(run)
     per_class = {}
@@ -208,7 +214,7 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
             for stat, value in zip(("mean", "std"), _mean_std([r.class_mean(k, key) for r in run.results]), strict=True)
         }
     per_fold = {labels.names[k]: tuple(r.class_mean(k, "jaccard") for r in run.results) for k in labels.foreground}
-    return CVSummary(
+    summary = CVSummary(
         threshold=None,
         study_threshold=None,
         fold_thresholds=None,
@@ -218,6 +224,8 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> CVSummary:
         **_common(run, window),
         **values,
     )
+    single = Operating(threshold=None, temperature=values["temperature"]) if run.trainable else None
+    return summary, Deployed(single, ensemble) if single else None
 
 
 def _class_temperature(probs: list[np.ndarray], maps: list[np.ndarray], params: Params) -> float:
