@@ -48,3 +48,11 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         code_paths=[str(PACKAGE)],
     )
     return work / "model"
+
+
+@pytest.fixture(autouse=True)
+def _own_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project's params.yaml says where its registry is. Earlier tests in the session leave
+    MLFLOW_TRACKING_URI behind (mlflow.set_tracking_uri writes it into os.environ), and a dead server there
+    would keep the widget retrying."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
