@@ -104,6 +104,9 @@ class TrainParams(_Frozen):
     focal_gamma: float = Field(ge=0)  # the focal losses' focusing exponent (0: cross-entropy)
     class_weights: tuple[float, ...] | None = None  # a K-class loss's weights by class id; None: the label set's
     schedule: Schedule  # learning rate over the planned epochs x steps (early stopping may end it sooner)
+    # share of crops cut around a particle pixel (nnU-Net's foreground oversampling; data.dataset.Focus); 0: every
+    # crop anywhere, as a study written before this setting trains
+    oversample: float = Field(default=0.0, ge=0, le=1)
 
     def for_model(self, overrides: dict[str, Any]) -> TrainParams:
         """These settings with a model's own `train:` keys (a published recipe's loss and schedule beside the

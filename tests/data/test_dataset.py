@@ -4,7 +4,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from ncseg.data.dataset import CropBatches, Sample, augmentations, batch_loader, reseed
+from ncseg.data.dataset import CropBatches, Focus, Sample, augmentations, batch_loader, reseed
 
 
 def _batches(seed: int, n: int = 6) -> CropBatches:
@@ -51,3 +51,42 @@ def test_crops_are_mirrored_as_well_as_rotated():
         out = crops(image=image)["image"]
         seen.add((np.array_equal(out, image[:, ::-1]), np.array_equal(out, image[::-1])))
     assert (True, False) in seen and (False, True) in seen, "a flip alone never happened"
+
+
+def _rare_class_samples() -> list[Sample]:
+    """Two 256 px images with one 4x4 px particle each (0.02 % of the pixels) on a support (class 1)."""
+    rng = np.random.default_rng(3)
+    samples = []
+    for i, (y, x) in enumerate([(60, 180), (150, 70)]):
+        image = rng.uniform(0, 1, (1, 256, 256)).astype(np.float32)
+        classes = np.ones((256, 256), np.uint8)
+        classes[y : y + 4, x : x + 4] = 2
+        samples.append(Sample(f"s{i}", f"g{i}", image[0], image, classes > 0, 0.5, classes=classes))
+    return samples
+
+
+def _share_with_particle(batches: CropBatches) -> float:
+    hits = [(maps == 2).any(axis=(1, 2)) for _, _, maps in (batches[b] for b in range(len(batches)))]
+    return float(np.mean(np.concatenate([h.numpy() for h in hits])))
+
+
+def test_oversampling_puts_a_rare_particle_class_into_the_share_of_crops_asked_for():
+    samples = _rare_class_samples()
+
+    def batches(fraction: float, crop: int = 64, out: int = 64) -> CropBatches:
+        focus = Focus.of(fraction, samples, particle_ids=(2,), binary=False)
+        transform = augmentations(crop, 0, 0.0, False)
+        return CropBatches(samples, crop, out, 0, transform, 8, 25, classes=True, focus=focus)
+
+    plain, focused = _share_with_particle(batches(0.0)), _share_with_particle(batches(0.5))
+    assert plain < 0.25 and 0.45 < focused < 0.8, (plain, focused)  # 0.5 forced + half of the plain share
+    valid = _share_with_particle(batches(1.0, crop=96, out=32))  # a `valid` net answers for the central 32 px only
+    assert valid > 0.85, valid
+
+
+def test_no_oversampling_draws_the_batches_a_study_trained_on_before_the_setting():
+    batches = _batches(seed=5)
+    assert Focus.of(0.0, batches.samples, particle_ids=(1,), binary=True) is None
+    samples = batches.samples
+    focused = CropBatches(samples, 64, 64, 5, batches.transform, 4, 6, focus=Focus.of(1.0, samples, (1,), True))
+    assert torch.equal(batches[2][0], _batches(seed=5)[2][0]) and not torch.equal(batches[2][0], focused[2][0])

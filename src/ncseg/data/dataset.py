@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,11 +109,13 @@ class CropBatches(torch.utils.data.Dataset):
         size: int,
         n_batches: int,
         classes: bool = False,
+        focus: Focus | None = None,
     ) -> None:
         if not samples:
             raise ValueError("no training images in this fold")
         self.samples, self.crop, self.out, self.seed = samples, crop, out, seed
         self.transform, self.size, self.n_batches, self.classes = transform, size, n_batches, classes
+        self.focus = focus
 
     def __len__(self) -> int:
         return self.n_batches
@@ -127,14 +130,64 @@ class CropBatches(torch.utils.data.Dataset):
         for index in rng.integers(0, len(self.samples), self.size):
             s = self.samples[index]
             target = s.mask.astype(np.uint8) if s.target is None else s.target.astype(np.float32)
-            extra = {"masks": [_classes_or_ignore(s)]} if self.classes else {}
-            t = self.transform(image=s.image.transpose(1, 2, 0), mask=target, **extra)  # HWC for albumentations
+            arrays = {"image": s.image.transpose(1, 2, 0), "mask": target}  # HWC for albumentations
+            arrays |= {"masks": [_classes_or_ignore(s)]} if self.classes else {}
+            if self.focus is not None and rng.random() < self.focus.fraction:
+                arrays = self.focus.window(int(index), arrays, self.crop, (self.crop - self.out) // 2, rng)
+            t = self.transform(**arrays)
             images.append(np.clip(t["image"].transpose(2, 0, 1), 0.0, 1.0))
             masks.append(t["mask"][centre, centre])
             class_maps += [t["masks"][0][centre, centre]] if self.classes else []
         x = torch.from_numpy(np.stack(images).astype(np.float32))
         y = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
         return (x, y, torch.from_numpy(np.stack(class_maps).astype(np.int64))) if self.classes else (x, y)
+
+
+class Focus:
+    """Crops forced onto the particles, as nnU-Net oversamples the foreground: with probability `fraction` a crop
+    is cut around one pixel of a particle class (a class drawn first, then one of its pixels), so a class that
+    covers 0.3 % of the pixels (Pt on alumina) is in a third of the crops instead of a few. The window is the
+    crop itself, placed so the pixel lies where the network answers (inside its margin); the augmentation then
+    only turns and distorts it."""
+
+    def __init__(self, fraction: float, pixels: list[list[np.ndarray]]) -> None:
+        self.fraction, self.pixels = fraction, pixels  # per sample, per particle class: flat pixel indices
+
+    @classmethod
+    def of(cls, fraction: float, samples: list[Sample], particle_ids: tuple[int, ...], binary: bool) -> Focus | None:
+        """Per sample, the flat indices of each particle class's pixels (the mask's for a binary study); None when
+        `fraction` is 0, so such a run draws exactly the random numbers it always did."""
+        if fraction == 0:
+            return None
+
+        def pixels(s: Sample) -> list[np.ndarray]:
+            if binary:
+                return [np.flatnonzero(s.mask)]
+            return [] if s.classes is None else [np.flatnonzero(s.classes == k) for k in particle_ids]
+
+        return cls(fraction, [[p for p in pixels(s) if p.size] for s in samples])
+
+    def window(
+        self, index: int, arrays: dict[str, Any], crop: int, margin: int, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """`arrays` cut to a crop around a particle pixel of sample `index` (left whole where it has none), the
+        pixel at least `margin` from the crop's edge: inside what a `valid` network answers for."""
+        classes = self.pixels[index]
+        if not classes:
+            return arrays
+        flat = classes[rng.integers(len(classes))]
+        h, w = arrays["mask"].shape
+        y, x = divmod(int(flat[rng.integers(flat.size)]), w)
+        inner = max(crop - 2 * margin, 1)
+        top = _start(y - margin - int(rng.integers(inner)), crop, h)
+        left = _start(x - margin - int(rng.integers(inner)), crop, w)
+        cut = (slice(top, top + crop), slice(left, left + crop))
+        return {k: [m[cut] for m in v] if k == "masks" else v[cut] for k, v in arrays.items()}
+
+
+def _start(first: int, crop: int, size: int) -> int:
+    """A window's first row (or column) moved inside the image; images smaller than the crop are padded later."""
+    return min(max(first, 0), max(size - crop, 0))
 
 
 IGNORE = 255  # the class of a pixel the auxiliary loss skips: images added without a class map

@@ -18,7 +18,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ncseg.config import NeuralParams, Params, TrainParams, UNet4Params
-from ncseg.data.dataset import IGNORE, CropBatches, Sample, augmentations, batch_loader
+from ncseg.data.dataset import IGNORE, CropBatches, Focus, Sample, augmentations, batch_loader
 from ncseg.data.layout import CLASSES, IMAGES, class_map_path
 from ncseg.inference.runtime import autocast, pick_device
 from ncseg.inference.tiling import predict_proba
@@ -216,6 +216,7 @@ def train_net(
         t.batch_size,
         t.epochs * t.steps_per_epoch,
         classes=aux is not None or not labels.is_binary,
+        focus=Focus.of(t.oversample, fit, labels.particle_ids, labels.is_binary),
     )
     loader = iter(batch_loader(batches, t.workers, pin_memory=device.type == "cuda"))
     net.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout (and needed for fast bf16)
