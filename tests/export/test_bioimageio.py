@@ -8,7 +8,7 @@ import onnxruntime
 import pytest
 import yaml
 
-from ncseg.export.bioimageio import ExportError, Source, build_checked, module_of
+from ncseg.export.bioimageio import Source, build_checked
 from ncseg.normalization import normalize
 
 from ..serving.test_model import INFERENCE, THREE, _served
@@ -33,7 +33,22 @@ def test_the_package_passes_bioimageio_test_and_answers_what_the_server_answers(
     assert np.abs(answer.reshape(expected.shape) - expected).max() < 1e-4
 
 
-def test_a_model_fed_two_normalisations_is_refused_by_name(tmp_path):
-    served = _served(tmp_path / "m", ["image", "dataset"], window=[0.0, 4000.0])
-    with pytest.raises(ExportError, match=r"2 normalisations of the image \(image, dataset\)"):
-        module_of(served.config, served.nets)
+def test_a_model_fed_two_normalisations_takes_the_image_once_per_view_each_with_its_own_preprocessing(tmp_path):
+    """The real-data study's [dataset, image] views: two inputs, the dataset window's linear scale and the image's
+    percentiles, which a consumer fills with the same image and gets the served probabilities."""
+    window = (100.0, 3000.0)
+    served = _served(tmp_path / "m", ["dataset", "image"], window=list(window), inference=INFERENCE | {"tile": 512})
+    image = np.random.default_rng(8).integers(0, 4000, (100, 110), dtype=np.uint16)
+    assert build_checked(Source(served, "m", "m", None), image, tmp_path / "m.zip").startswith("bioimageio test passed")
+    with zipfile.ZipFile(tmp_path / "m.zip") as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+        session = onnxruntime.InferenceSession(package.read(rdf["weights"]["onnx"]["source"]))
+    inputs = {t["id"]: [p["id"] for p in t["preprocessing"] if p["id"] != "ensure_dtype"] for t in rdf["inputs"]}
+    assert inputs == {"image_dataset_window": ["scale_linear", "clip"], "image_percentiles": ["scale_range", "clip"]}
+    feed = {
+        "image_dataset_window": normalize(image, window)[None, None],
+        "image_percentiles": normalize(image)[None, None],
+    }
+    (answer,) = session.run(None, feed)
+    expected = served.segment(image.astype(np.float32), "none").probability
+    assert np.abs(answer.reshape(expected.shape) - expected).max() < 1e-4

@@ -9,7 +9,8 @@ ncseg does; inputs of any size the network takes (min and step from its geometry
 test tensors and a cover from a real micrograph; a README with the CV scores; and, in `config.ncseg`, the
 registered model's name, version and CV run, so the package traces back to its MLflow run.
 
-Multi-view models (several normalisations as channels) have no such preprocessing and are refused by name.
+A model fed several normalisations of the image (the real-data study's `[dataset, image]`) gets one input tensor per
+view, each the same raw image with its own preprocessing; the module stacks them as the network's channels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncseg.inference.tiling import context_pad
-from ncseg.normalization import PERCENTILES, normalize
+from ncseg.normalization import PERCENTILES, views
 from ncseg.records import ServingConfig
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class ServedNetwork(nn.Module):
         self.classes = nets[0].outputs  # 1: one sigmoid output (binary); K: softmax over K
         self.pad, self.divisor = pad, divisor
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *views: torch.Tensor) -> torch.Tensor:
+        """The probabilities of the normalised views, (B, 1, H, W) each, in the order of `inference.normalization`."""
+        x = torch.cat(views, dim=1)
         h, w = x.shape[-2], x.shape[-1]
         after_h = (-(h + 2 * self.pad)) % self.divisor + self.pad
         after_w = (-(w + 2 * self.pad)) % self.divisor + self.pad
@@ -103,12 +106,6 @@ class Source:
 
 def module_of(config: ServingConfig, nets: list[nn.Module]) -> ServedNetwork:
     """The exported module of a served model, after checking it can be exported faithfully."""
-    if len(config.normalization) != 1:
-        raise ExportError(
-            f"{config.architecture}: its input is {len(config.normalization)} normalisations of the image "
-            f"({', '.join(config.normalization)}); a BioImage.IO package normalises one channel: export a model "
-            "trained with inference.normalization: [image] or [dataset]"
-        )
     geometry = nets[0].geometry
     if geometry.margin or geometry.offset:
         raise ExportError(f"{config.architecture}: a 'valid' U-Net (output smaller than input) is not exported yet")
@@ -134,12 +131,23 @@ def test_crop(image: np.ndarray, module: ServedNetwork) -> np.ndarray:
     return image[y : y + h, x : x + w]
 
 
-def normalised(crop: np.ndarray, config: ServingConfig) -> np.ndarray:
-    """The crop as the package's preprocessing leaves it (the image's own percentiles, or the dataset window)."""
-    return normalize(crop, config.intensity_window if config.normalization[0] == "dataset" else None)
+def normalised(crop: np.ndarray, config: ServingConfig) -> list[torch.Tensor]:
+    """The crop as the package's preprocessing leaves each input: (1, 1, H, W) per view."""
+    stack = views(crop, config.normalization, config.intensity_window)
+    return [torch.from_numpy(np.ascontiguousarray(v))[None, None] for v in stack]
 
 
-def _preprocessing(config: ServingConfig) -> list:
+def input_ids(config: ServingConfig) -> list[str]:
+    """The input tensors' ids: `image` for a one-view model (as consumers expect), else one per view."""
+    if len(config.normalization) == 1:
+        return ["image"]
+    return [VIEW_INPUTS[v] for v in config.normalization]
+
+
+VIEW_INPUTS = {"image": "image_percentiles", "dataset": "image_dataset_window"}
+
+
+def _preprocessing(view: str, config: ServingConfig) -> list:
     from bioimageio.spec.model.v0_5 import (
         AxisId,
         ClipDescr,
@@ -150,7 +158,7 @@ def _preprocessing(config: ServingConfig) -> list:
         ScaleRangeKwargs,
     )
 
-    if config.normalization[0] == "dataset":
+    if view == "dataset":
         lo, hi = config.intensity_window or (0.0, 1.0)
         scale = ScaleLinearDescr(kwargs=ScaleLinearKwargs(gain=1.0 / (hi - lo), offset=-lo / (hi - lo)))
     else:
@@ -165,7 +173,9 @@ def _preprocessing(config: ServingConfig) -> list:
     return [scale, ClipDescr(kwargs=ClipKwargs(min=0.0, max=1.0))]
 
 
-def _axes(tensor: str, channels: list[str], module: ServedNetwork, output: bool) -> list:
+def _axes(first: str, channels: list[str], module: ServedNetwork, kind: Literal["first", "same", "output"]) -> list:
+    """The axes of the first input (`kind` "first": any size the module takes), of a further input ("same": the
+    first's size) or of the output ("output": the first's size, with the halo the context needs)."""
     from bioimageio.spec.model.v0_5 import (
         AxisId,
         BatchAxis,
@@ -178,33 +188,34 @@ def _axes(tensor: str, channels: list[str], module: ServedNetwork, output: bool)
     )
 
     channel = ChannelAxis(channel_names=channels)
-    if not output:  # any size from the smallest the module mirrors: it pads to what the network takes
+
+    def same(a: str) -> SizeReference:
+        return SizeReference(tensor_id=TensorId(first), axis_id=AxisId(a))
+
+    if kind == "first":  # any size from the smallest the module mirrors: it pads to what the network takes
         size = ParameterizedSize(min=smallest_input(module), step=1)
         space = [SpaceInputAxis(id=AxisId(a), size=size) for a in ("y", "x")]
+    elif kind == "same":
+        space = [SpaceInputAxis(id=AxisId(a), size=same(a)) for a in ("y", "x")]
     else:
-        space = [
-            SpaceOutputAxisWithHalo(
-                id=AxisId(a), size=SizeReference(tensor_id=TensorId(tensor), axis_id=AxisId(a)), halo=module.pad
-            )
-            for a in ("y", "x")
-        ]
+        space = [SpaceOutputAxisWithHalo(id=AxisId(a), size=same(a), halo=module.pad) for a in ("y", "x")]
     return [BatchAxis(), channel, *space]
 
 
-def _weights(module: ServedNetwork, example: torch.Tensor, folder: Path) -> tuple[Path, Path]:
+def _weights(module: ServedNetwork, example: list[torch.Tensor], names: list[str], folder: Path) -> tuple[Path, Path]:
     """TorchScript (traced) and ONNX files of `module`, any batch and image size."""
     with torch.no_grad():
-        traced = torch.jit.trace(module, example)
+        traced = torch.jit.trace(module, tuple(example))
     script = folder / "ncseg_torchscript.pt"
     traced.save(str(script))
     onnx = folder / "ncseg.onnx"
     torch.onnx.export(
         module,
-        (example,),
+        tuple(example),
         str(onnx),
-        input_names=["image"],
+        input_names=names,
         output_names=["probability"],
-        dynamic_axes={"image": {0: "batch", 2: "y", 3: "x"}, "probability": {0: "batch", 2: "y", 3: "x"}},
+        dynamic_axes={n: {0: "batch", 2: "y", 3: "x"} for n in [*names, "probability"]},
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
@@ -218,14 +229,27 @@ def _readme(source: Source, config: ServingConfig, path: Path) -> None:
         f"# {source.name}{f' v{source.version}' if source.version else ''} (ncseg)\n\n"
         f"Segments HAADF-STEM micrographs into {classes}: {config.architecture}, {config.members} cross-validation "
         f"fold network(s), their mean probability, calibrated (temperature {config.temperature:.3f}).\n\n"
-        f"- Input: one greyscale image (any bit depth), normalised by the package's preprocessing "
-        f"({config.normalization[0]} window, clipped to [0, 1]).\n"
+        f"- Input: {_inputs_text(config)}\n"
         f"- Output: per pixel the probability of each output channel; the mask ncseg makes from it: {rule}.\n"
         f"- Cross-validated Jaccard (mean over folds): {source.cv_jaccard}; "
         f"MLflow CV run `{source.served.card.cv_run_id}`; "
         f"registered as `{source.uri}`.\n"
         "- ncseg's own `ncseg predict` adds what this package does not: particles split and measured in nm, "
         "uncertainty, out-of-distribution flags.\n"
+    )
+
+
+def _inputs_text(config: ServingConfig) -> str:
+    window = {"image": "the image's own 0.5-99.5 percentiles", "dataset": "the training data's intensity window"}
+    if len(config.normalization) == 1:
+        return (
+            f"one greyscale image (any bit depth), normalised by the package's preprocessing "
+            f"({window[config.normalization[0]]}, clipped to [0, 1])."
+        )
+    each = "; ".join(f"`{VIEW_INPUTS[v]}` by {window[v]}" for v in config.normalization)
+    return (
+        f"the same greyscale image (any bit depth) in each of {len(config.normalization)} inputs, each normalised "
+        f"by its own preprocessing ({each}; clipped to [0, 1]): the network sees both views as channels."
     )
 
 
@@ -261,19 +285,19 @@ def build(source: Source, image: np.ndarray, out: Path, cite: list[tuple[str, st
     config = served.config
     module = module_of(config, served.nets)
     crop = test_crop(image, module)
-    x = torch.from_numpy(np.ascontiguousarray(normalised(crop, config)))[None, None]
+    x, inputs = normalised(crop, config), input_ids(config)
     with torch.no_grad():
-        y = module(x).numpy()
+        y = module(*x).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        np.save(folder / "test_input.npy", crop.astype(np.float32)[None, None])
+        np.save(folder / "test_input.npy", crop.astype(np.float32)[None, None])  # every input: the raw crop
         np.save(folder / "test_output.npy", y.astype(np.float32))
-        script, onnx = _weights(module, x, folder)
+        script, onnx = _weights(module, x, inputs, folder)
         classes = (y[0, 0] > config.threshold).astype(np.uint8) if config.threshold is not None else y[0].argmax(0)
         names, colours = list(config.labels.names), [c.colour for c in config.labels.classes]
         figures.class_overlay(
             folder / "cover.png",
-            normalised(crop, config),
+            x[0][0, 0].numpy(),
             classes.astype(np.uint8),
             names,
             colours,
@@ -293,16 +317,17 @@ def build(source: Source, image: np.ndarray, out: Path, cite: list[tuple[str, st
                 tags=["electron-microscopy", "haadf-stem", "nanoparticles", "semantic-segmentation", "2d"],
                 inputs=[
                     InputTensorDescr(
-                        id=TensorId("image"),
-                        axes=_axes("image", ["haadf"], module, output=False),
+                        id=TensorId(name),
+                        axes=_axes(inputs[0], ["haadf"], module, "same" if i else "first"),
                         test_tensor=FileDescr(source=folder / "test_input.npy"),
-                        preprocessing=_preprocessing(config),
+                        preprocessing=_preprocessing(view, config),
                     )
+                    for i, (name, view) in enumerate(zip(inputs, config.normalization, strict=True))
                 ],
                 outputs=[
                     OutputTensorDescr(
                         id=TensorId("probability"),
-                        axes=_axes("image", _channels(config), module, output=True),
+                        axes=_axes(inputs[0], _channels(config), module, "output"),
                         test_tensor=FileDescr(source=folder / "test_output.npy"),
                     )
                 ],
@@ -335,7 +360,7 @@ def served_difference(source: Source, image: np.ndarray) -> float:
     module = module_of(served.config, served.nets)
     crop = test_crop(image, module)
     with torch.no_grad():
-        package = module(torch.from_numpy(np.ascontiguousarray(normalised(crop, served.config)))[None, None])[0]
+        package = module(*normalised(crop, served.config))[0]
     answer = served.segment(crop, "none").probability
     return float(np.abs(package.numpy().reshape(answer.shape) - answer).max())
 
