@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ncseg.metrics import best_threshold, jaccard, jaccard_sweep, match_objects, score
+from ncseg.metrics import best_threshold, diameter_error, jaccard, jaccard_sweep, match_objects, score
 
 masks = arrays(bool, st.tuples(st.integers(1, 12), st.integers(1, 12)))
 
@@ -64,3 +64,17 @@ def test_sweep_finds_the_threshold_that_separates_the_classes():
     curve = jaccard_sweep([prob], [truth], grid)
     assert curve[2] == 1.0 and curve[3] == 0.0
     assert best_threshold([prob], [truth], grid) == 0.5
+
+
+def test_the_diameter_error_is_the_bias_of_the_mean_particle_size_pooled_over_images():
+    truth = np.zeros((40, 40), bool)
+    truth[5:9, 5:9] = truth[20:28, 20:28] = True  # 4 and 8 px squares
+    grown = np.zeros_like(truth)
+    grown[4:10, 4:10] = grown[19:29, 19:29] = True  # each 1 px larger all round
+    empty = np.zeros_like(truth)
+    d = lambda side: np.sqrt(4 * side**2 / np.pi)  # noqa: E731
+    expected = (d(6) + d(10)) / (d(4) + d(8)) - 1
+    assert diameter_error([grown, empty], [truth, empty]) == pytest.approx(expected)  # an empty image adds nothing
+    assert diameter_error([truth], [truth]) == 0.0
+    assert diameter_error([empty], [truth]) == -1.0  # nothing found: the whole size is missed
+    assert diameter_error([grown], [empty]) is None  # no reference particle: no size to miss

@@ -63,6 +63,23 @@ def match_objects(pred: np.ndarray, truth: np.ndarray, iou: float = OBJECT_IOU) 
     return len(used_pred), n_pred, n_true
 
 
+def equivalent_diameters(mask: np.ndarray) -> np.ndarray:
+    """Each connected object's equivalent-circle diameter in px (objects as `match_objects` counts them)."""
+    areas = np.bincount(label(mask, connectivity=1).ravel())[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def diameter_error(preds: list[np.ndarray], truths: list[np.ndarray]) -> float | None:
+    """The signed relative error of the mean particle diameter, particles pooled over the images: the bias of the
+    size distribution a user reads from the particle table (+0.1: particles come out 10 % larger on average).
+    None where the reference holds no particle; -1 where the prediction holds none."""
+    true = np.concatenate([equivalent_diameters(t) for t in truths])
+    if not true.size:
+        return None
+    pred = np.concatenate([equivalent_diameters(p) for p in preds])
+    return float(pred.mean() / true.mean() - 1) if pred.size else -1.0
+
+
 def score(pred: np.ndarray, truth: np.ndarray) -> Scores:
     pred, truth = pred.astype(bool), truth.astype(bool)
     tp = np.count_nonzero(pred & truth)

@@ -136,6 +136,7 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     assert summary.decision == "argmax" and summary.threshold is None
     assert set(summary.classes) == {"support", "pt"}
     assert "object_f1_mean" in summary.classes["pt"] and "object_f1_mean" not in summary.classes["support"]
+    assert "diameter_error_mean" in summary.classes["pt"] and "diameter_error_mean" not in summary.classes["support"]
     folds = len(summary.jaccard_per_fold)
     assert folds == 4 and summary.ensemble_jaccard_per_fold is not None
     per_class = [summary.classes[c]["jaccard_mean"] for c in ("support", "pt")]
@@ -153,6 +154,8 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     assert summary.ece_raw_mean is not None and summary.ece_calibrated_mean is not None
     cross_validate("otsu", params, root)
     evaluate(params, root)
+    table = (params.paths.metrics / "summary.md").read_text()
+    assert "| model | support Jaccard | pt Jaccard | pt object F1 | pt diameter error |" in table
     decision = register_best(params, root)
     assert decision.created and decision.architecture == "unet4" and decision.score == "pt"
     assert decision.cv_jaccard == pytest.approx(saved.score_mean("pt"))  # ranked and compared on Pt

@@ -44,7 +44,32 @@ def markdown_table(results: dict[str, CVSummary]) -> str:
         threshold = f"{r.threshold:.2f}" if r.threshold is not None else _decision(r)
         cells = [pm(r, "jaccard"), study, threshold, *(pm(r, k) for k in COLUMNS[1:])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + _repeats_table(results) + _calibration_table(results)
+    return "\n".join(lines) + "\n" + _classes_table(results) + _repeats_table(results) + _calibration_table(results)
+
+
+def _classes_table(results: dict[str, CVSummary]) -> str:
+    """A K-class study: each foreground class's Jaccard, and for particle classes what a counting user reads —
+    object F1 and the bias of the mean particle diameter (signed, relative to the reference's)."""
+    rows = {n: r.classes for n, r in results.items() if r.classes}
+    if not rows:
+        return ""
+    classes = list(next(iter(rows.values())))
+    particles = [c for c in classes if "object_f1_mean" in rows[next(iter(rows))][c]]
+    head = [f"{c} Jaccard" for c in classes] + [f"{c} {m}" for c in particles for m in ("object F1", "diameter error")]
+    lines = ["", "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+
+    def pm(values: dict[str, float], key: str, percent: bool = False) -> str:
+        if f"{key}_mean" not in values:
+            return "—"
+        scale, fmt = (100, "+.1f") if percent else (1, ".3f")
+        mean, std = values[f"{key}_mean"] * scale, values[f"{key}_std"] * scale
+        return f"{mean:{fmt}}{' %' if percent else ''} ± {std:.{1 if percent else 3}f}"
+
+    for name, per in sorted(rows.items(), key=lambda kv: -results[kv[0]].jaccard_mean):
+        cells = [pm(per[c], "jaccard") for c in classes]
+        cells += [cell for c in particles for cell in (pm(per[c], "object_f1"), pm(per[c], "diameter_error", True))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _decision(r: CVSummary) -> str:

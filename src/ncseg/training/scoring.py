@@ -19,7 +19,7 @@ import numpy as np
 
 from ncseg import calibration
 from ncseg.config import ClassicalParams, ModelParams, Params
-from ncseg.metrics import Scores, best_threshold, class_scores, headline, score
+from ncseg.metrics import Scores, best_threshold, class_scores, diameter_error, headline, score
 from ncseg.records import SCORE_KEYS, CVSummary, Operating
 from ncseg.training.plan import Split
 
@@ -41,6 +41,7 @@ class FoldResult:
     ece: tuple[float, float] | None = None  # this fold's test pixels: before, after calibration
     history: list[EpochLog] = field(default_factory=list)
     by_class: list[dict[int, Scores]] = field(default_factory=list)  # per test image, of a K-class study
+    diameter_errors: dict[int, float | None] = field(default_factory=dict)  # per particle class, over its test images
 
     def mean(self, key: str, study: bool = False) -> float:
         return float(np.mean([getattr(s, key) for s in (self.study_scores if study else self.scores)]))
@@ -213,6 +214,11 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSu
             for key in keys
             for stat, value in zip(("mean", "std"), _mean_std([r.class_mean(k, key) for r in run.results]), strict=True)
         }
+    for k in labels.particle_ids:
+        errors = [e for r in run.results if (e := r.diameter_errors[k]) is not None]
+        if errors:
+            mean, std = _mean_std(errors)
+            per_class[labels.names[k]] |= {"diameter_error_mean": mean, "diameter_error_std": std}
     per_fold = {labels.names[k]: tuple(r.class_mean(k, "jaccard") for r in run.results) for k in labels.foreground}
     summary = CVSummary(
         threshold=None,
@@ -263,6 +269,10 @@ def _score_maps(results: list[FoldResult], preds: dict[int, np.ndarray], run: CV
         # every image has its class map: cross_validate checked them all before training (loop.class_targets)
         r.by_class = [class_scores(preds[i], run.samples[i].classes, labels) for i in r.test]
         r.scores = [headline(c, labels) for c in r.by_class]
+        r.diameter_errors = {
+            k: diameter_error([preds[i] == k for i in r.test], [run.samples[i].classes == k for i in r.test])
+            for k in labels.particle_ids
+        }
 
 
 def _operating_point(probs: list[np.ndarray], masks: list[np.ndarray], params: Params) -> Operating:
