@@ -8,7 +8,19 @@ import pytest
 
 from ncseg.data.layout import IMAGES
 from ncseg.io.images import read_image
-from ncseg.napari.layers import ANSWER, META, PARTICLES, UNCERTAINTY, dataset_layers, segmentation_layers
+from ncseg.napari.layers import (
+    ANSWER,
+    KEPT,
+    META,
+    PARTICLES,
+    UNCERTAINTY,
+    dataset_layers,
+    kept_aside,
+    mark_saved,
+    role_of,
+    segmentation_layers,
+    unsaved,
+)
 from ncseg.napari.reader import get_reader
 from ncseg.predict.outputs import instances
 from ncseg.predict.segment import Segmenter
@@ -40,6 +52,24 @@ def test_the_answer_is_scaled_in_nm_and_carries_its_particle_table(tmp_path, sma
     features = kwargs["features"]
     assert features["index"] == sorted(set(np.unique(data)) - {0})  # one row per particle, keyed by its label
     assert len(features["equivalent_diameter_nm"]) == len(features["index"])
+
+
+def test_an_answer_knows_when_it_holds_paint_not_yet_added_and_is_kept_aside_under_its_own_name(
+    tmp_path, small_raw, small_params
+):
+    image = read_image(next((small_raw / IMAGES).glob("*.tif")))
+    seg = Segmenter(_served(tmp_path, ["image"]), "tiny").segment(image)
+    data, kwargs, _ = segmentation_layers(seg, instances(seg, small_params.particles))[0]
+    metadata = kwargs["metadata"]
+    assert not unsaved(metadata, data)  # as the model answered
+    data[:4, :4] = data.max() + 1  # the user paints a particle
+    assert unsaved(metadata, data)
+    mark_saved(metadata, data.copy())  # `add` sent it to the training data
+    assert not unsaved(metadata, data)
+    data[:4, :4] = 0
+    name, kept = kept_aside(metadata, kwargs["name"])
+    assert name == f"{kwargs['name']} (unsaved correction)" and role_of(kept, image.path.stem) == KEPT
+    assert role_of(metadata, image.path.stem) == ANSWER  # the layer's own metadata is left as it was
 
 
 def test_a_dataset_folder_opens_as_images_with_their_masks_in_nm(small_raw):

@@ -69,6 +69,17 @@ def test_segment_correct_add(opened, qtbot, project, model_folder):
     assert np.array_equal(read_image(raw / IMAGES / "field_a.tif").data, viewer.layers["field_a"].data)
     assert read_groups(raw)["field_a"] == "region-a"
 
+    def segmented_again() -> bool:
+        return "particles" in widget.status.value and widget.worker is not None and not widget.worker.is_running
+
+    _click_and_wait(qtbot, widget, widget.segment_button, segmented_again)  # what was added is safe: replaced
+    assert [la.name for la in viewer.layers if "particles" in la.name] == ["field_a particles"]
+    viewer.layers["field_a particles"].paint((20, 20), 99)  # a correction not yet added ...
+    _click_and_wait(qtbot, widget, widget.segment_button, segmented_again)
+    kept = viewer.layers["field_a particles (unsaved correction)"]  # ... is not thrown away by a new answer
+    assert kept.data[20, 20] == 99 and "kept" in widget.status.value
+    assert not (viewer.layers["field_a particles"].data == 99).any()
+
 
 def test_a_project_without_models_is_named_on_screen(opened, qtbot, project):
     viewer, widget = opened

@@ -8,6 +8,7 @@ answer layer a user corrected and send it back to training with the image it bel
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ncseg.predict.segment import Segmentation
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 META = "ncseg"
 IMAGE, ANSWER, PARTICLES, UNCERTAINTY, TRUTH = "image", "answer", "particles", "uncertainty", "truth"
+KEPT = "kept"  # an answer holding a correction not yet added, kept aside when the image is segmented again
 
 
 def _placed(
@@ -55,17 +57,46 @@ def segmentation_layers(seg: Segmentation, found: Found) -> list[LayerData]:
     if not seg.labels.is_binary:
         colours = class_colours(seg.labels)
         placed = _placed(f"{name} classes", ANSWER, name, px, classes, colormap=colours)
-        layers.append((seg.classes, placed, "labels"))
+        layers.append((seg.classes, _as_answered(placed, seg.classes), "labels"))
     for k, each in found.items():
         rows, columns = particle_table(seg, each, k)
         features = {"index": [r["label"] for r in rows]} | {c: [r[c] for r in rows] for c in columns}
         role = ANSWER if seg.labels.is_binary else PARTICLES
         title = name if seg.labels.is_binary else f"{name} {seg.labels.names[k]}"
         placed = _placed(f"{title} particles", role, name, px, classes, features=features)
-        layers.append((each.labels, placed, "labels"))
+        layers.append((each.labels, _as_answered(placed, each.labels) if role == ANSWER else placed, "labels"))
     style = {"colormap": "inferno", "blending": "additive", "opacity": 0.5, "visible": False}
     layers.append((seg.uncertainty, _placed(f"{name} uncertainty", UNCERTAINTY, name, px, **style), "image"))
     return layers
+
+
+def digest(data: np.ndarray) -> str:
+    """A fingerprint of an answer's labels: what tells a corrected answer from the one the model gave."""
+    array = np.ascontiguousarray(data)
+    return hashlib.blake2b(array.tobytes() + str((array.dtype, array.shape)).encode(), digest_size=16).hexdigest()
+
+
+def _as_answered(kwargs: dict[str, Any], data: np.ndarray) -> dict[str, Any]:
+    kwargs["metadata"][META]["saved"] = digest(data)  # as the model answered: nothing to lose yet
+    return kwargs
+
+
+def unsaved(metadata: dict[str, Any], data: np.ndarray) -> bool:
+    """Whether an answer layer holds paint that neither the model gave nor `add` sent to the training data."""
+    saved = (metadata.get(META) or {}).get("saved")
+    return saved is not None and digest(data) != saved
+
+
+def mark_saved(metadata: dict[str, Any], data: np.ndarray) -> None:
+    """After `add`: the answer as sent is safe in the training data."""
+    metadata[META]["saved"] = digest(data)
+
+
+def kept_aside(metadata: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    """The name and metadata of an answer with an unsaved correction once a new answer takes its place: it stays
+    in the viewer under its own name, no longer the image's answer, so the user can still compare or add it."""
+    meta = dict(metadata[META]) | {"role": KEPT}
+    return f"{name} (unsaved correction)", dict(metadata) | {META: meta}
 
 
 def dataset_layers(folder: Path) -> list[LayerData]:

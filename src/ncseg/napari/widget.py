@@ -21,7 +21,17 @@ from napari.utils.notifications import show_error
 
 from ncseg.io.images import Micrograph
 from ncseg.napari import actions
-from ncseg.napari.layers import ANSWER, META, PARTICLES, UNCERTAINTY, particle_rows, role_of
+from ncseg.napari.layers import (
+    ANSWER,
+    META,
+    PARTICLES,
+    UNCERTAINTY,
+    kept_aside,
+    mark_saved,
+    particle_rows,
+    role_of,
+    unsaved,
+)
 
 SHOWN = (ANSWER, PARTICLES, UNCERTAINTY)  # the roles a new answer replaces
 TABLE_COLUMNS = ("label", "area_px", "equivalent_diameter_nm", "feret_max_nm", "nn_gap_nm", "confidence")
@@ -87,14 +97,18 @@ class SegmentWidget(Container):
         self._run(work, f"segmenting {image.path.stem}", self._show)
 
     def _show(self, answer: actions.Answer) -> None:
-        name = answer.segmentation.image.path.stem
+        name, kept = answer.segmentation.image.path.stem, ""
         for layer in [la for la in self.viewer.layers if role_of(la.metadata, name) in SHOWN]:
-            self.viewer.layers.remove(layer)
+            if role_of(layer.metadata, name) == ANSWER and unsaved(layer.metadata, layer.data):
+                layer.name, layer.metadata = kept_aside(layer.metadata, layer.name)
+                kept = f"; your unsaved correction is kept as '{layer.name}'"
+            else:
+                self.viewer.layers.remove(layer)
         for data, kwargs, kind in answer.layers:
             self.viewer.add_layer(Layer.create(data, kwargs, kind))
         self.table.value = _table(particle_rows(answer.layers, TABLE_COLUMNS))
         n = sum(len(each.particles) for each in answer.found.values())
-        self.status.value = f"{name}: {n} particles; correct its {ANSWER} layer, then add it to the training data"
+        self.status.value = f"{name}: {n} particles; correct its {ANSWER} layer, then add it to the training data{kept}"
 
     def add(self) -> None:
         try:
@@ -104,9 +118,12 @@ class SegmentWidget(Container):
             return self._error(err)
         answer, classes = np.array(layer.data), tuple(layer.metadata[META]["classes"])  # a copy: painting goes on
         group, what = self.group.value.strip() or None, f"adding {image.path.stem} to {project.folder}'s training data"
-        self._run(lambda: actions.add(project, image, answer, classes, group), what, self._added)
+        self._run(
+            lambda: actions.add(project, image, answer, classes, group), what, lambda r: self._added(r, layer, answer)
+        )
 
-    def _added(self, result: Any) -> None:
+    def _added(self, result: Any, layer: Layer, sent: np.ndarray) -> None:
+        mark_saved(layer.metadata, sent)
         names = ", ".join(pair.name for pair in result.pairs)
         self.status.value = f"added {names} to the training data" + "".join(f"; {w}" for w in result.warnings)
 
