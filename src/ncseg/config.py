@@ -25,6 +25,8 @@ class Paths(_Frozen):
     models: Path
     metrics: Path
     plots: Path
+    # finished folds kept so a stopped CV resumes (ncseg.training.resume); None: every run trains every fold
+    fold_cache: Path | None = None
 
 
 class SynthParams(_Frozen):

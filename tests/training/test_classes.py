@@ -31,7 +31,7 @@ from ncseg.training.report import evaluate, markdown_table
 
 from ..conftest import ROOT
 from ..test_labels import THREE
-from .test_cv import TINY_UNET
+from .conftest import TINY_UNET
 
 
 def _three() -> LabelSet:

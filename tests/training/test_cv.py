@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ncseg.config import load_params
 from ncseg.data.dataset import Sample, load_samples
 from ncseg.data.layout import Entry, image_path, mask_path, read_manifest, write_manifest
-from ncseg.data.rotations import augment
 from ncseg.io.atomic import FolderBusyError, folder_lock
 from ncseg.io.images import read_image, read_mask, write_mask, write_tiff
 from ncseg.metrics import jaccard
@@ -20,41 +18,6 @@ from ncseg.training import cv, loop
 from ncseg.training.cv import cross_validate
 from ncseg.training.plan import fit_and_validation, plan_repeats
 from ncseg.training.scoring import FoldResult, nested_thresholds
-
-from ..conftest import ROOT
-
-TINY_UNET = "{kind: unet4, base_channels: 4, dropout: 0.0, padding: same, l2: 0.0, weight_decay: 0.0}"
-
-
-@pytest.fixture
-def study(small_raw, tmp_path, monkeypatch):
-    """A tiny study on the small synthetic set: (params for n folds, the model folder, the metrics file)."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    work = tmp_path / "work"
-
-    def params(n_folds: int = 2, *extra: str):
-        return load_params(
-            ROOT / "params.yaml",
-            [
-                f"paths={{raw: {small_raw}, augmented: {work}/aug, models: {work}/models, metrics: {work}/metrics, "
-                f"plots: {work}/plots}}",
-                "augment.n_rotated=2",
-                f"cv.n_folds={n_folds}",
-                "train.epochs=1",
-                "train.steps_per_epoch=1",
-                "train.batch_size=2",
-                "train.crop_px=64",
-                "inference.tile=128",
-                f"models={{unet4: {TINY_UNET}}}",
-                "register.members=1",
-                f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                *extra,
-            ],
-        )
-
-    p = params()
-    augment(p.paths.raw, p.paths.augmented, p.augment, p.seed)
-    return params, work / "models" / "unet4", work / "metrics" / "cv" / "unet4.json"
 
 
 def _snapshot(folder):
@@ -131,7 +94,7 @@ def _fake_training(monkeypatch, record):
         probs = [np.clip(samples[i].mask * 0.7 + rng.uniform(0, 0.5, samples[i].mask.shape), 0, 1) for i in fold.test]
         record[(split.index, fold.fold)] = ({s.name for s in fit + val}, [samples[i].name for i in fold.test], probs)
         fold.history = [loop.EpochLog(0, 0.5, 0.5, 0.5, 0.5)]
-        return build_net(spec, 1), probs
+        return build_net(spec, 1), probs, {"seed": split.seed + fold.fold}
 
     monkeypatch.setattr(cv, "_train_fold", fake)
 

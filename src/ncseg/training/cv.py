@@ -20,6 +20,7 @@ run can never pair old scores with new weights (or leave `fold4.pt` of an earlie
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from ncseg.records import CVSummary, ModelCard
 from ncseg.training.loop import class_targets, fit_new_net
 from ncseg.training.outputs import model_card, save_weights, weight_file, write_plots
 from ncseg.training.plan import Split, child_name, fit_and_validation, leak_free, plan_repeats
+from ncseg.training.resume import Fold, FoldParams, FoldStore
 from ncseg.training.scoring import CVRun, FoldResult, Repeat, fold_metrics, score_cv
 
 
@@ -50,23 +52,22 @@ def _train_fold(
     split: Split,
     params: Params,
     progress: Progress,
-) -> tuple[torch.nn.Module, list[np.ndarray]]:
+) -> tuple[torch.nn.Module, list[np.ndarray], FoldParams]:
     from ncseg.tracking import runs
 
     fit, val, inner = fit_and_validation(samples, split.folds, fold.fold, params.cv.inner_val_fraction, split.seed)
 
     net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, runs.log_epoch, progress)
-    runs.log_fold_params(
-        {
-            "fit_images": len(fit),
-            "inner_val_groups": ",".join(sorted(inner)),
-            "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_tuned).epoch,
-            "seed": split.seed + fold.fold,
-        }
-    )
+    fold_params: FoldParams = {
+        "fit_images": len(fit),
+        "inner_val_groups": ",".join(sorted(inner)),
+        "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_tuned).epoch,
+        "seed": split.seed + fold.fold,
+    }
+    runs.log_fold_params(fold_params)
     inference = params.inference
     probs = [predict_tta([net], net.geometry, samples[i].image, inference.tta, **inference.tiling()) for i in fold.test]
-    return net, probs
+    return net, probs, fold_params
 
 
 def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
@@ -115,22 +116,58 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
     from ncseg.tracking import runs
 
     plan = [(rep, k) for rep in run.repeats for k in range(run.params.cv.n_folds)]
+    store = _fold_store(run)
     with _progress() as progress:
         for rep, k in progress.track(plan, description=f"{run.name}: folds"):
             split, test = rep.split, rep.split.test(k)
+            cached = store.get(split.index, k) if store else None
             tags = {"fold": str(k), "repeat": str(split.index), "model": run.name}
+            tags |= {"resumed_from": str(store.folder)} if store and cached else {}
             with runs.child_run(child_name(split.index, k, len(run.repeats)), tags) as run_id:
                 fold = FoldResult(k, test, run_id, split.index)
                 runs.log_fold_params({"test_images": ",".join(run.samples[i].name for i in test)})
                 if isinstance(run.spec, ClassicalParams):
                     rep.preds |= _classical(run, test)
                 else:
-                    net, fold_probs = _train_fold(run.spec, run.samples, fold, split, run.params, progress)
-                    rep.probs |= dict(zip(test, fold_probs, strict=True))
                     path = weights_dir / weight_file(split.index, k)
-                    save_weights(net, path)
+                    probs = (
+                        _resumed(cached, fold, path) if cached else _trained(run, fold, split, path, store, progress)
+                    )
+                    rep.probs |= dict(zip(test, probs, strict=True))
                     runs.log_weights(path)
             rep.results.append(fold)
+
+
+def _trained(
+    run: CVRun, fold: FoldResult, split: Split, path: Path, store: FoldStore | None, progress: Progress
+) -> list[np.ndarray]:
+    """A fold trained here: its network saved to `path` (and kept in the store), its test images' probabilities."""
+    net, probs, fold_params = _train_fold(run.spec, run.samples, fold, split, run.params, progress)
+    save_weights(net, path)
+    if store:
+        store.put(split.index, fold.fold, path, (probs, fold.history, fold_params))
+    return probs
+
+
+def _fold_store(run: CVRun) -> FoldStore | None:
+    """Where this CV's finished folds are kept (`paths.fold_cache`; None: nowhere, every fold trains)."""
+    if isinstance(run.spec, ClassicalParams):  # seconds per fold: nothing worth keeping
+        return None
+    params = run.params
+    return FoldStore.open(params.paths.fold_cache, run.name, run.spec, params, run.samples, _runtime(params))
+
+
+def _resumed(cached: Fold, fold: FoldResult, path: Path) -> list[np.ndarray]:
+    """A fold a stopped run finished, taken as it was: its network, its curves and parameters logged again on this
+    run's fold run, so the MLflow record of the resumed CV is complete."""
+    from ncseg.tracking import runs
+
+    shutil.copyfile(cached.weights, path)
+    fold.history = cached.history
+    for log in cached.history:
+        runs.log_epoch(log)
+    runs.log_fold_params(cached.params)
+    return cached.probs
 
 
 def _classical(run: CVRun, test: list[int]) -> dict[int, np.ndarray]:
