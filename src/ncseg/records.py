@@ -157,6 +157,10 @@ class CVSummary(Record):
     temperature: float | None = None  # fitted on all out-of-fold predictions (1: calibration off)
     ece_raw_mean: float | None = None  # expected calibration error per test fold before calibration, mean
     ece_calibrated_mean: float | None = None  # ... after, with a temperature fitted on the other folds
+    # The bias of the mean particle diameter, particles pooled per fold (signed, relative to the reference's);
+    # a K-class study has it per particle class under `classes` (written before it was scored: absent)
+    diameter_error_mean: float | None = Field(default=None, exclude_if=lambda v: v is None)
+    diameter_error_std: float | None = Field(default=None, exclude_if=lambda v: v is None)
     # The groups the folds kept apart: the data's, joined where near-duplicate images link them (ncseg.data.leaks)
     leak_threshold: float | None = None  # the similarity that joins; None: not joined (or written before joining)
     groups: int | None = Field(default=None, ge=1)  # how many groups the folds split, after joining

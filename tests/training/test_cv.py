@@ -11,12 +11,13 @@ from ncseg.data.dataset import Sample, load_samples
 from ncseg.data.layout import Entry, image_path, mask_path, read_manifest, write_manifest
 from ncseg.io.atomic import FolderBusyError, folder_lock
 from ncseg.io.images import read_image, read_mask, write_mask, write_tiff
-from ncseg.metrics import jaccard
+from ncseg.metrics import diameter_error, jaccard
 from ncseg.models.zoo import build_net
 from ncseg.records import CVSummary, ModelCard
 from ncseg.training import cv, loop
 from ncseg.training.cv import cross_validate
 from ncseg.training.plan import fit_and_validation, plan_repeats
+from ncseg.training.report import evaluate
 from ncseg.training.scoring import FoldResult, nested_thresholds
 
 
@@ -143,6 +144,27 @@ def test_the_ensemble_averages_only_networks_that_never_saw_the_image(study, tmp
     nested_thresholds(results, probs, samples, p)
     expected = [np.mean([jaccard(probs[i] > r.threshold, samples[i].mask) for i in r.test]) for r in results]
     assert summary.ensemble_jaccard_per_fold == pytest.approx(expected)
+
+
+def test_the_mean_diameter_bias_is_scored_on_the_masks_each_fold_was_scored_on(study, tmp_path, monkeypatch):
+    """What a counting user reads: how much larger or smaller the found NCs are on average, fold by fold at the
+    fold's own nested threshold, and in summary.md."""
+    params, _, _ = study
+    p = params(2, "calibration.method=none")
+    record: dict = {}
+    _fake_training(monkeypatch, record)
+    summary = cross_validate("unet4", p, tmp_path)
+    samples, by_name = _samples(p), {}
+    for _, tested, probs in record.values():
+        by_name |= dict(zip(tested, probs, strict=True))
+    split = plan_repeats(samples, p)[0]
+    errors = [
+        diameter_error([by_name[samples[i].name] > t for i in split.test(k)], [samples[i].mask for i in split.test(k)])
+        for k, t in enumerate(summary.fold_thresholds)
+    ]
+    assert summary.diameter_error_mean == pytest.approx(np.mean(errors)) and summary.diameter_error_std is not None
+    evaluate(p, tmp_path)
+    assert f"{100 * summary.diameter_error_mean:+.1f} %" in (p.paths.metrics / "summary.md").read_text()
 
 
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_other_ones(study, tmp_path, monkeypatch):

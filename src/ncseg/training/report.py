@@ -37,12 +37,17 @@ def markdown_table(results: dict[str, CVSummary]) -> str:
     def pm(r: CVSummary, key: str) -> str:
         return f"{r.mean(key):.3f} ± {r.std(key):.3f}"
 
-    head = "| model | Jaccard | Jaccard @ 0.75 | threshold | Dice | precision | recall | object F1 |"
-    lines = [head, "|" + "---|" * 8]
+    def size(r: CVSummary) -> str:
+        if r.diameter_error_mean is None:
+            return "—"
+        return f"{100 * r.diameter_error_mean:+.1f} % ± {100 * (r.diameter_error_std or 0):.1f}"
+
+    head = "| model | Jaccard | Jaccard @ 0.75 | threshold | Dice | precision | recall | object F1 | diameter error |"
+    lines = [head, "|" + "---|" * 9]
     for name, r in sorted(results.items(), key=lambda kv: -kv[1].jaccard_mean):
         study = pm(r, "jaccard_at_study_threshold") if r.threshold is not None else "—"
         threshold = f"{r.threshold:.2f}" if r.threshold is not None else _decision(r)
-        cells = [pm(r, "jaccard"), study, threshold, *(pm(r, k) for k in COLUMNS[1:])]
+        cells = [pm(r, "jaccard"), study, threshold, *(pm(r, k) for k in COLUMNS[1:]), size(r)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + _classes_table(results) + _repeats_table(results) + _calibration_table(results)
 

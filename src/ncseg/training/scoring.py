@@ -152,6 +152,7 @@ def score_cv(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSummary,
     ensemble = _score_ensemble(run) if run.trainable and len(run.repeats) > 1 else None
     if ensemble is not None:
         values |= _ensemble_values(ensemble[0])
+    values |= _diameter_errors(run)
     summary = CVSummary(
         threshold=operating.threshold if operating else None,
         study_threshold=run.params.threshold.study if run.trainable else None,
@@ -176,6 +177,16 @@ def _common(run: CVRun, window: tuple[float, float] | None) -> dict:
         "jaccard_between_repeat_std": _mean_std(repeat_means)[1] if len(repeat_means) > 1 else None,
         "intensity_window": window,
     }
+
+
+def _diameter_errors(run: CVRun) -> dict:
+    """A binary study's mean-diameter bias per fold, from the masks it was scored on (its nested threshold)."""
+    for rep in run.repeats:
+        for r in rep.results:
+            masks, truths = [rep.preds[i] for i in r.test], [run.samples[i].mask for i in r.test]
+            r.diameter_errors = {1: diameter_error(masks, truths)}
+    errors = [e for r in run.results if (e := r.diameter_errors[1]) is not None]
+    return dict(zip(("diameter_error_mean", "diameter_error_std"), _mean_std(errors), strict=True)) if errors else {}
 
 
 def _ensemble_values(results: list[FoldResult]) -> dict:
