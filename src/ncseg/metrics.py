@@ -70,9 +70,10 @@ def equivalent_diameters(mask: np.ndarray) -> np.ndarray:
 
 
 def diameter_error(preds: list[np.ndarray], truths: list[np.ndarray]) -> float | None:
-    """The signed relative error of the mean particle diameter, particles pooled over the images: the bias of the
-    size distribution a user reads from the particle table (+0.1: particles come out 10 % larger on average).
-    None where the reference holds no particle; -1 where the prediction holds none."""
+    """The signed relative error of the mean object diameter, objects pooled over the images (+0.1: they come out
+    10 % larger on average). Objects are connected components as the object F1 counts them, unfiltered: the
+    particle table of `ncseg predict` splits touching particles and drops those under its minimum area, so its
+    mean can differ. None where the reference holds no object; -1 where the prediction holds none."""
     true = np.concatenate([equivalent_diameters(t) for t in truths])
     if not true.size:
         return None

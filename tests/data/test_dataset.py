@@ -84,7 +84,7 @@ def test_oversampling_puts_a_rare_particle_class_into_the_share_of_crops_asked_f
     assert valid > 0.85, valid
 
 
-def test_no_oversampling_draws_the_batches_a_study_trained_on_before_the_setting():
+def test_no_oversampling_keeps_no_focus_and_a_focus_changes_the_crops():
     batches = _batches(seed=5)
     assert Focus.of(0.0, batches.samples, particle_ids=(1,), binary=True) is None
     samples = batches.samples

@@ -67,6 +67,7 @@ def test_an_answer_knows_when_it_holds_paint_not_yet_added_and_is_kept_aside_und
     mark_saved(metadata, data.copy())  # `add` sent it to the training data
     assert not unsaved(metadata, data)
     data[:4, :4] = 0
+    assert unsaved(metadata, data)  # painted again after the add
     name, kept = kept_aside(metadata, kwargs["name"])
     assert name == f"{kwargs['name']} (unsaved correction)" and role_of(kept, image.path.stem) == KEPT
     assert role_of(metadata, image.path.stem) == ANSWER  # the layer's own metadata is left as it was

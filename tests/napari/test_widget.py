@@ -81,6 +81,27 @@ def test_segment_correct_add(opened, qtbot, project, model_folder):
     assert not (viewer.layers["field_a particles"].data == 99).any()
 
 
+def test_a_correction_kept_aside_by_a_new_answer_can_still_be_added(opened, qtbot, project, model_folder):
+    viewer, widget = opened
+    widget.project.value, widget.model.value = project, str(model_folder)
+    widget.image.value = viewer.layers["field_a"]
+    _click_and_wait(qtbot, widget, widget.segment_button, lambda: "field_a particles" in viewer.layers)
+    viewer.layers["field_a particles"].paint((20, 20), 99)
+    first = widget.worker
+    _click_and_wait(
+        qtbot,
+        widget,
+        widget.segment_button,
+        lambda: widget.worker is not first and "kept" in widget.status.value,
+    )
+    kept = viewer.layers["field_a particles (unsaved correction)"]
+    viewer.layers.selection.active = kept  # the user still wants it: select it and add it
+    _click_and_wait(qtbot, widget, widget.add_button, lambda: widget.status.value.startswith("added"))
+    raw = project.parent / "data" / "raw"
+    assert np.array_equal(read_mask(raw / MASKS / "field_a.tif"), np.asarray(kept.data) > 0)
+    assert not np.array_equal(np.asarray(kept.data) > 0, np.asarray(viewer.layers["field_a particles"].data) > 0)
+
+
 def test_a_project_without_models_is_named_on_screen(opened, qtbot, project):
     viewer, widget = opened
     widget.project.value = project

@@ -60,9 +60,29 @@ def test_the_key_changes_with_what_a_fold_trains_on_and_not_with_what_it_does_no
     key = study_key(spec, params, samples, runtime)
     assert key == study_key(spec, params, noise_samples(), runtime)
     assert key == study_key(spec, tiny_train_params("cv.repeats=3", "train.workers=2"), samples, runtime)
+    assert key == study_key(spec, tiny_train_params("register.margin=0.5", "tracking.experiment=x"), samples, runtime)
     assert key != study_key(spec, tiny_train_params("train.lr=0.01"), samples, runtime)
+    assert key != study_key(spec, tiny_train_params("threshold.study=0.3"), samples, runtime)  # early stopping reads it
     assert key != study_key(spec, params, samples, runtime | {"train_precision": "bf16"})
     edited = noise_samples()
     edited[1].mask[0, 0] = ~edited[1].mask[0, 0]  # one pixel of one mask redrawn
     assert key != study_key(spec, params, edited, runtime)
     assert key != study_key(spec.model_copy(update={"base_channels": 8}), params, samples, runtime)
+
+
+def test_a_damaged_kept_fold_is_trained_again_not_trusted(study, monkeypatch, tmp_path):
+    params, _, _ = study
+    cached = params(2, f"paths.fold_cache={tmp_path}/folds")
+    first = cross_validate("unet4", cached, tmp_path)
+    (kept,) = (tmp_path / "folds" / "unet4").iterdir()
+    (kept / "r0-f1" / "probs.npz").write_bytes(b"PK")  # a machine lost power while the fold was written
+    real, trained = cv._train_fold, []
+
+    def counted(spec, samples, fold, *args):
+        trained.append(fold.fold)
+        return real(spec, samples, fold, *args)
+
+    monkeypatch.setattr(cv, "_train_fold", counted)
+    again = cross_validate("unet4", cached, tmp_path)
+    assert trained == [1] and again.jaccard_per_fold == first.jaccard_per_fold
+    assert (kept / "r0-f1" / "probs.npz").stat().st_size > 2, "the retrained fold is kept again, whole"

@@ -162,8 +162,8 @@ class Focus:
 
         def pixels(s: Sample) -> list[np.ndarray]:
             if binary:
-                return [np.flatnonzero(s.mask)]
-            return [] if s.classes is None else [np.flatnonzero(s.classes == k) for k in particle_ids]
+                return [_flat(s.mask)]
+            return [] if s.classes is None else [_flat(s.classes == k) for k in particle_ids]
 
         return cls(fraction, [[p for p in pixels(s) if p.size] for s in samples])
 
@@ -171,7 +171,8 @@ class Focus:
         self, index: int, arrays: dict[str, Any], crop: int, margin: int, rng: np.random.Generator
     ) -> dict[str, Any]:
         """`arrays` cut to a crop around a particle pixel of sample `index` (left whole where it has none), the
-        pixel at least `margin` from the crop's edge: inside what a `valid` network answers for."""
+        pixel at least `margin` from the crop's edge (inside what a `valid` network answers for) where the image
+        reaches that far: a window is never moved past the image's border."""
         classes = self.pixels[index]
         if not classes:
             return arrays
@@ -183,6 +184,12 @@ class Focus:
         left = _start(x - margin - int(rng.integers(inner)), crop, w)
         cut = (slice(top, top + crop), slice(left, left + crop))
         return {k: [m[cut] for m in v] if k == "masks" else v[cut] for k, v in arrays.items()}
+
+
+def _flat(where: np.ndarray) -> np.ndarray:
+    """Flat pixel indices, int32 where they fit: a binary study's foreground is a fifth of every image."""
+    flat = np.flatnonzero(where)
+    return flat.astype(np.int32) if where.size < 2**31 else flat
 
 
 def _start(first: int, crop: int, size: int) -> int:

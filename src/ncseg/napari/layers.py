@@ -73,7 +73,9 @@ def segmentation_layers(seg: Segmentation, found: Found) -> list[LayerData]:
 def digest(data: np.ndarray) -> str:
     """A fingerprint of an answer's labels: what tells a corrected answer from the one the model gave."""
     array = np.ascontiguousarray(data)
-    return hashlib.blake2b(array.tobytes() + str((array.dtype, array.shape)).encode(), digest_size=16).hexdigest()
+    h = hashlib.blake2b(str((array.dtype, array.shape)).encode(), digest_size=16)
+    h.update(array.data)  # the buffer itself: no copy of a large montage's labels
+    return h.hexdigest()
 
 
 def _as_answered(kwargs: dict[str, Any], data: np.ndarray) -> dict[str, Any]:
@@ -94,7 +96,8 @@ def mark_saved(metadata: dict[str, Any], data: np.ndarray) -> None:
 
 def kept_aside(metadata: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
     """The name and metadata of an answer with an unsaved correction once a new answer takes its place: it stays
-    in the viewer under its own name, no longer the image's answer, so the user can still compare or add it."""
+    in the viewer under its own name, no longer the image's answer, so the user can still compare it, or select it
+    and add it."""
     meta = dict(metadata[META]) | {"role": KEPT}
     return f"{name} (unsaved correction)", dict(metadata) | {META: meta}
 

@@ -23,6 +23,7 @@ from ncseg.io.images import Micrograph
 from ncseg.napari import actions
 from ncseg.napari.layers import (
     ANSWER,
+    KEPT,
     META,
     PARTICLES,
     UNCERTAINTY,
@@ -101,7 +102,7 @@ class SegmentWidget(Container):
         for layer in [la for la in self.viewer.layers if role_of(la.metadata, name) in SHOWN]:
             if role_of(layer.metadata, name) == ANSWER and unsaved(layer.metadata, layer.data):
                 layer.name, layer.metadata = kept_aside(layer.metadata, layer.name)
-                kept = f"; your unsaved correction is kept as '{layer.name}'"
+                kept = f"; your unsaved correction is kept as '{layer.name}' (select it and add it to keep it)"
             else:
                 self.viewer.layers.remove(layer)
         for data, kwargs, kind in answer.layers:
@@ -128,6 +129,11 @@ class SegmentWidget(Container):
         self.status.value = f"added {names} to the training data" + "".join(f"; {w}" for w in result.warnings)
 
     def _answer_layer(self, name: str) -> Layer:
+        """The selected layer where it is one of the image's answers (a correction kept aside included), else the
+        image's current answer."""
+        active = self.viewer.layers.selection.active
+        if active is not None and role_of(active.metadata, name) in (ANSWER, KEPT):
+            return active
         found = next((la for la in self.viewer.layers if role_of(la.metadata, name) == ANSWER), None)
         if found is None:
             raise ValueError(f"{name}: no answer to add; segment it first")

@@ -120,7 +120,7 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
     with _progress() as progress:
         for rep, k in progress.track(plan, description=f"{run.name}: folds"):
             split, test = rep.split, rep.split.test(k)
-            cached = store.get(split.index, k) if store else None
+            cached = store.get(split.index, k, len(test)) if store else None
             tags = {"fold": str(k), "repeat": str(split.index), "model": run.name}
             tags |= {"resumed_from": str(store.folder)} if store and cached else {}
             with runs.child_run(child_name(split.index, k, len(run.repeats)), tags) as run_id:

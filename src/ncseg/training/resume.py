@@ -6,19 +6,27 @@ probabilities, its learning curve and its fold parameters in a folder of their o
 takes them instead of training again, and ends with the numbers one uninterrupted run gives (a fold's training
 depends on nothing but its seed, the settings, the data and the code).
 
-So the folder is keyed by a hash of all of these: the model's settings and the study's `train`, `inference`,
-`cv`, `labels` and seed; every training image as the networks see it (normalised views, masks, class maps,
-groups after the leak-free joins); the precision this machine trains and predicts in (bf16 and fp32 train apart);
-the torch version; and every source file of ncseg. Change any of them and the key changes: old folds are never
-mixed into a new study. A study run over several sessions therefore runs one checkout of ncseg throughout.
+So the folder is keyed by a hash of all of these: the model's settings and every study setting a fold reads
+(all but paths, data synthesis, augmentation, the other models, calibration, registry, particles and tracking;
+the data is hashed as the networks see it instead: normalised views, masks, class maps, groups after the
+leak-free joins); the precision this machine trains and predicts in (bf16 and fp32 train apart), its CPU's
+instruction set (oneDNN's AVX2 and AVX-512 kernels round apart) and the versions of the libraries that compute or
+draw (torch, numpy, albumentations, OpenCV, smp, timm); and every source file of ncseg. Change any of them and the
+key changes: old folds are never mixed into a new study. A study run over several sessions therefore runs one
+checkout of ncseg throughout, on one kind of CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
+import logging
+import os
+import platform
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,16 +67,24 @@ class FoldStore:
             return None
         return cls(root / name / study_key(spec, params, samples, runtime))
 
-    def get(self, repeat: int, fold: int) -> Fold | None:
-        """The fold as a finished run left it, or None where none finished (a half-written fold has no marker)."""
+    def get(self, repeat: int, fold: int, n_test: int) -> Fold | None:
+        """The fold as a finished run left it, or None where none finished (a half-written fold has no marker) or
+        what it left is damaged (then it is removed and trained again, with a warning)."""
         folder = self._fold(repeat, fold)
         if not (folder / DONE).is_file():
             return None
-        meta = json.loads((folder / DONE).read_text())
-        with np.load(folder / PROBS) as stored:
-            probs = [stored[f"p{i}"] for i in range(len(stored.files))]
-        history = [EpochLog(**e) for e in meta["history"]]
-        return Fold(folder / WEIGHTS, probs, history, meta["params"])
+        try:
+            meta = json.loads((folder / DONE).read_text())
+            with np.load(folder / PROBS) as stored:
+                probs = [stored[f"p{i}"] for i in range(n_test)]
+            if len(stored.files) != n_test or not (folder / WEIGHTS).is_file():
+                raise ValueError(f"{len(stored.files)} test images kept, {n_test} expected, or no weights")
+            history = [EpochLog(**e) for e in meta["history"]]
+            return Fold(folder / WEIGHTS, probs, history, meta["params"])
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("%s: a kept fold is damaged (%s); training it again", folder, err)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
 
     def put(self, repeat: int, fold: int, weights: Path, outcome: Outcome) -> None:
         """Keep a finished fold; the marker is written last, so a fold cut off while saving is trained again."""
@@ -77,8 +93,10 @@ class FoldStore:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         shutil.copyfile(weights, folder / WEIGHTS)
-        with atomic_path(folder / PROBS) as tmp, tmp.open("wb") as f:
+        with (folder / PROBS).open("wb") as f:
             np.savez(f, **{f"p{i}": p for i, p in enumerate(probs)})
+        for path in (folder / WEIGHTS, folder / PROBS):  # on disk before the marker says the fold is whole
+            _sync(path)
         meta = {"history": [dataclasses.asdict(e) for e in history], "params": params}
         with atomic_path(folder / DONE) as tmp:
             tmp.write_text(json.dumps(meta))
@@ -88,32 +106,58 @@ class FoldStore:
 
 
 WEIGHTS, PROBS, DONE = "weights.pt", "probs.npz", "done.json"
+log = logging.getLogger(__name__)
 
 
-# Settings a fold's numbers do not depend on: more repeats reuse the folds of the first ones, worker processes
-# change the speed only, and CV predicts with torch whatever the served backend
-NOT_TRAINING = {"cv": {"repeats"}, "train": {"workers"}, "inference": {"backend"}}
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def study_key(spec: NeuralParams, params: Params, samples: list[Sample], runtime: dict) -> str:
+# What a fold's training never reads (the data is hashed as the networks see it, so `data` and `augment` too);
+# every other setting is in the key, so a new one is in it by default. More repeats reuse the first ones' folds,
+# worker processes change the speed only, and CV predicts with torch whatever the served backend.
+NOT_TRAINING = {
+    "paths": True,
+    "data": True,
+    "augment": True,
+    "models": True,
+    "calibration": True,
+    "registry": True,
+    "particles": True,
+    "tracking": True,
+    "cv": {"repeats"},
+    "train": {"workers"},
+    "inference": {"backend"},
+}
+LIBRARIES = ("torch", "numpy", "albumentations", "opencv-python-headless", "segmentation-models-pytorch", "timm")
+
+
+def study_key(spec: NeuralParams, params: Params, samples: list[Sample], runtime: dict[str, str]) -> str:
     """A hash of everything a fold's training depends on (the module's docstring lists it)."""
     h = hashlib.sha256()
     settings = {
         "model": spec.model_dump(mode="json"),
-        "study": params.model_dump(
-            mode="json",
-            include={"seed", "train", "inference", "cv", "labels"},
-            exclude=NOT_TRAINING,
-        ),
-        "runtime": runtime,
-        "torch": torch.__version__,
+        "study": params.model_dump(mode="json", exclude=NOT_TRAINING),
+        "runtime": runtime | {"cpu": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()},
+        "libraries": {name: _version(name) for name in LIBRARIES},
     }
     h.update(json.dumps(settings, sort_keys=True).encode())
     for s in samples:
         h.update(f"{s.name}\0{s.group}\0".encode())
         for array in (s.image, s.mask, s.target, s.classes):
-            h.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+            h.update(b"-" if array is None else np.ascontiguousarray(array).data)
     package = Path(__file__).parents[1]  # src/ncseg
     for path in sorted(package.rglob("*.py")):
         h.update(str(path.relative_to(package)).encode() + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
