@@ -94,7 +94,7 @@ def main() -> None:
     if card.repeats != params.cv.repeats:
         raise SystemExit(f"{model_dir}: {card.repeats} repeats, params say {params.cv.repeats}: pass -S cv.repeats")
     torch.set_num_threads(os.cpu_count() or 1)
-    samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, _ = load_samples(params.paths.augmented, params.inference)
     repeats, nets = plan_repeats(samples, params), cv_networks(model_dir)
     probs = oof_probabilities(params, nets, samples, repeats)
     ceiling, seconds = achievable_gflops(), seconds_2048(params, nets, repeats)

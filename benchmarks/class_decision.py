@@ -33,7 +33,7 @@ def out_of_fold(params, model_dir: Path):
     from ncseg.training.loop import class_targets
     from ncseg.training.plan import leak_free, plan_repeats
 
-    samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, _ = load_samples(params.paths.augmented, params.inference)
     samples, groups = leak_free(samples, params.cv.leak_threshold)
     class_targets(samples, params.labels, params.paths.augmented)
     split = plan_repeats(samples, params, groups)[0]

@@ -41,7 +41,7 @@ def main() -> None:
     params = load_params(args.params.resolve(), [*args.set, "cv.repeats=1"])
     spec = params.model(args.model)
     torch.set_num_threads(os.cpu_count() or 1)
-    samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, _ = load_samples(params.paths.augmented, params.inference)
     (split,) = plan_repeats(samples, params)
     tiling, probs = params.inference.tiling(), {"single net": {}, "teacher": {}, "student": {}}
     one_image = np.random.default_rng(0).uniform(0, 1, (len(params.inference.normalization), 2048, 2048))

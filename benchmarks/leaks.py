@@ -105,7 +105,7 @@ def demo() -> list[str]:
         raw, augmented = Path(tmp) / "raw", Path(tmp) / "augmented"
         DVCFileSystem(str(ROOT)).get("data/raw", str(raw), recursive=True)
         entries = augment(raw, augmented, params.augment, params.seed)
-        samples, _ = load_samples(augmented, params.inference.normalization)
+        samples, _ = load_samples(augmented, params.inference)
         _, seconds = timed_check(augmented)
     sim = leaks.similarity(leaks.signatures([s.raw for s in samples]))  # in manifest order, as CV compares them
     groups = [e.group for e in entries]

@@ -34,7 +34,7 @@ def crops_per_s(batches: CropBatches, workers: int) -> float:
 
 def main() -> None:
     params = load_params(ROOT / "params.yaml")
-    samples, _ = load_samples(ROOT / params.paths.augmented, params.inference.normalization)
+    samples, _ = load_samples(ROOT / params.paths.augmented, params.inference)
     rows = []
     for crop, size in ((params.train.crop_px, params.train.batch_size), (256, 16)):
         batches = CropBatches(samples, crop, crop, 0, augmentations(crop, 0, 0.1, True), size, N_BATCHES)

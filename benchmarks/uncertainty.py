@@ -123,7 +123,7 @@ def main() -> None:
     ]
     if not names:
         raise SystemExit(f"no trained models under {params.paths.models}: run the study (dvc repro) first")
-    samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, _ = load_samples(params.paths.augmented, params.inference)
     splits = [split.folds for split in plan_repeats(samples, params)]
     lines = [
         f"# Uncertainty vs error, out of fold ({args.params.name}: {len(samples)} images, {params.cv.n_folds} folds)\n",

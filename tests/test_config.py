@@ -85,3 +85,8 @@ def test_the_registry_score_is_a_foreground_class_of_a_k_class_study():
         load_params(ROOT / "params.yaml", [*k_class, "register.score=background"])
     with pytest.raises(ConfigError, match=r"register\.score 'nanocrystal': a binary study is scored by its Jaccard"):
         load_params(ROOT / "params.yaml", ["register.score=nanocrystal"])
+
+
+def test_a_dataset_window_must_be_two_increasing_percentiles():
+    with pytest.raises(ConfigError, match="dataset_window"):
+        load_params(ROOT / "params.yaml", ["inference.dataset_window=[99.5, 0.5]"])

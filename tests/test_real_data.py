@@ -71,6 +71,6 @@ def test_a_few_real_images_train_one_short_epoch_end_to_end(shared_dataset, tmp_
     assert card.spec.aux_classes == 3
     nets, geometry = load_ensemble(params.paths.models / "unet4")
     assert len(nets) == params.cv.repeats * 2 and nets[0].aux_head is not None
-    samples, _ = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, _ = load_samples(params.paths.augmented, params.inference)
     prob = predict_proba(nets[:1], geometry, samples[0].image, **params.inference.tiling())
     assert prob.shape == samples[0].mask.shape and 0 <= prob.min() <= prob.max() <= 1

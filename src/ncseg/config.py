@@ -124,6 +124,9 @@ class InferenceParams(_Frozen):
     """How whole images go through a network: the same in validation, CV, the served model and `predict`."""
 
     normalization: tuple[View, ...] = Field(min_length=1)  # one input channel each
+    # the `dataset` view's window: the percentiles of all training pixels that become 0 and 1 (fitted once, kept
+    # in the model card); a study written before this setting gets the study's (0.5, 99.5)
+    dataset_window: tuple[float, float] = (0.5, 99.5)
     tile: int = Field(ge=64)
     context: int = Field(ge=0)
     batch_tiles: int = Field(ge=1)
@@ -135,6 +138,9 @@ class InferenceParams(_Frozen):
     def _distinct_views(self) -> InferenceParams:
         if len(set(self.normalization)) != len(self.normalization):
             raise ValueError("inference.normalization lists a view twice")
+        lo, hi = self.dataset_window
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"inference.dataset_window: percentiles 0 <= low < high <= 100, not {lo}, {hi}")
         return self
 
     def tiling(self) -> dict[str, int | str]:

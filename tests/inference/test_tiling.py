@@ -24,6 +24,20 @@ def test_dataset_window_keeps_material_at_one_level_whatever_else_is_in_the_fiel
     assert abs(per_image[0] - per_image[1]) > 0.3, "per-image percentiles depend on the field's content"
 
 
+def test_a_higher_top_percentile_keeps_a_rare_bright_class_apart_from_the_brightest_material():
+    """Pt-like pixels (0.2 % at 240) above material (60, and its brightest noise): the study's 99.5th percentile
+    flattens Pt onto the material's top; the window's top at the maximum keeps them apart."""
+    rng = np.random.default_rng(3)
+    image = np.clip(np.where(np.arange(200)[:, None] < 100, 60, 10) + rng.normal(0, 3, (200, 200)), 0, 255)
+    image[:2, :40] = 240
+    pt, material = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
+    pt[:2, :40], material[2:100] = True, True
+    bright_material = np.percentile(image[material], 99.9)
+    study, full = intensity_window([image]), intensity_window([image], (0.5, 100.0))
+    assert normalize(image, study)[pt].min() == normalize(image, study)[image >= bright_material].max() == 1.0
+    assert normalize(image, full)[pt].min() - normalize(image, full)[material].max() > 0.5
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 def test_per_image_normalisation_is_float32_in_the_unit_interval(dtype):
     image = (np.random.default_rng(0).random((64, 64)) * 200 + 50).astype(dtype)

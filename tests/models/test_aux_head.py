@@ -42,7 +42,7 @@ def test_class_maps_are_imported_and_turned_with_their_rotated_images(small_raw,
     raw = tmp_path / "raw"
     import_dataset(small_raw / "images", small_raw / "masks", raw, classes=classes)
     augment(raw, tmp_path / "aug", small_params.augment, small_params.seed)
-    samples, _ = load_samples(tmp_path / "aug", small_params.inference.normalization)
+    samples, _ = load_samples(tmp_path / "aug", small_params.inference)
     rotated = [s for s in samples if "_rot" in s.name]
     assert rotated and all(s.classes is not None for s in samples)
     for s in samples:
@@ -147,7 +147,7 @@ def test_a_class_map_edited_out_of_shape_or_left_without_image_is_named(small_ra
     bad = list_images(aug / "classes")[0]
     write_tiff(bad, np.zeros((5, 5), np.uint8), None)
     with pytest.raises(ImageError, match=f"{bad}: class map shape \\(5, 5\\)"):
-        load_samples(aug, small_params.inference.normalization)
+        load_samples(aug, small_params.inference)
     write_tiff(raw / "classes" / "stray.tif", np.zeros((5, 5), np.uint8), None)
     with pytest.raises(ValueError, match="class maps without an image: stray"):
         augment(raw, aug, small_params.augment, small_params.seed)

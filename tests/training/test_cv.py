@@ -82,7 +82,7 @@ def test_the_weights_of_the_best_inner_validation_epoch_are_the_ones_kept(study,
 
 
 def _samples(p):
-    return load_samples(p.paths.augmented, p.inference.normalization)[0]
+    return load_samples(p.paths.augmented, p.inference)[0]
 
 
 def _fake_training(monkeypatch, record):

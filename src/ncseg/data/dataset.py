@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ncseg.config import View
+from ncseg.config import InferenceParams
 from ncseg.data.layout import class_map_path, image_path, mask_path, read_manifest
 from ncseg.io.images import read_class_map, read_image, read_mask
 from ncseg.normalization import intensity_window, views
@@ -33,11 +32,14 @@ class Sample:
     classes: np.ndarray | None = None  # uint8 class map for the auxiliary head, where the dataset has one
 
 
-def load_samples(folder: Path, normalization: Sequence[View]) -> tuple[list[Sample], tuple[float, float] | None]:
-    """Every image of an augmented folder, in manifest order, and the dataset-wide intensity window if used."""
+def load_samples(folder: Path, inference: InferenceParams) -> tuple[list[Sample], tuple[float, float] | None]:
+    """Every image of an augmented folder, in manifest order, normalised into `inference.normalization`'s views,
+    and the dataset-wide intensity window (`inference.dataset_window`'s percentiles) if a view uses it."""
     entries = read_manifest(folder)
     images = [read_image(image_path(folder, e.name)) for e in entries]
-    window = intensity_window([im.data for im in images]) if "dataset" in normalization else None
+    normalization = inference.normalization
+    dataset = "dataset" in normalization
+    window = intensity_window([im.data for im in images], inference.dataset_window) if dataset else None
     samples = [
         Sample(
             e.name,

@@ -76,7 +76,7 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
     from ncseg.tracking import runs
 
     spec = params.model(name)
-    samples, window = load_samples(params.paths.augmented, params.inference.normalization)
+    samples, window = load_samples(params.paths.augmented, params.inference)
     samples, groups = leak_free(samples, params.cv.leak_threshold)  # inner validation splits these groups too
     if not params.labels.is_binary:
         class_targets(samples, params.labels, params.paths.augmented)  # every map, before any run or folder opens
