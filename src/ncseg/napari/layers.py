@@ -79,7 +79,7 @@ def digest(data: np.ndarray) -> str:
 
 
 def _as_answered(kwargs: dict[str, Any], data: np.ndarray) -> dict[str, Any]:
-    kwargs["metadata"][META]["saved"] = digest(data)  # as the model answered: nothing to lose yet
+    mark_saved(kwargs["metadata"], data)  # as the model answered: nothing to lose yet
     return kwargs
 
 

@@ -185,7 +185,12 @@ def _diameter_errors(run: CVRun) -> dict:
         for r in rep.results:
             masks, truths = [rep.preds[i] for i in r.test], [run.samples[i].mask for i in r.test]
             r.diameter_errors = {1: diameter_error(masks, truths)}
-    errors = [e for r in run.results if (e := r.diameter_errors[1]) is not None]
+    return _diameter_summary(run.results, 1)
+
+
+def _diameter_summary(results: list[FoldResult], k: int) -> dict:
+    """Class k's diameter error, mean and std over the folds whose test images hold it (none: nothing)."""
+    errors = [e for r in results if (e := r.diameter_errors[k]) is not None]
     return dict(zip(("diameter_error_mean", "diameter_error_std"), _mean_std(errors), strict=True)) if errors else {}
 
 
@@ -226,10 +231,7 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSu
             for stat, value in zip(("mean", "std"), _mean_std([r.class_mean(k, key) for r in run.results]), strict=True)
         }
     for k in labels.particle_ids:
-        errors = [e for r in run.results if (e := r.diameter_errors[k]) is not None]
-        if errors:
-            mean, std = _mean_std(errors)
-            per_class[labels.names[k]] |= {"diameter_error_mean": mean, "diameter_error_std": std}
+        per_class[labels.names[k]] |= _diameter_summary(run.results, k)
     per_fold = {labels.names[k]: tuple(r.class_mean(k, "jaccard") for r in run.results) for k in labels.foreground}
     summary = CVSummary(
         threshold=None,
