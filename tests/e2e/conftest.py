@@ -30,7 +30,7 @@ PROJECT_FILES = [
 ]
 TINY_PROFILE = [
     "cv.n_folds=2",
-    "train.epochs=16",
+    "train.epochs=8",  # inner-val Jaccard >= 0.95 from epoch 5 (16 epochs: test 0.962, Otsu 0.925)
     "train.steps_per_epoch=8",
     "train.crop_px=128",
     "train.patience=5",

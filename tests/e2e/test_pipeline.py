@@ -4,6 +4,7 @@ import json
 
 import mlflow
 import pytest
+import yaml
 
 from .conftest import run
 
@@ -31,14 +32,15 @@ def test_metrics_cover_every_model_on_the_same_folds(tiny_project):
     assert summary["best"] == "unet4"
 
 
-def test_mlflow_holds_parent_and_child_runs_with_metrics_and_artifacts(client):
+def test_mlflow_holds_parent_and_child_runs_with_metrics_and_artifacts(client, tiny_project):
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     experiment = client.get_experiment_by_name("ncseg-e2e")
     runs = client.search_runs([experiment.experiment_id])
     parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
     assert {"unet4", "classical-otsu", "comparison", "register"} <= set(parents)
     unet = parents["unet4"]
     assert unet.data.tags["git_commit"] and unet.data.tags["data_md5"] != "unknown"
-    assert unet.data.params["train.epochs"] == "16" and unet.data.params["cv.n_folds"] == "2"
+    assert unet.data.params["train.epochs"] == str(params["train"]["epochs"]) and unet.data.params["cv.n_folds"] == "2"
     assert unet.data.params["models.unet4.base_channels"] == "16"
     assert not any(k.startswith("models.classical-otsu") for k in unet.data.params), "only its own model's params"
     assert {"test/jaccard_mean", "test/jaccard_std", "threshold", "test/object_f1_mean"} <= set(unet.data.metrics)

@@ -271,7 +271,7 @@ def test_a_served_request_past_the_servers_timeout_stops_between_tile_batches(tm
 
 
 class Smoothing(torch.nn.Module):
-    """A 3x3 mean filter: as cheap a network as there is, so a test can afford a 2048² image."""
+    """A 3x3 mean filter: as cheap a network as there is, so a test can afford a 1024² image under tracemalloc."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -299,10 +299,10 @@ def test_a_large_micrograph_costs_the_memory_of_its_answers_not_of_float_copies_
     neither per view nor per batch. With one view it costs the two float32 maps it returns and a few batches of
     tiles; with several, the spread's two float64 running sums, the probability's float32 sum, a view's map while
     the next is computed, and its answer."""
-    tiling = INFERENCE | {"tile": 256}
+    tiling = INFERENCE | {"tile": 256, "batch_tiles": 1}
     model = _served(tmp_path, ["image"], temperature=0.8, inference=tiling)
     model.nets, model.geometry = [Smoothing().eval()], Geometry(divisor=1, offset=0, margin=0)
-    image = np.random.default_rng(12).integers(0, 4000, (2048, 2048), dtype=np.uint16)
+    image = np.random.default_rng(12).integers(0, 4000, (1024, 1024), dtype=np.uint16)
     model.segment(image[:64, :64], "flip")  # its modules imported before memory is counted
     answer, batches = image.size * 4, 8 * tiling["batch_tiles"] * tiling["tile"] ** 2 * 4  # float32 maps and tiles
     assert _peak_bytes(lambda: model.segment(image, "none")) < 2 * answer + batches
