@@ -21,30 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, cpu_model
-
-
-def out_of_fold(params, model_dir: Path):
-    """(samples, split, probability per sample index) from each fold's network."""
-    from ncseg.data.dataset import load_samples
-    from ncseg.inference.tiling import predict_proba
-    from ncseg.models.zoo import load_ensemble
-    from ncseg.records import ModelCard
-    from ncseg.training.loop import class_targets
-    from ncseg.training.plan import leak_free, plan_repeats
-
-    samples, _ = load_samples(params.paths.augmented, params.inference)
-    samples, groups = leak_free(samples, params.cv.leak_threshold)
-    class_targets(samples, params.labels, params.paths.augmented)
-    split = plan_repeats(samples, params, groups)[0]
-    card = ModelCard.load(model_dir / ModelCard.FILE)
-    nets, geometry = load_ensemble(model_dir)
-    by_fold = {w.fold: net for w, net in zip(card.folds, nets, strict=True) if w.repeat == 0}
-    probs = {}
-    for k in range(params.cv.n_folds):
-        for i in split.test(k):
-            probs[i] = predict_proba([by_fold[k]], geometry, samples[i].image, **params.inference.tiling())
-    return samples, split, probs
+from benchmarks.common import ROOT, cpu_model, fold_means, k_class_out_of_fold
 
 
 def with_threshold(prob: np.ndarray, k: int, t: float) -> np.ndarray:
@@ -54,13 +31,6 @@ def with_threshold(prob: np.ndarray, k: int, t: float) -> np.ndarray:
     pred = others.argmax(axis=0).astype(np.uint8)
     pred[prob[k] > t] = k
     return pred
-
-
-def fold_means(folds: list[list[int]], per_image: dict[int, dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """Mean over each fold's images, then mean and std over folds, for every key."""
-    keys = next(iter(per_image.values()))
-    means = {key: [np.mean([per_image[i][key] for i in test]) for test in folds] for key in keys}
-    return {key: (float(np.mean(v)), float(np.std(v, ddof=1))) for key, v in means.items()}
 
 
 def main() -> None:
@@ -76,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, args.overrides)
     labels = params.labels
-    samples, split, probs = out_of_fold(params, args.model)
+    samples, split, probs = k_class_out_of_fold(params, args.model)
     truth = {i: samples[i].classes for i in probs}
     pixels = {k: sum(int((truth[i] == k).sum()) for i in probs) for k in labels.particle_ids}
     rare = min(pixels, key=pixels.get)

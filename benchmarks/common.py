@@ -69,6 +69,34 @@ def cv_networks(model_dir: Path) -> dict[tuple[int, int], torch.nn.Module]:
     return {(w.repeat, w.fold): net for w, net in zip(card.folds, nets, strict=True)}
 
 
+def k_class_out_of_fold(params: Params, model_dir: Path) -> tuple[list[Sample], Split, dict[int, np.ndarray]]:
+    """A K-class CV's (samples with their class maps, repeat 0's split, (K, H, W) probability per sample index):
+    each test image through its own fold's network of `model_dir`, the split re-planned from the same params."""
+    from ncseg.data.dataset import load_samples
+    from ncseg.inference.tiling import predict_proba
+    from ncseg.training.loop import class_targets
+    from ncseg.training.plan import leak_free, plan_repeats
+
+    samples, _ = load_samples(params.paths.augmented, params.inference)
+    samples, groups = leak_free(samples, params.cv.leak_threshold)
+    class_targets(samples, params.labels, params.paths.augmented)
+    split = plan_repeats(samples, params, groups)[0]
+    nets = cv_networks(model_dir)
+    probs = {}
+    for k in range(params.cv.n_folds):
+        net = nets[(0, k)]
+        for i in split.test(k):
+            probs[i] = predict_proba([net], net.geometry, samples[i].image, **params.inference.tiling())
+    return samples, split, probs
+
+
+def fold_means(folds: list[list[int]], per_image: dict[int, dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean over each fold's images, then mean and std over folds, for every key."""
+    keys = next(iter(per_image.values()))
+    means = {key: [np.mean([per_image[i][key] for i in test]) for test in folds] for key in keys}
+    return {key: (float(np.mean(v)), float(np.std(v, ddof=1))) for key, v in means.items()}
+
+
 def cv_jaccard_per_fold(
     params: Params, probs: dict[int, np.ndarray], samples: list[Sample], split: Split
 ) -> list[float]:

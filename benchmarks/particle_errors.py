@@ -1,0 +1,157 @@
+"""Where a K-class model loses a particle class, out of fold on its own CV networks: the particles it misses, the
+ones it invents, or their outlines — beside how far a one-pixel change of outline moves the expert's own mask.
+
+    python -m benchmarks.particle_errors -p PARAMS [-S ...] --model MODEL_DIR [--particles NAME] [--out FILE]
+
+Each test image of repeat 0's split goes through its own fold's network (as `benchmarks.class_decision`); the class
+map is the argmax, what CV scores and the model serves. Per image, the particle class's Jaccard is taken as
+predicted and then with one kind of error removed: *false* particles (predicted objects that touch no expert
+object) dropped, *missed* particles (expert objects that no predicted pixel touches) added, and both, which leaves
+only the outlines of the particles found. Averaged per fold, then mean ± std over folds, as CV reports. The
+expert-mask rows are the expert mask against itself grown, shrunk (3 x 3 cross) or moved by one pixel: a score
+above them asks for outlines closer to the expert's than one pixel. Objects are connected components (unfiltered);
+their contrast is the mean raw intensity above the median of the image's largest foreground region class (the
+support), the raw counts the detector wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from benchmarks.common import ROOT, cpu_model, fold_means, k_class_out_of_fold
+from ncseg.metrics import jaccard
+
+CROSS = ndi.generate_binary_structure(2, 1)
+
+
+def error_budget(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """One image's Jaccard of a particle class, then with its false particles, its missed ones, or both taken
+    away: how much of the gap to 1 each kind of error makes."""
+    missed, kept = truth & ~_touching(truth, pred), _touching(pred, truth)
+    return {
+        "as predicted (argmax)": jaccard(pred, truth),
+        "without false particles": jaccard(kept, truth),
+        "without missed particles": jaccard(pred | missed, truth),
+        "outlines only (neither)": jaccard(kept | missed, truth),
+    }
+
+
+def one_pixel(truth: np.ndarray) -> dict[str, float]:
+    """The expert mask against itself with its outline moved by one pixel."""
+    return {
+        "grown 1 px": jaccard(ndi.binary_dilation(truth, CROSS), truth),
+        "shrunk 1 px": jaccard(ndi.binary_erosion(truth, CROSS), truth),
+        "moved 1 px": jaccard(np.roll(truth, 1, axis=1), truth),
+    }
+
+
+@dataclass(frozen=True)
+class Particle:
+    kind: str  # found | missed | false
+    area_px: int
+    contrast: float  # mean raw intensity above the reference region's median
+    peak: float  # the class's highest probability inside it
+
+
+def particles(pred: np.ndarray, truth: np.ndarray, prob: np.ndarray, raw: np.ndarray, reference: float) -> list:
+    """Every expert particle (found or missed) and every false one, with its size, contrast and peak probability."""
+    out = []
+    for mask, other, kinds in ((truth, pred, ("found", "missed")), (pred, truth, (None, "false"))):
+        labelled, n = ndi.label(mask)
+        for j in range(1, n + 1):
+            obj = labelled == j
+            kind = kinds[0] if (obj & other).any() else kinds[1]
+            if kind:
+                out.append(Particle(kind, int(obj.sum()), float(raw[obj].mean() - reference), float(prob[obj].max())))
+    return out
+
+
+def _touching(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The objects of `mask` that share a pixel with `other`."""
+    labelled, _ = ndi.label(mask)
+    hit = np.unique(labelled[mask & other])
+    return np.isin(labelled, hit[hit > 0])
+
+
+def _object_rows(found: list[Particle], pixel_nm: float | None) -> list[str]:
+    unit = f"nm² (× {pixel_nm:g}² per px)" if pixel_nm else "px (no pixel size in the files)"
+    rows = [f"| particles | count | area, median [IQR] {unit} | contrast, median [IQR] | peak probability, median |"]
+    rows.append("|---|---|---|---|---|")
+    for kind in ("found", "missed", "false"):
+        these = [p for p in found if p.kind == kind]
+        if not these:
+            rows.append(f"| {kind} | 0 | — | — | — |")
+            continue
+        area = np.array([p.area_px for p in these], float) * (pixel_nm**2 if pixel_nm else 1.0)
+        contrast = np.array([p.contrast for p in these])
+        rows.append(
+            f"| {kind} | {len(these)} | {_iqr(area)} | {_iqr(contrast)} | {np.median([p.peak for p in these]):.2f} |"
+        )
+    return rows
+
+
+def _iqr(values: np.ndarray) -> str:
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    return f"{q2:.3g} [{q1:.3g}, {q3:.3g}]"
+
+
+def main() -> None:
+    from ncseg.config import load_params
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-p", "--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--model", type=Path, required=True, help="The K-class model folder CV wrote.")
+    parser.add_argument("--particles", help="The particle class (default: the rarest).")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "particle_errors.md")
+    args = parser.parse_args()
+    params = load_params(args.params, args.overrides)
+    labels = params.labels
+    samples, split, probs = k_class_out_of_fold(params, args.model)
+    truth = {i: samples[i].classes for i in probs}
+    pixels = {k: sum(int((truth[i] == k).sum()) for i in probs) for k in labels.foreground}
+    k = labels.names.index(args.particles) if args.particles else min(labels.particle_ids, key=pixels.get)
+    regions = [c for c in labels.foreground if c not in labels.particle_ids]
+    ref_class = max(regions, key=pixels.get) if regions else 0
+    budget, ceiling, found = {}, {}, []
+    for i, prob in probs.items():
+        pred, true = prob.argmax(0) == k, truth[i] == k
+        budget[i], ceiling[i] = error_budget(pred, true), one_pixel(true)
+        region = truth[i] == ref_class
+        reference = float(np.median(samples[i].raw[region])) if region.any() else 0.0
+        found += particles(pred, true, prob[k], samples[i].raw, reference)
+    folds = [split.test(f) for f in range(params.cv.n_folds)]
+    name, ref = labels.names[k], labels.names[ref_class]
+    sizes = {s.pixel_size_nm for s in samples}
+    pixel_nm = sizes.pop() if len(sizes) == 1 else None
+    lines = [
+        f"# Where {args.model.name} loses {name}: missed, false or outlines (out of fold)",
+        "",
+        f"Command: `python -m benchmarks.particle_errors -p {args.params} "
+        + "".join(f"-S '{o}' " for o in args.overrides)
+        + f"--model {args.model}`, on {cpu_model()}, one run. Repeat 0's networks, each over its own fold's test "
+        f"images ({len(probs)} images, {params.cv.n_folds} folds); {name} Jaccard per image, mean per fold, then mean "
+        f"± std over folds. Contrast: mean raw intensity above the median of the image's {ref} pixels.",
+        "",
+        f"| {name} Jaccard | " + " | ".join(f"fold {f}" for f in range(len(folds))) + " | mean ± std |",
+        "|---|" + "---|" * (len(folds) + 1),
+    ]
+    for table in (budget, ceiling):
+        summary = fold_means(folds, table)
+        for key in next(iter(table.values())):
+            per_fold = [np.mean([table[i][key] for i in test]) for test in folds]
+            label = key if table is budget else f"expert mask vs itself {key}"
+            mean, std = summary[key]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in per_fold) + f" | {mean:.3f} ± {std:.3f} |")
+    lines += ["", *_object_rows(found, pixel_nm), ""]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
