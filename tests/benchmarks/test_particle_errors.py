@@ -4,6 +4,7 @@ what happened to them."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks.particle_errors import error_budget, one_pixel, particles
 
@@ -24,28 +25,50 @@ def test_each_kind_of_error_is_removed_on_its_own():
     assert np.isclose(budget["as predicted (argmax)"], a / (a + b + c))
     assert np.isclose(budget["without false particles"], a / (a + b))
     assert np.isclose(budget["without missed particles"], (a + b) / (a + b + c))
-    assert budget["outlines only (neither)"] == 1.0, "the one particle found has the expert's outline"
+    assert budget["outlines of the particles found"] == 1.0, "the one particle found has the expert's outline"
 
 
-def test_outline_errors_are_all_that_is_left_when_every_particle_is_found():
-    truth, pred = FOUND | MISSED, _disc(SHAPE, (16, 16), 5) | _disc(SHAPE, (16, 48), 3)
-    budget = error_budget(pred, truth)
-    assert budget["outlines only (neither)"] == budget["as predicted (argmax)"] < 1.0
+def test_the_outlines_are_scored_on_the_particles_found_only():
+    smaller = _disc(SHAPE, (16, 16), 5)
+    budget = error_budget(smaller | FALSE, FOUND | MISSED)
+    assert np.isclose(budget["outlines of the particles found"], smaller.sum() / FOUND.sum())
+    shrunk = budget["the particles found by the expert's outline shrunk 1 px"]
+    assert shrunk == one_pixel(FOUND)["shrunk 1 px"] < 1.0, "only the found particle's outline, not the missed one's"
 
 
-def test_a_one_pixel_change_of_outline_costs_small_particles_more():
-    small, large = one_pixel(_disc(SHAPE, (32, 32), 4)), one_pixel(_disc(SHAPE, (32, 32), 12))
-    for key in small:
-        assert small[key] < large[key] < 1.0, key
+@pytest.mark.parametrize("k", [6, 12])
+def test_one_pixel_of_outline_costs_what_it_does_on_a_square(k):
+    square = np.zeros(SHAPE, bool)
+    square[20 : 20 + k, 20 : 20 + k] = True
+    moved = one_pixel(square)
+    assert np.isclose(moved["shrunk 1 px"], (k - 2) ** 2 / k**2)
+    assert np.isclose(moved["grown 1 px"], k**2 / (k**2 + 4 * k))
+    assert np.isclose(moved["moved 1 px"], (k - 1) / (k + 1))
+
+
+def test_a_particle_cut_by_the_image_edge_is_not_shrunk_along_the_edge():
+    edge = np.zeros(SHAPE, bool)
+    edge[:4, 10:14] = True  # 4 x 4 on the top edge: one pixel off three sides leaves 3 x 2
+    assert np.isclose(one_pixel(edge)["shrunk 1 px"], 6 / 16)
 
 
 def test_particles_are_sorted_into_found_missed_and_false_with_their_contrast():
     truth, pred = FOUND | MISSED, FOUND | FALSE
     raw = np.full(SHAPE, 10.0)
     raw[FOUND], raw[MISSED], raw[FALSE] = 110.0, 40.0, 70.0
-    prob = np.where(pred, 0.9, 0.1)
+    prob = np.where(pred, 0.6, 0.1)
+    prob[16, 16] = 0.95  # the found particle's peak
     found = {p.kind: p for p in particles(pred, truth, prob, raw, reference=10.0)}
     assert sorted(found) == ["false", "found", "missed"]
     assert (found["found"].contrast, found["missed"].contrast, found["false"].contrast) == (100.0, 30.0, 60.0)
-    assert found["missed"].area_px == int(MISSED.sum()) and found["missed"].peak == 0.1
-    assert found["false"].peak == 0.9
+    assert found["found"].peak == 0.95 and found["false"].peak == 0.6 and found["missed"].peak == 0.1
+    assert found["missed"].area_px == int(MISSED.sum())
+
+
+def test_a_false_particle_that_only_borders_an_expert_one_finds_nothing():
+    beside = np.zeros(SHAPE, bool)
+    beside[10:23, 23:26] = True  # the column next to FOUND's right edge (x = 22), not on it
+    assert not (beside & FOUND).any() and (np.roll(beside, -1, axis=1) & FOUND).any()
+    kinds = sorted(p.kind for p in particles(beside, FOUND, beside.astype(float), np.zeros(SHAPE), 0.0))
+    assert kinds == ["false", "missed"]
+    assert error_budget(beside, FOUND)["without false particles"] == 0.0
