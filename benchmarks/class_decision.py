@@ -16,12 +16,9 @@ error (15 bins) of each test fold before and after.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
-from benchmarks.common import ROOT, cpu_model, fold_means, k_class_out_of_fold
+from benchmarks.common import cpu_model, fold_means, k_class_out_of_fold, k_class_parser
 
 
 def with_threshold(prob: np.ndarray, k: int, t: float) -> np.ndarray:
@@ -38,11 +35,7 @@ def main() -> None:
     from ncseg.config import load_params
     from ncseg.metrics import class_scores, headline
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-p", "--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--model", type=Path, required=True, help="The K-class model folder CV wrote.")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "class_decision.md")
+    parser = k_class_parser(__doc__.splitlines()[0], "class_decision.md")
     args = parser.parse_args()
     params = load_params(args.params, args.overrides)
     labels = params.labels

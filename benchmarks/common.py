@@ -3,6 +3,7 @@ CV trained and how CV scores out-of-fold probabilities, and the markdown table."
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -67,6 +68,17 @@ def cv_networks(model_dir: Path) -> dict[tuple[int, int], torch.nn.Module]:
         raise SystemExit(f"{model_dir / ModelCard.FILE}: {', '.join(unplaced)} has no recorded repeat and fold")
     nets, _ = load_ensemble(model_dir)
     return {(w.repeat, w.fold): net for w, net in zip(card.folds, nets, strict=True)}
+
+
+def k_class_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The arguments every out-of-fold benchmark of a K-class model takes: the study, its overrides, the model
+    folder CV wrote and the report file (default benchmarks/`out`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-p", "--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--model", type=Path, required=True, help="The K-class model folder CV wrote.")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / out)
+    return parser
 
 
 def k_class_out_of_fold(params: Params, model_dir: Path) -> tuple[list[Sample], Split, dict[int, np.ndarray]]:

@@ -17,14 +17,12 @@ support), the raw counts the detector wrote.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from benchmarks.common import ROOT, cpu_model, fold_means, k_class_out_of_fold
+from benchmarks.common import cpu_model, fold_means, k_class_out_of_fold, k_class_parser
 from ncseg.metrics import jaccard
 
 CROSS = ndi.generate_binary_structure(2, 1)
@@ -118,12 +116,8 @@ def _iqr(values: np.ndarray) -> str:
 def main() -> None:
     from ncseg.config import load_params
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-p", "--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--model", type=Path, required=True, help="The K-class model folder CV wrote.")
+    parser = k_class_parser(__doc__.splitlines()[0], "particle_errors.md")
     parser.add_argument("--particles", help="The particle class (default: the rarest).")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "particle_errors.md")
     args = parser.parse_args()
     params = load_params(args.params, args.overrides)
     labels = params.labels
