@@ -143,6 +143,12 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     assert summary.jaccard_mean == pytest.approx(np.mean(per_class))
     saved = CVSummary.load(params.paths.metrics / "cv" / "unet4.json")
     assert saved.classes == summary.classes
+    client = mlflow.MlflowClient(params.tracking.uri)
+    experiment = client.get_experiment_by_name(params.tracking.experiment).experiment_id
+    children = [r.data.metrics for r in client.search_runs([experiment]) if "mlflow.parentRunId" in r.data.tags]
+    logged = sorted(m["test/pt/jaccard"] for m in children)  # each fold's run shows the class, as the summary does
+    assert logged == pytest.approx(sorted(summary.class_jaccard_per_fold["pt"]))
+    assert all("test/pt/object_f1" in m and "test/support/object_f1" not in m for m in children)
     assert saved.score_mean("pt") == pytest.approx(summary.classes["pt"]["jaccard_mean"])  # paired on 4 folds
     card = ModelCard.load(params.paths.models / "unet4" / ModelCard.FILE)
     assert card.labels == params.labels

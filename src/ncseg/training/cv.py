@@ -97,7 +97,7 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         summary = summary.model_copy(update=joins)
         write_plots(run, summary, plots_out)
         model_card(run, summary, deployed, weights_dir, parent_id).save(weights_dir / ModelCard.FILE)
-        folds = [(r.run_id, fold_metrics(r)) for r in run.results if r.run_id is not None]
+        folds = [(r.run_id, fold_metrics(r, params.labels)) for r in run.results if r.run_id is not None]
         runs.log_cv_outcome(summary, folds, plots_out, weights_dir)
     summary.save(params.paths.metrics / "cv" / f"{name}.json")  # only once the model folder is in place
     return summary

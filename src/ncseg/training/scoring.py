@@ -25,6 +25,7 @@ from ncseg.training.plan import Split
 
 if TYPE_CHECKING:
     from ncseg.data.dataset import Sample
+    from ncseg.labels import LabelSet
     from ncseg.metrics import EpochLog
 
 
@@ -224,10 +225,9 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSu
         values |= _calibrate_classes(run)
     per_class = {}
     for k in labels.foreground:
-        keys = SCORE_KEYS if k in labels.particle_ids else ("jaccard", "dice", "precision", "recall")
         per_class[labels.names[k]] = {
             f"{key}_{stat}": value
-            for key in keys
+            for key in _class_keys(k, labels)
             for stat, value in zip(("mean", "std"), _mean_std([r.class_mean(k, key) for r in run.results]), strict=True)
         }
     for k in labels.particle_ids:
@@ -316,9 +316,21 @@ def _score_ensemble(run: CVRun) -> tuple[list[FoldResult], Operating]:
     return results, _operating_point(list(probs.values()), [s.mask for s in run.samples], run.params)
 
 
-def fold_metrics(r: FoldResult) -> dict[str, float]:
-    """A fold's test scores as its child run records them."""
+def _class_keys(k: int, labels: LabelSet) -> tuple[str, ...]:
+    """The scores that mean something for class k: object counts only where the class is particles."""
+    return SCORE_KEYS if k in labels.particle_ids else ("jaccard", "dice", "precision", "recall")
+
+
+def fold_metrics(r: FoldResult, labels: LabelSet) -> dict[str, float]:
+    """A fold's test scores as its child run records them; a K-class study's per class too (`pt/jaccard`), so
+    the fold that loses a rare class shows in the MLflow UI, not only in the summary file."""
     metrics = {key: r.mean(key) for key in SCORE_KEYS}
+    if r.by_class:
+        for k in labels.foreground:
+            metrics |= {f"{labels.names[k]}/{key}": r.class_mean(k, key) for key in _class_keys(k, labels)}
+    for k, error in r.diameter_errors.items():
+        if error is not None:
+            metrics[f"{labels.names[k]}/diameter_error" if r.by_class else "diameter_error"] = error
     if r.threshold is not None:
         metrics |= {
             "threshold": r.threshold,
