@@ -12,7 +12,9 @@ expert particles shrunk by one pixel. Averaged per fold, then mean ± std over f
 are the whole expert mask against itself grown, shrunk (3 x 3 cross) or moved by one pixel: a score above them
 asks for outlines closer to the expert's than a pixel. Objects are connected components (unfiltered);
 their contrast is the mean raw intensity above the median of the image's largest foreground region class (the
-support), the raw counts the detector wrote.
+support), the raw counts the detector wrote. Their *local* contrast is taken against the ring 2-4 px around each
+particle instead (no particle pixels, expert or predicted, in it), and divided by the ring's standard deviation:
+whether a particle stands out from what surrounds it — what a local-contrast view of the image would show a network.
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ from benchmarks.common import cpu_model, fold_means, k_class_out_of_fold, k_clas
 from ncseg.metrics import jaccard
 
 CROSS = ndi.generate_binary_structure(2, 1)
+SPECK_PX = (16, 32, 64)  # predicted particles smaller than this dropped: what a minimum-area rule would recover
+RING_PX = (1, 4)  # the local background: pixels 2-4 px from a particle (city-block distance)
 
 
 def error_budget(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """One image's Jaccard of a particle class, then with its false particles or its missed ones taken away (how
-    much of the gap to 1 each kind of error makes), and the outlines alone: the predicted particles that overlap
-    an expert particle against the expert particles they overlap, beside those expert particles shrunk by one
-    pixel (what a one-pixel outline error costs particles of their sizes)."""
+    much of the gap to 1 each kind of error makes), then with the predicted particles under a few areas dropped (a
+    minimum-area rule, the same for every fold: a diagnostic, not an operating point), and the outlines alone: the
+    predicted particles that overlap an expert particle against the expert particles they overlap, beside those
+    expert particles shrunk by one pixel (what a one-pixel outline error costs particles of their sizes)."""
     found, kept = _overlapping(truth, pred), _overlapping(pred, truth)
     return {
         "as predicted (argmax)": jaccard(pred, truth),
         "without false particles": jaccard(kept, truth),
         "without missed particles": jaccard(pred | (truth & ~found), truth),
+        **{f"predicted particles under {a} px dropped": jaccard(_at_least(pred, a), truth) for a in SPECK_PX},
         "outlines of the particles found": jaccard(kept, found),
         "the particles found by the expert's outline shrunk 1 px": jaccard(_shrunk(found), found),
     }
@@ -61,12 +67,15 @@ class Outcome:
     area_px: int
     contrast: float  # mean raw intensity above the reference region's median
     peak: float  # the class's highest probability inside it
+    local: float  # mean raw intensity above the median of the ring around it (nan: no ring, all particles)
+    local_snr: float  # `local` in units of the ring's standard deviation
 
 
 def particles(
     pred: np.ndarray, truth: np.ndarray, prob: np.ndarray, raw: np.ndarray, reference: float
 ) -> list[Outcome]:
-    """Every expert particle (found or missed) and every false one, with its size, contrast and peak probability."""
+    """Every expert particle (found or missed) and every false one, with its size, contrast (global and local) and
+    peak probability."""
     out = []
     for mask, other, kinds in ((truth, pred, ("found", "missed")), (pred, truth, (None, "false"))):
         labelled, n = ndi.label(mask)
@@ -74,8 +83,23 @@ def particles(
             obj = labelled == j
             kind = kinds[0] if (obj & other).any() else kinds[1]
             if kind:
-                out.append(Outcome(kind, int(obj.sum()), float(raw[obj].mean() - reference), float(prob[obj].max())))
+                inside = float(raw[obj].mean())
+                local, snr = _local_contrast(inside, raw[_ring(obj, truth | pred)])
+                out.append(Outcome(kind, int(obj.sum()), inside - reference, float(prob[obj].max()), local, snr))
     return out
+
+
+def _ring(obj: np.ndarray, particles: np.ndarray) -> np.ndarray:
+    """The pixels RING_PX from `obj` that belong to no particle."""
+    near, far = (ndi.binary_dilation(obj, CROSS, iterations=d) for d in RING_PX)
+    return far & ~near & ~particles
+
+
+def _local_contrast(inside: float, ring: np.ndarray) -> tuple[float, float]:
+    if ring.size < 2:
+        return float("nan"), float("nan")
+    local, spread = inside - float(np.median(ring)), float(ring.std())
+    return local, local / spread if spread > 0 else float("inf")
 
 
 def _overlapping(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -83,6 +107,13 @@ def _overlapping(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
     labelled, _ = ndi.label(mask)
     hit = np.unique(labelled[mask & other])
     return np.isin(labelled, hit[hit > 0])
+
+
+def _at_least(mask: np.ndarray, area: int) -> np.ndarray:
+    """The objects of `mask` of `area` pixels or more."""
+    labelled, _ = ndi.label(mask)
+    sizes = np.bincount(labelled.ravel())
+    return (sizes >= area)[labelled] & mask
 
 
 def _shrunk(mask: np.ndarray) -> np.ndarray:
@@ -93,22 +124,25 @@ def _shrunk(mask: np.ndarray) -> np.ndarray:
 def _object_rows(found: list[Outcome], pixel_nm: float | None) -> list[str]:
     unit = f"nm² (× {pixel_nm:g}² per px)" if pixel_nm else "px (no pixel size in the files)"
     head = f"particles (all test images) | count | area, median [IQR] {unit} | contrast, median [IQR]"
-    rows = [f"| {head} | peak probability, median |", "|---|---|---|---|---|"]
+    tail = "local contrast, median [IQR] | local contrast / ring std, median [IQR] | peak probability, median"
+    rows = [f"| {head} | {tail} |", "|---|---|---|---|---|---|---|"]
     kinds = {"expert (found + missed)": ("found", "missed")} | {k: (k,) for k in ("found", "missed", "false")}
     for kind, of in kinds.items():
         these = [p for p in found if p.kind in of]
         if not these:
-            rows.append(f"| {kind} | 0 | — | — | — |")
+            rows.append(f"| {kind} | 0 | — | — | — | — | — |")
             continue
         area = np.array([p.area_px for p in these], float) * (pixel_nm**2 if pixel_nm else 1.0)
-        contrast = np.array([p.contrast for p in these])
-        rows.append(
-            f"| {kind} | {len(these)} | {_iqr(area)} | {_iqr(contrast)} | {np.median([p.peak for p in these]):.2f} |"
-        )
+        spreads = [_iqr(np.array([getattr(p, key) for p in these])) for key in ("contrast", "local", "local_snr")]
+        peak = np.median([p.peak for p in these])
+        rows.append(f"| {kind} | {len(these)} | {_iqr(area)} | {' | '.join(spreads)} | {peak:.2f} |")
     return rows
 
 
 def _iqr(values: np.ndarray) -> str:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return "—"
     q1, q2, q3 = np.percentile(values, [25, 50, 75])
     return f"{q2:.3g} [{q1:.3g}, {q3:.3g}]"
 

@@ -72,3 +72,31 @@ def test_a_false_particle_that_only_borders_an_expert_one_finds_nothing():
     kinds = sorted(p.kind for p in particles(beside, FOUND, beside.astype(float), np.zeros(SHAPE), 0.0))
     assert kinds == ["false", "missed"]
     assert error_budget(beside, FOUND)["without false particles"] == 0.0
+
+
+def test_a_particle_is_measured_against_the_support_around_it_not_the_image_median():
+    """A faint particle on a bright patch of support is bright by the image's median but not by its surroundings;
+    its local contrast counts the ring's noise (ring: 2-4 px away, no particle pixels)."""
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    raw = np.where((yy - 16) ** 2 + (xx - 48) ** 2 <= 10**2, 50.0, 10.0)  # the bright patch under MISSED
+    raw += np.random.default_rng(0).normal(0.0, 5.0, SHAPE)
+    raw[MISSED] = 60.0
+    truth, pred = FOUND | MISSED, FOUND.copy()
+    missed = next(p for p in particles(pred, truth, pred.astype(float), raw, reference=10.0) if p.kind == "missed")
+    assert missed.contrast == pytest.approx(50.0)
+    assert missed.local == pytest.approx(10.0, abs=1.0) and missed.local_snr == pytest.approx(2.0, rel=0.25)
+    beside = np.zeros(SHAPE, bool)
+    beside[14:19, 55:57] = True  # a false particle 3 px to its right, inside its ring's reach
+    pred |= beside
+    for level in (60.0, 250.0):  # a particle pixel in the ring would move its std, and so the local contrast's SNR
+        raw[beside] = level
+        again = next(p for p in particles(pred, truth, pred.astype(float), raw, 10.0) if p.kind == "missed")
+        assert again.local_snr == pytest.approx(missed.local_snr, rel=0.05)
+
+
+def test_a_minimum_area_drops_the_small_predicted_particles_only():
+    truth, pred = FOUND | MISSED, FOUND | FALSE  # FALSE: 29 px, FOUND: 113 px
+    budget = error_budget(pred, truth)
+    assert budget["predicted particles under 16 px dropped"] == budget["as predicted (argmax)"]
+    assert budget["predicted particles under 32 px dropped"] == budget["without false particles"]
+    assert budget["predicted particles under 64 px dropped"] == budget["without false particles"]
