@@ -12,9 +12,10 @@ expert particles shrunk by one pixel. Averaged per fold, then mean ± std over f
 are the whole expert mask against itself grown, shrunk (3 x 3 cross) or moved by one pixel: a score above them
 asks for outlines closer to the expert's than a pixel. Objects are connected components (unfiltered);
 their contrast is the mean raw intensity above the median of the image's largest foreground region class (the
-support), the raw counts the detector wrote. Their *local* contrast is taken against the ring 2-4 px around each
-particle instead (no particle pixels, expert or predicted, in it), and divided by the ring's standard deviation:
-whether a particle stands out from what surrounds it — what a local-contrast view of the image would show a network.
+support), the raw counts the detector wrote. Their *local* contrast is taken against the median of the ring 2-4 px
+around each particle instead (no particle pixels, expert or predicted, in it), in counts and in units of the ring's
+standard deviation: whether a particle stands out from what surrounds it — what a local-contrast view of the image
+would show a network.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ncseg.metrics import jaccard
 
 CROSS = ndi.generate_binary_structure(2, 1)
 SPECK_PX = (16, 32, 64)  # predicted particles smaller than this dropped: what a minimum-area rule would recover
-RING_PX = (1, 4)  # the local background: pixels 2-4 px from a particle (city-block distance)
+RING_PX = (1, 4)  # dilations: the ring is within 4 px of a particle but not within 1, i.e. 2-4 px (city-block)
 
 
 def error_budget(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -67,7 +68,7 @@ class Outcome:
     area_px: int
     contrast: float  # mean raw intensity above the reference region's median
     peak: float  # the class's highest probability inside it
-    local: float  # mean raw intensity above the median of the ring around it (nan: no ring, all particles)
+    local: float  # mean raw intensity above the median of the ring around it (nan: under 2 ring pixels)
     local_snr: float  # `local` in units of the ring's standard deviation
 
 
@@ -90,16 +91,18 @@ def particles(
 
 
 def _ring(obj: np.ndarray, particles: np.ndarray) -> np.ndarray:
-    """The pixels RING_PX from `obj` that belong to no particle."""
+    """The pixels 2-4 px (city-block) from `obj` that belong to no particle."""
     near, far = (ndi.binary_dilation(obj, CROSS, iterations=d) for d in RING_PX)
     return far & ~near & ~particles
 
 
 def _local_contrast(inside: float, ring: np.ndarray) -> tuple[float, float]:
+    """Contrast above the ring's median, in counts and in ring standard deviations (nan without a ring to measure:
+    fewer than 2 pixels, or all alike); the table's medians leave the nans out."""
     if ring.size < 2:
         return float("nan"), float("nan")
     local, spread = inside - float(np.median(ring)), float(ring.std())
-    return local, local / spread if spread > 0 else float("inf")
+    return local, local / spread if spread > 0 else float("nan")
 
 
 def _overlapping(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -179,7 +182,9 @@ def main() -> None:
         + "".join(f"-S '{o}' " for o in args.overrides)
         + f"--model {args.model}`, on {cpu_model()}, one run. Repeat 0's networks, each over its own fold's test "
         f"images ({len(probs)} images, {params.cv.n_folds} folds); {name} Jaccard per image, mean per fold, then mean "
-        f"± std over folds. Contrast: mean raw intensity above the median of the image's {ref} pixels.",
+        f"± std over folds. Contrast: mean raw intensity above the median of the image's {ref} pixels; local "
+        "contrast: above the median of the ring 2-4 px around the particle (no particle pixels), in counts and in "
+        "units of the ring's standard deviation.",
         "",
         f"| {name} Jaccard | " + " | ".join(f"fold {f}" for f in range(len(folds))) + " | mean ± std |",
         "|---|" + "---|" * (len(folds) + 1),

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
-from benchmarks.particle_errors import error_budget, one_pixel, particles
+from benchmarks.particle_errors import _ring, error_budget, one_pixel, particles
 
 
 def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
@@ -100,3 +101,10 @@ def test_a_minimum_area_drops_the_small_predicted_particles_only():
     assert budget["predicted particles under 16 px dropped"] == budget["as predicted (argmax)"]
     assert budget["predicted particles under 32 px dropped"] == budget["without false particles"]
     assert budget["predicted particles under 64 px dropped"] == budget["without false particles"]
+
+
+def test_the_ring_is_the_support_two_to_four_pixels_from_the_particle():
+    dot = np.zeros(SHAPE, bool)
+    dot[32, 32] = True
+    steps = ndi.distance_transform_cdt(~dot, metric="taxicab")
+    np.testing.assert_array_equal(_ring(dot, dot), (steps >= 2) & (steps <= 4))

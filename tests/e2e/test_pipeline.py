@@ -50,7 +50,10 @@ def test_mlflow_holds_parent_and_child_runs_with_metrics_and_artifacts(client, t
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == unet.info.run_id]
     assert sorted(r.info.run_name for r in children) == ["fold-0", "fold-1"]
     for child in children:
-        assert {"test/jaccard", "test/object_f1", "test/threshold", "test/diameter_error"} <= set(child.data.metrics)
+        assert {"test/jaccard", "test/dice", "test/object_f1", "test/threshold", "test/diameter_error"} <= set(
+            child.data.metrics
+        )
+        assert not [k for k in child.data.metrics if k.count("/") > 1], "a binary study logs no per-class scores"
         for curve in ("train/loss", "val/loss", "val/jaccard_study", "val/jaccard_tuned"):
             assert len(client.get_metric_history(child.info.run_id, curve)) >= 2, curve
         fold = child.info.run_name.split("-")[1]
