@@ -32,13 +32,15 @@ test: install  ## the whole test suite (unit + end-to-end on a tiny profile)
 
 REAL := ../shared/datasets/haadf-pt-alumina
 STUDY := studies/pt-alumina/params.yaml
-real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (read from ../shared)
+PROFILE ?=
+STUDY_ARGS := -p $(STUDY) $(if $(PROFILE),-S profile=$(PROFILE))
+real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (PROFILE=gpu: + smp baselines)
 	ncseg data import $(REAL)/images $(REAL)/masks --groups $(REAL)/manifest.csv --group-column source_slice \
 		--classes $(REAL)/labels --out studies/pt-alumina/data/raw --force
-	ncseg data augment -p $(STUDY)
-	ncseg train -p $(STUDY)
-	ncseg evaluate -p $(STUDY)
-	ncseg register -p $(STUDY)
+	ncseg data augment $(STUDY_ARGS)
+	ncseg train $(STUDY_ARGS)
+	ncseg evaluate $(STUDY_ARGS)
+	ncseg register $(STUDY_ARGS)
 
 bench: install  ## speed and memory figures -> benchmarks/results.md
 	python -m benchmarks.run

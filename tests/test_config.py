@@ -90,3 +90,40 @@ def test_the_registry_score_is_a_foreground_class_of_a_k_class_study():
 def test_a_dataset_window_must_be_two_increasing_percentiles():
     with pytest.raises(ConfigError, match="dataset_window"):
         load_params(ROOT / "params.yaml", ["inference.dataset_window=[99.5, 0.5]"])
+
+
+REAL_STUDY = ROOT / "studies" / "pt-alumina" / "params.yaml"
+
+
+def test_the_real_data_study_defaults_to_what_fits_two_cpu_cores_and_its_gpu_profile_adds_the_smp_baselines():
+    default = load_params(REAL_STUDY)
+    gpu = load_params(REAL_STUDY, ["profile=gpu"])
+    assert set(default.models) == {"unet4", "classical-otsu"}
+    assert set(gpu.models) == {"unet4", "classical-otsu", "smp-unet-resnet18", "smp-unet-resnet34"}
+    wider, unet4 = gpu.model("unet4"), default.model("unet4")
+    assert (unet4.base_channels, wider.base_channels) == (16, 32)
+    assert wider.model_copy(update={"base_channels": 16}) == unet4  # merged over the file: the rest stays
+    assert (default.train.crop_px, default.train.workers, gpu.train.crop_px, gpu.train.workers) == (160, 0, 256, 8)
+    assert gpu.train.epochs == default.train.epochs
+    assert flatten(gpu)["profile"] == "gpu"  # the MLflow run says which profile it ran
+
+
+def test_the_published_recipe_runs_its_own_schedule_only_in_the_gpu_profile():
+    study = ROOT / "studies" / "pt-alumina-classes" / "params.yaml"
+    cpu = load_params(study).model("recipe-unet6").train
+    gpu = load_params(study, ["profile=gpu"]).model("recipe-unet6").train
+    assert (cpu["crop_px"], cpu["epochs"]) == (256, 10)
+    assert (gpu["crop_px"], gpu["epochs"], gpu["patience"]) == (512, 100, 100)
+    assert gpu["loss"] == cpu["loss"] == "focal"  # the keys the profile leaves alone are kept
+
+
+def test_an_explicit_setting_wins_over_the_profile_it_selects():
+    p = load_params(REAL_STUDY, ["train.workers=2", "profile=gpu"])
+    assert p.train.workers == 2 and "smp-unet-resnet34" in p.models
+
+
+def test_an_unknown_profile_names_the_file_and_the_profiles_it_has():
+    with pytest.raises(ConfigError, match=r"params\.yaml: profile 'gpx' is not one of the file's profiles \(gpu\)"):
+        load_params(REAL_STUDY, ["profile=gpx"])
+    with pytest.raises(ConfigError, match=r"profile 'gpu' is not one of the file's profiles \(none\)"):
+        load_params(ROOT / "params.yaml", ["profile=gpu"])

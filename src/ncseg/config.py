@@ -268,6 +268,8 @@ class TrackingParams(_Frozen):
 
 class Params(_Frozen):
     seed: int
+    # the name of the profile (params.yaml `profiles:`) merged over the file; recorded so a run says which
+    profile: str | None = None
     paths: Paths
     # What the classes are (ncseg.labels); a study written before label sets is the binary NC study it was
     labels: LabelSet = Field(default_factory=LabelSet.binary)
@@ -369,6 +371,32 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def _apply_profile(tree: dict[str, Any], path: Path) -> bool:
+    """Merge the profile `tree['profile']` names (from `tree['profiles']`, which is removed) over the tree, in
+    place; True if one was merged. A study's defaults fit its everyday machine (the real-data study: 2 CPU cores);
+    a profile names what a larger machine adds (`-S profile=gpu`: the smp baselines, the published schedule), in
+    the same file, so the two never drift apart."""
+    profiles = tree.pop("profiles", None) or {}
+    name = tree.get("profile")
+    if name is None:
+        return False
+    if not isinstance(profiles, dict) or name not in profiles:
+        known = ", ".join(profiles) if isinstance(profiles, dict) and profiles else "none"
+        raise ConfigError(f"{path}: profile {name!r} is not one of the file's profiles ({known})")
+    _merge(tree, profiles[name] or {}, f"profiles.{name}")
+    return True
+
+
+def _merge(tree: dict[str, Any], layer: dict[str, Any], where: str) -> None:
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections, got {type(layer).__name__}")
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value, f"{where}.{key}")
+        else:
+            tree[key] = value
+
+
 def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = None) -> Params:
     path = Path(path)
     try:
@@ -381,6 +409,9 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = 
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
     for assignment in overrides or []:
         apply_override(tree, assignment)
+    if _apply_profile(tree, path):
+        for assignment in overrides or []:  # an explicit -S wins over the profile it selected
+            apply_override(tree, assignment)
     try:
         return Params.model_validate(tree)
     except ValidationError as err:
