@@ -81,18 +81,24 @@ def k_class_parser(description: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
-def k_class_out_of_fold(params: Params, model_dir: Path) -> tuple[list[Sample], Split, dict[int, np.ndarray]]:
-    """A K-class CV's (samples with their class maps, repeat 0's split, (K, H, W) probability per sample index):
-    each test image through its own fold's network of `model_dir`, the split re-planned from the same params."""
+def k_class_split(params: Params) -> tuple[list[Sample], Split]:
+    """A K-class study's samples with their class maps and repeat 0's split, planned as its CV plans it."""
     from ncseg.data.dataset import load_samples
-    from ncseg.inference.tiling import predict_proba
     from ncseg.training.loop import class_targets
     from ncseg.training.plan import leak_free, plan_repeats
 
     samples, _ = load_samples(params.paths.augmented, params.inference)
     samples, groups = leak_free(samples, params.cv.leak_threshold)
     class_targets(samples, params.labels, params.paths.augmented)
-    split = plan_repeats(samples, params, groups)[0]
+    return samples, plan_repeats(samples, params, groups)[0]
+
+
+def k_class_out_of_fold(params: Params, model_dir: Path) -> tuple[list[Sample], Split, dict[int, np.ndarray]]:
+    """A K-class CV's (samples with their class maps, repeat 0's split, (K, H, W) probability per sample index):
+    each test image through its own fold's network of `model_dir`, the split re-planned from the same params."""
+    from ncseg.inference.tiling import predict_proba
+
+    samples, split = k_class_split(params)
     nets = cv_networks(model_dir)
     probs = {}
     for k in range(params.cv.n_folds):
