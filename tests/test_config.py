@@ -117,9 +117,12 @@ def test_the_published_recipe_runs_its_own_schedule_only_in_the_gpu_profile():
     assert gpu["loss"] == cpu["loss"] == "focal"  # the keys the profile leaves alone are kept
 
 
-def test_an_explicit_setting_wins_over_the_profile_it_selects():
+def test_an_explicit_setting_wins_over_the_profile_it_selects_and_may_edit_the_profile():
     p = load_params(REAL_STUDY, ["train.workers=2", "profile=gpu"])
     assert p.train.workers == 2 and "smp-unet-resnet34" in p.models
+    assert load_params(REAL_STUDY, ["profile=gpu", "profiles.gpu.train.epochs=3"]).train.epochs == 3
+    with pytest.raises(ConfigError, match=r"params\.yaml: profiles\.gpu: expected a mapping"):
+        load_params(REAL_STUDY, ["profile=gpu", "profiles.gpu=3"])
 
 
 def test_an_unknown_profile_names_the_file_and_the_profiles_it_has():

@@ -380,10 +380,10 @@ def _apply_profile(tree: dict[str, Any], path: Path) -> bool:
     name = tree.get("profile")
     if name is None:
         return False
-    if not isinstance(profiles, dict) or name not in profiles:
+    if not isinstance(profiles, dict) or not isinstance(name, str) or name not in profiles:
         known = ", ".join(profiles) if isinstance(profiles, dict) and profiles else "none"
         raise ConfigError(f"{path}: profile {name!r} is not one of the file's profiles ({known})")
-    _merge(tree, profiles[name] or {}, f"profiles.{name}")
+    _merge(tree, profiles[name] or {}, f"{path}: profiles.{name}")
     return True
 
 
@@ -409,9 +409,10 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = 
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
     for assignment in overrides or []:
         apply_override(tree, assignment)
-    if _apply_profile(tree, path):
-        for assignment in overrides or []:  # an explicit -S wins over the profile it selected
-            apply_override(tree, assignment)
+    if _apply_profile(tree, path):  # an explicit -S wins over the profile it selected
+        for assignment in overrides or []:
+            if assignment.partition("=")[0].split(".")[0] not in ("profile", "profiles"):
+                apply_override(tree, assignment)
     try:
         return Params.model_validate(tree)
     except ValidationError as err:
