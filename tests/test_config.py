@@ -105,6 +105,8 @@ def test_the_real_data_study_defaults_to_what_fits_two_cpu_cores_and_its_gpu_pro
     assert wider.model_copy(update={"base_channels": 16}) == unet4  # merged over the file: the rest stays
     assert (default.train.crop_px, default.train.workers, gpu.train.crop_px, gpu.train.workers) == (160, 0, 256, 8)
     assert gpu.train.epochs == default.train.epochs
+    assert gpu.paths.metrics != default.paths.metrics  # a gpu run never overwrites the defaults' results
+    assert gpu.paths.raw == default.paths.raw
     assert flatten(gpu)["profile"] == "gpu"  # the MLflow run says which profile it ran
 
 
@@ -125,8 +127,16 @@ def test_an_explicit_setting_wins_over_the_profile_it_selects_and_may_edit_the_p
         load_params(REAL_STUDY, ["profile=gpu", "profiles.gpu=3"])
 
 
-def test_an_unknown_profile_names_the_file_and_the_profiles_it_has():
-    with pytest.raises(ConfigError, match=r"params\.yaml: profile 'gpx' is not one of the file's profiles \(gpu\)"):
-        load_params(REAL_STUDY, ["profile=gpx"])
-    with pytest.raises(ConfigError, match=r"profile 'gpu' is not one of the file's profiles \(none\)"):
-        load_params(ROOT / "params.yaml", ["profile=gpu"])
+def test_a_setting_may_reach_a_model_only_the_profile_adds_whichever_comes_first():
+    for order in (
+        ["profile=gpu", "models.smp-unet-resnet18.encoder=resnet50"],
+        ["models.smp-unet-resnet18.encoder=resnet50", "profile=gpu"],
+    ):
+        assert load_params(REAL_STUDY, order).model("smp-unet-resnet18").encoder == "resnet50"
+
+
+def test_a_profile_named_in_the_file_is_merged_without_an_override(tmp_path):
+    written = REAL_STUDY.read_text().replace("\nprofile: null", "\nprofile: gpu")
+    assert written != REAL_STUDY.read_text()
+    (tmp_path / "params.yaml").write_text(written)
+    assert "smp-unet-resnet34" in load_params(tmp_path / "params.yaml").models

@@ -371,20 +371,22 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
-def _apply_profile(tree: dict[str, Any], path: Path) -> bool:
+def _apply_profile(tree: dict[str, Any], path: Path) -> None:
     """Merge the profile `tree['profile']` names (from `tree['profiles']`, which is removed) over the tree, in
-    place; True if one was merged. A study's defaults fit its everyday machine (the real-data study: 2 CPU cores);
-    a profile names what a larger machine adds (`-S profile=gpu`: the smp baselines, the published schedule), in
-    the same file, so the two never drift apart."""
+    place. A study's defaults are what its everyday machine runs (the real-data study: 2 CPU cores); a profile
+    names what a larger machine adds (`-S profile=gpu`: the smp baselines, the published schedule), in the same
+    file, so the two never drift apart."""
     profiles = tree.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: profiles: expected a mapping of profile names, got {type(profiles).__name__}")
     name = tree.get("profile")
     if name is None:
-        return False
-    if not isinstance(profiles, dict) or not isinstance(name, str) or name not in profiles:
-        known = ", ".join(profiles) if isinstance(profiles, dict) and profiles else "none"
-        raise ConfigError(f"{path}: profile {name!r} is not one of the file's profiles ({known})")
+        return
+    if not isinstance(name, str) or name not in profiles:
+        raise ConfigError(
+            f"{path}: profile {name!r} is not one of the file's profiles ({', '.join(profiles) or 'none'})"
+        )
     _merge(tree, profiles[name] or {}, f"{path}: profiles.{name}")
-    return True
 
 
 def _merge(tree: dict[str, Any], layer: dict[str, Any], where: str) -> None:
@@ -407,12 +409,15 @@ def load_params(path: Path | str = "params.yaml", overrides: list[str] | None = 
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
-    for assignment in overrides or []:
+    # the profile's choice and edits first, then the profile, then every other -S: an explicit setting wins, and
+    # may reach a section only the profile adds
+    on_profile = [a for a in overrides or [] if a.partition("=")[0].split(".")[0] in ("profile", "profiles")]
+    for assignment in on_profile:
         apply_override(tree, assignment)
-    if _apply_profile(tree, path):  # an explicit -S wins over the profile it selected
-        for assignment in overrides or []:
-            if assignment.partition("=")[0].split(".")[0] not in ("profile", "profiles"):
-                apply_override(tree, assignment)
+    _apply_profile(tree, path)
+    for assignment in overrides or []:
+        if assignment not in on_profile:
+            apply_override(tree, assignment)
     try:
         return Params.model_validate(tree)
     except ValidationError as err:

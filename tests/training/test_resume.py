@@ -61,6 +61,8 @@ def test_the_key_changes_with_what_a_fold_trains_on_and_not_with_what_it_does_no
     assert key == study_key(spec, params, noise_samples(), runtime)
     assert key == study_key(spec, tiny_train_params("cv.repeats=3", "train.workers=2"), samples, runtime)
     assert key == study_key(spec, tiny_train_params("register.margin=0.5", "tracking.experiment=x"), samples, runtime)
+    named = tiny_train_params("profiles={same: {}}", "profile=same")  # a profile's name; what it sets is above
+    assert named.profile == "same" and key == study_key(spec, named, samples, runtime)
     assert key != study_key(spec, tiny_train_params("train.lr=0.01"), samples, runtime)
     assert key != study_key(spec, tiny_train_params("threshold.study=0.3"), samples, runtime)  # early stopping reads it
     assert key != study_key(spec, params, samples, runtime | {"train_precision": "bf16"})

@@ -121,6 +121,7 @@ def _sync(path: Path) -> None:
 # every other setting is in the key, so a new one is in it by default. More repeats reuse the first ones' folds,
 # worker processes change the speed only, and CV predicts with torch whatever the served backend.
 NOT_TRAINING = {
+    "profile": True,  # its name: what it changes is in the settings already
     "paths": True,
     "data": True,
     "augment": True,
