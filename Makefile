@@ -34,7 +34,7 @@ REAL := ../shared/datasets/haadf-pt-alumina
 STUDY := studies/pt-alumina/params.yaml
 PROFILE ?=
 STUDY_ARGS := -p $(STUDY) $(if $(PROFILE),-S profile=$(PROFILE))
-real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (PROFILE=gpu: + smp baselines)
+real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (PROFILE=gpu: larger, on a GPU)
 	ncseg data import $(REAL)/images $(REAL)/masks --groups $(REAL)/manifest.csv --group-column source_slice \
 		--classes $(REAL)/labels --out studies/pt-alumina/data/raw --force
 	ncseg data augment $(STUDY_ARGS)

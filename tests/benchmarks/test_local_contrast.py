@@ -28,6 +28,12 @@ def test_the_best_cut_is_the_one_with_the_best_pooled_jaccard():
     assert np.array_equal(predict(values[0], (cut,)), truths[0])
 
 
+def test_training_images_without_the_class_predict_nothing():
+    values = [(np.arange(100, dtype=np.float32).reshape(10, 10),)]
+    cuts, score = best_cuts(values, [np.zeros((10, 10), bool)])
+    assert score == 1.0 and not predict(values[0], cuts).any()
+
+
 def test_a_union_of_two_cuts_takes_what_either_map_finds():
     a = np.tile(np.arange(10.0), (10, 1))  # columns 8-9 are bright in a
     b = a.T.copy()  # rows 8-9 are bright in b
@@ -41,7 +47,7 @@ def test_a_union_of_two_cuts_takes_what_either_map_finds():
 def test_a_top_hat_finds_particles_on_a_ramp_a_global_cut_cannot():
     raw, truth = _field(100.0)
     _, global_score = best_cuts([(smoothed(raw),)], [truth])
-    _, local_score = best_cuts([(top_hat(8)(raw),)], [truth])
+    _, local_score = best_cuts([(top_hat(smoothed(raw), 8),)], [truth])
     assert global_score < 0.5, "the bright end of the ramp outshines the dark-side particle"
     assert local_score > 0.8
 
@@ -51,7 +57,7 @@ def test_cuts_are_fitted_on_the_training_side_and_the_nested_choice_follows_it()
     truths = [t for _, t in fields]
     features = {
         "global": [(smoothed(r),) for r, _ in fields],
-        "local": [(top_hat(8)(r),) for r, _ in fields],
+        "local": [(top_hat(smoothed(r), 8),) for r, _ in fields],
         "noise": [(np.random.default_rng(i).random(SHAPE),) for i in range(4)],
     }
     per_image = fold_scores(features, truths, [[0, 1], [2, 3]], {"nested": ["global", "local", "noise"]})
