@@ -108,11 +108,15 @@ def k_class_out_of_fold(params: Params, model_dir: Path) -> tuple[list[Sample], 
     return samples, split, probs
 
 
+def per_fold_means(folds: list[list[int]], per_image: dict[int, dict[str, float]]) -> dict[str, list[float]]:
+    """Every key's mean over each fold's images, fold by fold: what a paired comparison takes."""
+    keys = next(iter(per_image.values()))
+    return {key: [float(np.mean([per_image[i][key] for i in test])) for test in folds] for key in keys}
+
+
 def fold_means(folds: list[list[int]], per_image: dict[int, dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Mean over each fold's images, then mean and std over folds, for every key."""
-    keys = next(iter(per_image.values()))
-    means = {key: [np.mean([per_image[i][key] for i in test]) for test in folds] for key in keys}
-    return {key: (float(np.mean(v)), float(np.std(v, ddof=1))) for key, v in means.items()}
+    return {key: (float(np.mean(v)), float(np.std(v, ddof=1))) for key, v in per_fold_means(folds, per_image).items()}
 
 
 def cv_jaccard_per_fold(

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import morphology
 
-from benchmarks.common import ROOT, cpu_model, fold_means, k_class_split, table, write_report
+from benchmarks.common import ROOT, cpu_model, fold_means, k_class_split, per_fold_means, table, write_report
 from ncseg.config import load_params
 from ncseg.metrics import jaccard
 from ncseg.training.report import fold_paired_gain
@@ -126,7 +126,7 @@ def main() -> None:
     per_image = fold_scores(features, truths, folds, nested)
     summary = fold_means(folds, per_image)
     base = "global intensity"
-    per_fold = {key: [np.mean([per_image[i][key] for i in test]) for test in folds] for key in summary}
+    per_fold = per_fold_means(folds, per_image)
     rows = []
     for key, (mean, std) in summary.items():
         g = fold_paired_gain(key, per_fold[key], base, per_fold[base], params.cv.n_folds)
