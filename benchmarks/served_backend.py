@@ -28,25 +28,19 @@ import tifffile
 
 from benchmarks.common import ROOT, cpu_model, write_report
 from benchmarks.predict_speed import demo_images
-from benchmarks.served_classes import served
+from benchmarks.served_classes import load_served, served
 
 
 def served_folder(model_dir: Path, folder: Path, overrides: list[str]):
     """A trained model folder served as `register` serves it, with params.yaml's `inference:` and `overrides`."""
-    import mlflow
-
     from ncseg.config import load_params
     from ncseg.records import ModelCard
     from ncseg.registry.promote import serving_config
-    from ncseg.serving.model import NcSegmenter
 
     card = ModelCard.load(model_dir / ModelCard.FILE)
     folder.mkdir(parents=True)
     serving_config(card, load_params(ROOT / "params.yaml", overrides)).save(folder / "serving.json")
-    model = NcSegmenter()
-    artifacts = {"weights": str(model_dir), "serving": str(folder / "serving.json")}
-    model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
-    return model
+    return load_served(model_dir, folder / "serving.json")
 
 
 def main() -> None:

@@ -30,14 +30,12 @@ THREE = (
 
 def served(folder: Path, labels_override: list[str]):
     """params.yaml's unet4 with the given label set, saved and loaded as the registry serves it."""
-    import mlflow
     import torch
 
     from ncseg.config import load_params
     from ncseg.models.zoo import build_net
     from ncseg.records import ModelCard, WeightFile, sha256
     from ncseg.registry.promote import serving_config
-    from ncseg.serving.model import NcSegmenter
 
     params = load_params(ROOT / "params.yaml", labels_override)
     spec, labels = params.model("unet4"), params.labels
@@ -60,8 +58,17 @@ def served(folder: Path, labels_override: list[str]):
     )
     card.save(folder / ModelCard.FILE)
     serving_config(card, params).save(folder / "serving.json")
+    return load_served(folder, folder / "serving.json")
+
+
+def load_served(weights: Path, serving: Path):
+    """The pyfunc model as `mlflow models serve` loads it: the weights folder and its serving settings."""
+    import mlflow
+
+    from ncseg.serving.model import NcSegmenter
+
     model = NcSegmenter()
-    artifacts = {"weights": str(folder), "serving": str(folder / "serving.json")}
+    artifacts = {"weights": str(weights), "serving": str(serving)}
     model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
     return model
 
