@@ -70,19 +70,22 @@ def cv_networks(model_dir: Path) -> dict[tuple[int, int], torch.nn.Module]:
     return {(w.repeat, w.fold): net for w, net in zip(card.folds, nets, strict=True)}
 
 
-def k_class_parser(description: str, out: str) -> argparse.ArgumentParser:
-    """The arguments every out-of-fold benchmark of a K-class model takes: the study, its overrides, the model
-    folder CV wrote and the report file (default benchmarks/`out`)."""
+def k_class_parser(
+    description: str, out: str, source: tuple[str, str] = ("--model", "The K-class model folder CV wrote.")
+) -> argparse.ArgumentParser:
+    """The arguments every out-of-fold benchmark of a K-class model takes: the study, its overrides, where its
+    networks or predictions are (`source`: the option and its help; by default the model folder CV wrote) and the
+    report file (default benchmarks/`out`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-p", "--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--model", type=Path, required=True, help="The K-class model folder CV wrote.")
+    parser.add_argument(source[0], type=Path, required=True, help=source[1])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / out)
     return parser
 
 
-def k_class_split(params: Params) -> tuple[list[Sample], Split]:
-    """A K-class study's samples with their class maps and repeat 0's split, planned as its CV plans it."""
+def k_class_splits(params: Params) -> tuple[list[Sample], list[Split]]:
+    """A K-class study's samples with their class maps and every repeat's split, planned as its CV plans them."""
     from ncseg.data.dataset import load_samples
     from ncseg.training.loop import class_targets
     from ncseg.training.plan import leak_free, plan_repeats
@@ -90,7 +93,13 @@ def k_class_split(params: Params) -> tuple[list[Sample], Split]:
     samples, _ = load_samples(params.paths.augmented, params.inference)
     samples, groups = leak_free(samples, params.cv.leak_threshold)
     class_targets(samples, params.labels, params.paths.augmented)
-    return samples, plan_repeats(samples, params, groups)[0]
+    return samples, plan_repeats(samples, params, groups)
+
+
+def k_class_split(params: Params) -> tuple[list[Sample], Split]:
+    """A K-class study's samples with their class maps and repeat 0's split."""
+    samples, splits = k_class_splits(params)
+    return samples, splits[0]
 
 
 def k_class_out_of_fold(params: Params, model_dir: Path) -> tuple[list[Sample], Split, dict[int, np.ndarray]]:

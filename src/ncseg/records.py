@@ -171,6 +171,9 @@ class CVSummary(Record):
     classes: dict[str, dict[str, float]] | None = Field(default=None, exclude_if=lambda v: v is None)
     # each foreground class's Jaccard per fold, in jaccard_per_fold's order: what a class score is paired on
     class_jaccard_per_fold: dict[str, tuple[float, ...]] | None = Field(default=None, exclude_if=lambda v: v is None)
+    # every foreground class as one mask against the reference's: what a binary study of the same images scores
+    material_jaccard_mean: float | None = Field(default=None, exclude_if=lambda v: v is None)
+    material_jaccard_std: float | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def noise(self) -> float:

@@ -162,7 +162,7 @@ def test_a_three_class_study_is_scored_per_class_registered_and_predicted_as_cla
     cross_validate("otsu", params, root)
     evaluate(params, root)
     table = (params.paths.metrics / "summary.md").read_text()
-    assert "| model | support Jaccard | pt Jaccard | pt object F1 | pt diameter error |" in table
+    assert "| model | support Jaccard | pt Jaccard | pt object F1 | pt diameter error | material Jaccard |" in table
     decision = register_best(params, root)
     assert decision.created and decision.architecture == "unet4" and decision.score == "pt"
     assert decision.cv_jaccard == pytest.approx(saved.score_mean("pt"))  # ranked and compared on Pt
@@ -201,9 +201,13 @@ def test_the_classical_baseline_of_a_three_class_study_fits_its_levels_on_each_f
     tests = [len(t) for t in _test_sets(params.paths.plots / "otsu" / "folds.csv")]
     assert fitted == [n - t for t in tests], "each fold fitted on exactly the images it does not test"
     assert set(summary.classes) == {"support", "pt"} and summary.kind == "classical"
+    # the two classes are the same NCs told apart by position only, which no intensity level sees: the material
+    # mask (both as one), what a binary study scores, is still found
+    assert summary.material_jaccard_mean > max(summary.classes[c]["jaccard_mean"] for c in ("support", "pt"))
     net = cross_validate("unet4", params, root)
     table = markdown_table({"otsu": summary, "unet4": net})
     assert "| levels |" in table and "| argmax |" in table, table
+    assert f"| {summary.material_jaccard_mean:.3f} ± {summary.material_jaccard_std:.3f} |" in table, table
 
 
 def test_a_class_map_outside_the_label_set_is_named_by_file_before_any_model_folder_is_written(three_class_study):

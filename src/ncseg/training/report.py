@@ -54,13 +54,15 @@ def markdown_table(results: dict[str, CVSummary]) -> str:
 
 def _classes_table(results: dict[str, CVSummary]) -> str:
     """A K-class study: each foreground class's Jaccard, and for particle classes what a counting user reads —
-    object F1 and the bias of the mean particle diameter (signed, relative to the reference's)."""
+    object F1 and the bias of the mean particle diameter (signed, relative to the reference's); then the material
+    (every foreground class as one mask), which a binary study of the same images scores."""
     rows = {n: r.classes for n, r in results.items() if r.classes}
     if not rows:
         return ""
     classes = list(next(iter(rows.values())))
     particles = [c for c in classes if "object_f1_mean" in rows[next(iter(rows))][c]]
     head = [f"{c} Jaccard" for c in classes] + [f"{c} {m}" for c in particles for m in ("object F1", "diameter error")]
+    head.append("material Jaccard")
     lines = ["", "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
 
     def pm(values: dict[str, float], key: str, percent: bool = False) -> str:
@@ -73,6 +75,7 @@ def _classes_table(results: dict[str, CVSummary]) -> str:
     for name, per in sorted(rows.items(), key=lambda kv: -results[kv[0]].jaccard_mean):
         cells = [pm(per[c], "jaccard") for c in classes]
         cells += [cell for c in particles for cell in (pm(per[c], "object_f1"), pm(per[c], "diameter_error", True))]
+        cells.append(pm(results[name].model_dump(), "material_jaccard"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -42,6 +42,7 @@ class FoldResult:
     ece: tuple[float, float] | None = None  # this fold's test pixels: before, after calibration
     history: list[EpochLog] = field(default_factory=list)
     by_class: list[dict[int, Scores]] = field(default_factory=list)  # per test image, of a K-class study
+    material: list[float] = field(default_factory=list)  # per test image: its foreground classes as one mask
     diameter_errors: dict[int, float | None] = field(default_factory=dict)  # per particle class, over its test images
 
     def mean(self, key: str, study: bool = False) -> float:
@@ -233,6 +234,7 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSu
     for k in labels.particle_ids:
         per_class[labels.names[k]] |= _diameter_summary(run.results, k)
     per_fold = {labels.names[k]: tuple(r.class_mean(k, "jaccard") for r in run.results) for k in labels.foreground}
+    material = dict(zip(_MATERIAL, _mean_std([float(np.mean(r.material)) for r in run.results]), strict=True))
     summary = CVSummary(
         threshold=None,
         study_threshold=None,
@@ -240,11 +242,15 @@ def _score_classes(run: CVRun, window: tuple[float, float] | None) -> tuple[CVSu
         decision="argmax",
         classes=per_class,
         class_jaccard_per_fold=per_fold,
+        **material,
         **_common(run, window),
         **values,
     )
     single = Operating(threshold=None, temperature=values["temperature"]) if run.trainable else None
     return summary, Deployed(single, ensemble) if single else None
+
+
+_MATERIAL = ("material_jaccard_mean", "material_jaccard_std")
 
 
 def _class_temperature(probs: list[np.ndarray], maps: list[np.ndarray], params: Params) -> float:
@@ -281,6 +287,7 @@ def _score_maps(results: list[FoldResult], preds: dict[int, np.ndarray], run: CV
     for r in results:
         # every image has its class map: cross_validate checked them all before training (loop.class_targets)
         r.by_class = [class_scores(preds[i], run.samples[i].classes, labels) for i in r.test]
+        r.material = [score(preds[i] > 0, run.samples[i].classes > 0).jaccard for i in r.test]
         r.scores = [headline(c, labels) for c in r.by_class]
         r.diameter_errors = {
             k: diameter_error([preds[i] == k for i in r.test], [run.samples[i].classes == k for i in r.test])

@@ -1,0 +1,99 @@
+"""A K-class CV's repeats one by one, their R-network ensemble class by class, and the material mask (every
+foreground class as one) that a binary study of the same images scores — from the out-of-fold probabilities the
+CV itself kept, so nothing is predicted again.
+
+    python -m benchmarks.class_repeats -p PARAMS [-S ...] --folds FOLD_CACHE/<model>/<key> [--out FILE]
+
+`--folds` is the folder `paths.fold_cache` gave one model's CV (`r<repeat>-f<fold>/probs.npz`, each fold's test
+images in test order). The splits are re-planned from the same params. Each repeat is scored on its own split: the
+argmax per image, mean over a fold's images, then mean ± std over folds, as CV does. The ensemble averages the R
+repeats' probabilities of each image (each out of fold: every repeat's network of that image never saw it), takes
+the argmax and is scored on repeat 0's folds, as CV scores its headline ensemble. CV reports the ensemble's mean
+foreground Jaccard only; here it is per class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.common import cpu_model, fold_means, k_class_parser, k_class_splits
+from ncseg.labels import LabelSet
+from ncseg.metrics import class_scores, headline, score
+
+
+def image_scores(prob: np.ndarray, truth: np.ndarray, labels: LabelSet) -> dict[str, float]:
+    """One image's argmax scored per class and as material: a Pt pixel called support is wrong for both classes
+    but right for the material mask."""
+    pred = prob.argmax(0)
+    per = class_scores(pred, truth, labels)
+    row = {f"{labels.names[c]} Jaccard": per[c].jaccard for c in labels.foreground}
+    row |= {f"{labels.names[c]} object F1": per[c].object_f1 for c in labels.particle_ids}
+    material = score(pred > 0, truth > 0).jaccard
+    return row | {"material Jaccard": material, "mean foreground Jaccard": headline(per, labels).jaccard}
+
+
+def main() -> None:
+    from ncseg.config import load_params
+    from ncseg.training.resume import FoldStore
+
+    kept = ("--folds", "The folder paths.fold_cache gave one model's CV: <fold_cache>/<model>/<key>.")
+    parser = k_class_parser(__doc__.splitlines()[0], "class_repeats.md", kept)
+    args = parser.parse_args()
+    params = load_params(args.params, args.overrides)
+    labels = params.labels
+    samples, splits = k_class_splits(params)
+    store = FoldStore(args.folds)
+    probs: list[dict[int, np.ndarray]] = []
+    for split in splits:
+        found = {}
+        for k in range(params.cv.n_folds):
+            test = split.test(k)
+            fold = store.get(split.index, k, len(test))
+            if fold is None:
+                raise SystemExit(f"{args.folds}: no finished fold r{split.index}-f{k}")
+            found |= dict(zip(test, fold.probs, strict=True))
+        probs.append(found)
+
+    def scores(prob: np.ndarray, i: int) -> dict[str, float]:
+        return image_scores(prob, samples[i].classes, labels)
+
+    def folds(r: int) -> list[list[int]]:
+        return [splits[r].test(k) for k in range(params.cv.n_folds)]
+
+    per_repeat = [{i: scores(p, i) for i, p in found.items()} for found in probs]
+    rows = {f"repeat {r}": fold_means(folds(r), per_image) for r, per_image in enumerate(per_repeat)}
+    every = {
+        key: [
+            float(np.mean([per_image[i][key] for i in test]))
+            for r, per_image in enumerate(per_repeat)
+            for test in folds(r)
+        ]
+        for key in per_repeat[0][0]
+    }
+    rows[f"all {len(splits)} × {params.cv.n_folds} folds (what CV reports)"] = {
+        key: (float(np.mean(v)), float(np.std(v, ddof=1))) for key, v in every.items()
+    }
+    mean_probs = {i: np.mean([found[i] for found in probs], axis=0) for i in probs[0]}
+    rows[f"ensemble of the {len(splits)} repeats (repeat 0's folds)"] = fold_means(
+        folds(0), {i: scores(p, i) for i, p in mean_probs.items()}
+    )
+    keys = list(next(iter(rows.values())))
+    lines = [
+        f"# A {len(labels.classes)}-class CV by repeat, its ensemble per class, and its material mask",
+        "",
+        f"Command: `python -m benchmarks.class_repeats -p {args.params} --folds {args.folds}`, on {cpu_model()}: "
+        f"the out-of-fold probabilities the CV kept ({len(samples)} images, {len(splits)} repeats of "
+        f"{params.cv.n_folds} folds), the argmax per image; mean over a fold's images, then mean ± std over folds. "
+        "Material: every foreground class as one mask against the expert's (what a binary study scores).",
+        "",
+        "| | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+        *[f"| {name} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in v.values()) + " |" for name, v in rows.items()],
+        "",
+    ]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The classes study by repeat: each image's argmax scored per class and as the material mask a binary study
+scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.class_repeats import image_scores
+from ncseg.labels import LabelClass, LabelSet
+
+THREE = LabelSet(
+    (
+        LabelClass(name="background", kind="region", colour="#000000"),
+        LabelClass(name="support", kind="region", colour="#4060ff"),
+        LabelClass(name="pt", kind="particles", colour="#ff3030"),
+    )
+)
+
+
+def _probs(pred: np.ndarray) -> np.ndarray:
+    """A (3, H, W) probability stack whose argmax is `pred`."""
+    return np.stack([(pred == k).astype(np.float32) * 0.8 + 0.1 for k in range(3)])
+
+
+def test_pt_called_support_costs_both_classes_but_not_the_material():
+    truth = np.zeros((32, 32), np.uint8)
+    truth[4:28, 4:28] = 1
+    truth[10:16, 10:16] = 2
+    pred = truth.copy()
+    pred[10:16, 10:13] = 1  # half of the Pt particle called support
+    row = image_scores(_probs(pred), truth, THREE)
+    assert row["material Jaccard"] == 1.0, "every material pixel is still material"
+    assert row["pt Jaccard"] == pytest.approx(0.5)
+    assert row["support Jaccard"] == pytest.approx((24 * 24 - 36) / (24 * 24 - 18))
+    assert row["mean foreground Jaccard"] == pytest.approx((row["pt Jaccard"] + row["support Jaccard"]) / 2)
+    assert row["pt object F1"] == 1.0 and "support object F1" not in row, "a region has no objects to count"
+
+
+def test_material_missed_as_background_lowers_the_material_score():
+    truth = np.zeros((32, 32), np.uint8)
+    truth[:, :16] = 1
+    pred = truth.copy()
+    pred[:, :8] = 0
+    assert image_scores(_probs(pred), truth, THREE)["material Jaccard"] == pytest.approx(0.5)
