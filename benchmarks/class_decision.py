@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import cpu_model, fold_means, k_class_out_of_fold, k_class_parser
+from benchmarks.common import cpu_model, fold_means, k_class_out_of_fold, k_class_parser, mean_std_table
 
 
 def with_threshold(prob: np.ndarray, k: int, t: float) -> np.ndarray:
@@ -79,7 +79,6 @@ def main() -> None:
         rare_cal = ece([calibrated[i][rare] for i in test], [truth[i] == rare for i in test], bins=fit.bins)
         top_raw, top_cal = ece(*zip(*raw, strict=True), bins=fit.bins), ece(*zip(*cal, strict=True), bins=fit.bins)
         ece_rows.append((k, temp, top_raw, top_cal, rare_raw, rare_cal))
-    keys = list(next(iter(summary.values())))
     lines = [
         f"# How a {len(labels.classes)}-class model decides: argmax vs a threshold on {name}, out of fold",
         "",
@@ -88,12 +87,7 @@ def main() -> None:
         f"({len(probs)} images, {params.cv.n_folds} folds); mean over a fold's images, then mean ± std over folds. "
         f"{name} is the rarest particle class ({pixels[rare]} px of the test images).",
         "",
-        "| decision | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-        *[
-            f"| {rule} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in values.values()) + " |"
-            for rule, values in summary.items()
-        ],
+        *mean_std_table("decision", summary),
         "",
         *[f"- {rule}: t per fold {', '.join(f'{t:g}' for t in picks)}" for rule, picks in chosen.items()],
         "",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import cpu_model, fold_means, k_class_parser, k_class_splits
+from benchmarks.common import cpu_model, fold_means, k_class_parser, k_class_splits, mean_std_table
 from ncseg.labels import LabelSet
 from ncseg.metrics import class_scores, headline, score
 
@@ -77,7 +77,6 @@ def main() -> None:
     rows[f"ensemble of the {len(splits)} repeats (repeat 0's folds)"] = fold_means(
         folds(0), {i: scores(p, i) for i, p in mean_probs.items()}
     )
-    keys = list(next(iter(rows.values())))
     lines = [
         f"# A {len(labels.classes)}-class CV by repeat, its ensemble per class, and its material mask",
         "",
@@ -86,9 +85,7 @@ def main() -> None:
         f"{params.cv.n_folds} folds), the argmax per image; mean over a fold's images, then mean ± std over folds. "
         "Material: every foreground class as one mask against the expert's (what a binary study scores).",
         "",
-        "| | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-        *[f"| {name} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in v.values()) + " |" for name, v in rows.items()],
+        *mean_std_table("", rows),
         "",
     ]
     args.out.write_text("\n".join(lines))

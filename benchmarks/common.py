@@ -137,6 +137,16 @@ def cv_jaccard_per_fold(
     return [r.mean("jaccard") for r in results]
 
 
+def mean_std_table(first: str, rows: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
+    """Markdown rows of (mean, std) per key, one row per name, the keys as columns (`first` heads the names)."""
+    keys = list(next(iter(rows.values())))
+    return [
+        f"| {first} | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+        *[f"| {name} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in v.values()) + " |" for name, v in rows.items()],
+    ]
+
+
 def table(rows: list[dict], columns: dict[str, str]) -> str:
     def cell(v: object) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
