@@ -27,8 +27,8 @@ repro: $(VENV)/.core  ## fetch the demo data from the bundled DVC store and run 
 	dvc pull -q data.dvc
 	dvc repro
 
-test: install  ## the whole test suite (unit + end-to-end on a tiny profile), two workers (tests/conftest.py)
-	pytest -q -n 2 --dist loadgroup
+test: install  ## the whole test suite (unit + end-to-end on a tiny profile)
+	pytest -q
 
 REAL := ../shared/datasets/haadf-pt-alumina
 STUDY := studies/pt-alumina/params.yaml

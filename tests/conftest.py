@@ -10,14 +10,6 @@ import pytest
 from ncseg.config import Params, load_params
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs two workers on two cores: torch's default of a thread per core in each would have their
-    # OpenMP threads spin against each other (a training ran 4x slower beside another). One each, and the
-    # commands a test starts (dvc, ncseg, mlflow) inherit it.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASET = ROOT.parent / "shared" / "datasets" / "haadf-pt-alumina"
 
@@ -55,11 +47,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end tests share one worker under pytest-xdist (`--dist loadgroup`): they share one tiny study per
-    session (tests/e2e/conftest.py), which every other worker would train again."""
-    for item in items:
-        if item.path.is_relative_to(ROOT / "tests" / "e2e"):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
