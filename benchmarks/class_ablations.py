@@ -1,0 +1,121 @@
+"""One-change ablations of a K-class study's network, each compared class by class and fold-paired with the study's
+own repeat 0:
+
+    python -m benchmarks.class_ablations -p PARAMS [-m MODEL] [--out FILE] [NAME ...]
+    (default: every ablation below)
+
+A variant is `ncseg train -p PARAMS -S cv.repeats=1 <its change> MODEL` with its models, metrics and plots under
+<study>/ablations/NAME/ (ignored by git): trained here unless that folder already holds a CV summary made with the
+same params (`benchmarks.ablations.result`). The baseline is the study's committed CV itself, its first K folds:
+repeat r always runs on `cv.seed(seed, r)` whatever `cv.repeats` is (`ncseg.training.plan.plan_repeats`), so a
+one-repeat variant has repeat 0's split, inner validation, initial draw and batches wherever its change leaves them
+alone, and the gain is measured on identical test images with CV's corrected interval. The study's repeats put the
+run-to-run noise of a 5-fold mean at about ±0.01 (benchmarks/class_repeats_pt_alumina.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+from pathlib import Path
+
+import torch
+
+from benchmarks.ablations import result
+from benchmarks.common import ROOT, cpu_model
+from ncseg.config import Params, load_params
+from ncseg.records import CVSummary
+from ncseg.training.report import fold_paired_gain
+
+ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assignments)
+    "crop256": (
+        "256 px crops, batch 3 (study: 160 px, batch 8): 2.6x the context per crop, about the same pixels per step",
+        ["train.crop_px=256", "train.batch_size=3"],
+    ),
+    "depth5": ("five pooling levels instead of four (receptive field x2)", ["models.unet4.depth=5"]),
+    "ce_w4": ("Pt weight 4 in the cross-entropy (study: 2)", ["train.class_weights=[1.0, 1.0, 4.0]"]),
+    "ce_w1": ("no class weights (Pt weight 1)", ["train.class_weights=[1.0, 1.0, 1.0]"]),
+    "dataset_view": ("the dataset view alone (study: dataset + per-image view)", ["inference.normalization=[dataset]"]),
+}
+
+
+def variant(params_file: Path, model: str, name: str) -> Params:
+    out = params_file.parent / "ablations" / name
+    folders = [f"paths.{key}={out}/{key}" for key in ("models", "metrics", "plots")]
+    return load_params(params_file, ["cv.repeats=1", *ABLATIONS[name][1], *folders])
+
+
+def change(name: str) -> str:
+    return " ".join(f"-S {shlex.quote(a)}" for a in ABLATIONS[name][1])
+
+
+def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes: list[str]) -> list[str]:
+    """The table: each class's Jaccard over repeat 0's folds, then each variant's with its paired gain."""
+    k = study.n_folds
+    head = "| variant | " + " | ".join(f"{c} Jaccard | Δ {c} [95 %], folds better" for c in classes)
+    rule = "|---|" + "---|---|" * len(classes) + "---|---|---|"
+    lines = [head + " | particle F1 | material Jaccard | train min |", rule]
+
+    def cells(summary: CVSummary, per_fold: dict[str, list[float]], paired: bool) -> str:
+        out = []
+        for c in classes:
+            s = per_fold[c]
+            g = fold_paired_gain(summary.model, s, "study", list(study.class_jaccard_per_fold[c][:k]), k)
+            gain = f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {k}" if paired else "—"
+            out.append(f"{statistics.mean(s):.3f} ± {statistics.stdev(s):.3f} | {gain}")
+        return " | ".join(out)
+
+    base = {c: list(study.class_jaccard_per_fold[c][:k]) for c in classes}
+    lines.append(f"| study, repeat 0 | {cells(study, base, False)} | — | — | — |")
+    for name, (summary, minutes) in trained.items():
+        per_fold = {c: list(summary.class_jaccard_per_fold[c]) for c in classes}
+        f1 = " / ".join(f"{v['object_f1_mean']:.3f}" for v in summary.classes.values() if "object_f1_mean" in v)
+        material = f"{summary.material_jaccard_mean:.3f}" if summary.material_jaccard_mean is not None else "—"
+        lines.append(f"| {name} | {cells(summary, per_fold, True)} | {f1} | {material} | {minutes:.1f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--params", type=Path, default=ROOT / "studies" / "pt-alumina-classes" / "params.yaml")
+    parser.add_argument("-m", "--model", default="unet4")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "class_ablations_pt_alumina.md")
+    parser.add_argument("names", nargs="*", help=f"ablations to run (default: all): {', '.join(ABLATIONS)}")
+    args = parser.parse_args()
+    if unknown := [n for n in args.names if n not in ABLATIONS]:
+        parser.error(f"unknown ablation {', '.join(unknown)}; known: {', '.join(ABLATIONS)}")
+    params_file = args.params.resolve()
+    base = load_params(params_file)
+    study_file = base.paths.metrics / "cv" / f"{args.model}.json"
+    if not study_file.is_file():
+        parser.error(f"{study_file}: no CV summary of the study's {args.model} to compare with (ncseg train first)")
+    study = CVSummary.load(study_file)
+    if not study.class_jaccard_per_fold:
+        parser.error(f"{study_file}: no per-class Jaccard per fold (not a K-class study, or scored before it)")
+    torch.set_num_threads(os.cpu_count() or 1)
+    names = args.names or list(ABLATIONS)
+    trained = {name: result(variant(params_file, args.model, name), args.model) for name in names}
+    classes = list(study.class_jaccard_per_fold)
+    text = [
+        f"# One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class",
+        "",
+        f"Command: `python -m benchmarks.class_ablations -p {params_file.relative_to(ROOT)} -m {args.model} "
+        f"{' '.join(shlex.quote(n) for n in args.names)}`, on {cpu_model()}, {os.cpu_count()} cores. One repeat of "
+        f"{study.n_folds} folds each, against the study's repeat 0 (same split and seeds); Δ fold-paired with CV's "
+        "corrected 95 % interval. Particle F1: each particle class's object F1. Material: every foreground class "
+        "as one mask (the study's repeat 0 of both: `python -m benchmarks.class_repeats`). Train minutes: "
+        "wall time, each variant alone on the machine.",
+        "",
+        *(f"- **{name}**: {ABLATIONS[name][0]} (`{change(name)}`)" for name in names),
+        "",
+        *rows(study, trained, classes),
+        "",
+    ]
+    args.out.write_text("\n".join(text))
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

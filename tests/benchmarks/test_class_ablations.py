@@ -1,0 +1,46 @@
+"""Class ablations: each variant is the study with one change and one repeat, and is paired with the study's own
+repeat 0, fold by fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.class_ablations import ABLATIONS, rows, variant
+from ncseg.config import load_params
+from ncseg.records import CVSummary
+
+STUDY = Path(__file__).resolve().parents[2] / "studies" / "pt-alumina-classes" / "params.yaml"
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_a_variant_is_the_study_with_one_change_and_repeat_0s_seeds(name):
+    study, v = load_params(STUDY), variant(STUDY, "unet4", name)
+    assert v.cv.repeats == 1 and v.cv.seed(v.seed, 0) == study.cv.seed(study.seed, 0), "repeat 0's split and seeds"
+    assert v.paths.models == STUDY.parent / "ablations" / name / "models", "its folders, not the study's"
+    unchanged = {"paths", "cv"}
+    changed = v.model_dump(exclude=unchanged) != study.model_dump(exclude=unchanged)
+    assert changed, f"{name}: its -S assignments change nothing"
+
+
+def _summary(model: str, support: list[float], pt: list[float]) -> CVSummary:
+    return CVSummary.model_construct(
+        model=model,
+        n_folds=3,
+        class_jaccard_per_fold={"support": tuple(support), "pt": tuple(pt)},
+        classes={"support": {"jaccard_mean": 0.0}, "pt": {"object_f1_mean": 0.5}},
+        material_jaccard_mean=0.9,
+    )
+
+
+def test_the_gain_is_paired_with_the_studys_first_repeat_only():
+    # 3 repeats x 3 folds; repeats 1 and 2 are far off, so pairing with them would show
+    study = _summary("unet4", [0.8, 0.9, 0.7] + [0.1] * 6, [0.5, 0.6, 0.4] + [0.0] * 6)
+    trained = {"bigger": (_summary("unet4", [0.85, 0.95, 0.75], [0.4, 0.7, 0.4]), 12.0)}
+    table = rows(study, trained, ["support", "pt"])
+    assert table[2].startswith("| study, repeat 0 | 0.800 ± 0.100 |"), "the baseline is repeat 0's three folds"
+    cells = [c.strip() for c in table[3].split("|")]
+    assert cells[1:4] == ["bigger", "0.850 ± 0.100", "+0.050 [+0.050, +0.050], 3 of 3"]
+    assert cells[4] == "0.500 ± 0.173" and cells[5].endswith("1 of 3"), "Pt: one fold up, one down, one equal"
+    assert cells[6:9] == ["0.500", "0.900", "12.0"], "particle F1, material, minutes"
