@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.ablations import result
-from benchmarks.common import ROOT, cpu_model
+from benchmarks.common import ROOT, cpu_model, write_report
 from ncseg.config import Params, load_params
 from ncseg.records import CVSummary
 from ncseg.training.report import fold_paired_gain
@@ -98,23 +98,17 @@ def main() -> None:
     names = args.names or list(ABLATIONS)
     trained = {name: result(variant(params_file, args.model, name), args.model) for name in names}
     classes = list(study.class_jaccard_per_fold)
-    text = [
-        f"# One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class",
-        "",
+    how = (
         f"Command: `python -m benchmarks.class_ablations -p {params_file.relative_to(ROOT)} -m {args.model} "
         f"{' '.join(shlex.quote(n) for n in args.names)}`, on {cpu_model()}, {os.cpu_count()} cores. One repeat of "
         f"{study.n_folds} folds each, against the study's repeat 0 (same split and seeds); Δ fold-paired with CV's "
         "corrected 95 % interval. Particle F1: each particle class's object F1. Material: every foreground class "
         "as one mask (the study's repeat 0 of both: `python -m benchmarks.class_repeats`). Train minutes: "
-        "wall time, each variant alone on the machine.",
-        "",
-        *(f"- **{name}**: {ABLATIONS[name][0]} (`{change(name)}`)" for name in names),
-        "",
-        *rows(study, trained, classes),
-        "",
-    ]
-    args.out.write_text("\n".join(text))
-    print("\n".join(text))
+        "wall time, each variant alone on the machine."
+    )
+    changes = [f"- **{name}**: {ABLATIONS[name][0]} (`{change(name)}`)" for name in names]
+    title = f"One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class"
+    write_report(args.out, title, how, [*changes, "", *rows(study, trained, classes)])
 
 
 if __name__ == "__main__":
