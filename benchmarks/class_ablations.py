@@ -29,12 +29,12 @@ from ncseg.config import Params, load_params
 from ncseg.records import CVSummary
 from ncseg.training.report import fold_paired_gain
 
-ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assignments)
+ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assignments; {model}: the one ablated)
     "crop256": (
         "256 px crops, batch 3 (study: 160 px, batch 8): 2.6x the context per crop, about the same pixels per step",
         ["train.crop_px=256", "train.batch_size=3"],
     ),
-    "depth5": ("five pooling levels instead of four (receptive field x2)", ["models.unet4.depth=5"]),
+    "depth5": ("five pooling levels instead of four (receptive field x2)", ["models.{model}.depth=5"]),
     "ce_w4": ("Pt weight 4 in the cross-entropy (study: 2)", ["train.class_weights=[1.0, 1.0, 4.0]"]),
     "ce_w1": ("no class weights (Pt weight 1)", ["train.class_weights=[1.0, 1.0, 1.0]"]),
     "dataset_view": ("the dataset view alone (study: dataset + per-image view)", ["inference.normalization=[dataset]"]),
@@ -44,11 +44,15 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
 def variant(params_file: Path, model: str, name: str) -> Params:
     out = params_file.parent / "ablations" / name
     folders = [f"paths.{key}={out}/{key}" for key in ("models", "metrics", "plots")]
-    return load_params(params_file, ["cv.repeats=1", *ABLATIONS[name][1], *folders])
+    return load_params(params_file, ["cv.repeats=1", *assignments(name, model), *folders])
 
 
-def change(name: str) -> str:
-    return " ".join(f"-S {shlex.quote(a)}" for a in ABLATIONS[name][1])
+def assignments(name: str, model: str) -> list[str]:
+    return [a.format(model=model) for a in ABLATIONS[name][1]]
+
+
+def as_options(name: str, model: str) -> str:
+    return " ".join(f"-S {shlex.quote(a)}" for a in assignments(name, model))
 
 
 def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes: list[str]) -> list[str]:
@@ -58,22 +62,24 @@ def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes:
     rule = "|---|" + "---|---|" * len(classes) + "---|---|---|"
     lines = [head + " | particle F1 | material Jaccard | train min |", rule]
 
-    def cells(summary: CVSummary, per_fold: dict[str, list[float]], paired: bool) -> str:
+    base = {c: list(study.class_jaccard_per_fold[c][:k]) for c in classes}
+
+    def cells(per_fold: dict[str, tuple[float, ...]] | None = None) -> str:
+        """Each class's mean ± std over folds and, for a variant (`per_fold`), its gain paired with `base`."""
         out = []
         for c in classes:
-            s = per_fold[c]
-            g = fold_paired_gain(summary.model, s, "study", list(study.class_jaccard_per_fold[c][:k]), k)
-            gain = f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {k}" if paired else "—"
+            s, gain = list(per_fold[c]) if per_fold else base[c], "—"
+            if per_fold:
+                g = fold_paired_gain(c, s, "study", base[c], k)
+                gain = f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {k}"
             out.append(f"{statistics.mean(s):.3f} ± {statistics.stdev(s):.3f} | {gain}")
         return " | ".join(out)
 
-    base = {c: list(study.class_jaccard_per_fold[c][:k]) for c in classes}
-    lines.append(f"| study, repeat 0 | {cells(study, base, False)} | — | — | — |")
+    lines.append(f"| study, repeat 0 | {cells()} | — | — | — |")
     for name, (summary, minutes) in trained.items():
-        per_fold = {c: list(summary.class_jaccard_per_fold[c]) for c in classes}
         f1 = " / ".join(f"{v['object_f1_mean']:.3f}" for v in summary.classes.values() if "object_f1_mean" in v)
         material = f"{summary.material_jaccard_mean:.3f}" if summary.material_jaccard_mean is not None else "—"
-        lines.append(f"| {name} | {cells(summary, per_fold, True)} | {f1} | {material} | {minutes:.1f} |")
+        lines.append(f"| {name} | {cells(summary.class_jaccard_per_fold)} | {f1} | {material} | {minutes:.1f} |")
     return lines
 
 
@@ -106,7 +112,7 @@ def main() -> None:
         "as one mask (the study's repeat 0 of both: `python -m benchmarks.class_repeats`). Train minutes: "
         "wall time, each variant alone on the machine."
     )
-    changes = [f"- **{name}**: {ABLATIONS[name][0]} (`{change(name)}`)" for name in names]
+    changes = [f"- **{name}**: {ABLATIONS[name][0]} (`{as_options(name, args.model)}`)" for name in names]
     title = f"One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class"
     write_report(args.out, title, how, [*changes, "", *rows(study, trained, classes)])
 
