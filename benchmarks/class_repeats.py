@@ -2,7 +2,7 @@
 foreground class as one) that a binary study of the same images scores — from the out-of-fold probabilities the
 CV itself kept, so nothing is predicted again.
 
-    python -m benchmarks.class_repeats -p PARAMS [-S ...] --folds FOLD_CACHE/<model>/<key> [--out FILE]
+    python -m benchmarks.class_repeats -p PARAMS [-S ...] --folds FOLD_CACHE/<model>/<key> [--tta d4] [--out FILE]
 
 `--folds` is the folder `paths.fold_cache` gave one model's CV (`r<repeat>-f<fold>/probs.npz`, each fold's test
 images in test order). The splits are re-planned from the same params. Each repeat is scored on its own split: the
@@ -10,13 +10,21 @@ argmax per image, mean over a fold's images, then mean ± std over folds, as CV 
 repeats' probabilities of each image (each out of fold: every repeat's network of that image never saw it), takes
 the argmax and is scored on repeat 0's folds, as CV scores its headline ensemble. CV reports the ensemble's mean
 foreground Jaccard only; here it is per class.
+
+`--tta flip|d4` predicts every test image again with its fold's kept network, averaged over the mirrored (and
+turned) copies (`ncseg.inference.tta`), instead of reading the probabilities CV kept: what test-time augmentation
+adds, class by class, on the same folds. `none` re-predicted gives exactly the kept probabilities.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
 
 from benchmarks.common import cpu_model, fold_means, k_class_parser, k_class_splits, mean_std_table
+from ncseg.config import TTA, NeuralParams, Params
 from ncseg.labels import LabelSet
 from ncseg.metrics import class_scores, headline, score
 
@@ -32,14 +40,32 @@ def image_scores(prob: np.ndarray, truth: np.ndarray, labels: LabelSet) -> dict[
     return row | {"material Jaccard": material, "mean foreground Jaccard": headline(per, labels).jaccard}
 
 
+def predicted_again(
+    weights: Path, spec: NeuralParams, params: Params, images: list[np.ndarray], tta: TTA
+) -> list[np.ndarray]:
+    """A kept fold's network, rebuilt from the study's spec, on its test images with test-time augmentation `tta`
+    (tiled and in the precision CV predicts in)."""
+    from ncseg.inference.tta import predict_tta
+    from ncseg.models.zoo import build_net
+
+    net = build_net(spec, len(params.inference.normalization), params.labels.n_outputs)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.eval()
+    return [predict_tta([net], net.geometry, image, tta, **params.inference.tiling()) for image in images]
+
+
 def main() -> None:
     from ncseg.config import load_params
     from ncseg.training.resume import FoldStore
 
     kept = ("--folds", "The folder paths.fold_cache gave one model's CV: <fold_cache>/<model>/<key>.")
     parser = k_class_parser(__doc__.splitlines()[0], "class_repeats.md", kept)
+    parser.add_argument("--tta", choices=["none", "flip", "d4"], default=None, help="predict again with this TTA")
     args = parser.parse_args()
     params = load_params(args.params, args.overrides)
+    spec = params.model(args.folds.parent.name)  # the fold cache's layout: <fold_cache>/<model>/<key>
+    if args.tta is not None and not isinstance(spec, NeuralParams):
+        raise SystemExit(f"{args.folds}: {args.folds.parent.name!r} has no network to predict again with --tta")
     labels = params.labels
     samples, splits = k_class_splits(params)
     store = FoldStore(args.folds)
@@ -51,7 +77,10 @@ def main() -> None:
             fold = store.get(split.index, k, len(test))
             if fold is None:
                 raise SystemExit(f"{args.folds}: no finished fold r{split.index}-f{k}")
-            found |= dict(zip(test, fold.probs, strict=True))
+            kept = fold.probs
+            if args.tta is not None:
+                kept = predicted_again(fold.weights, spec, params, [samples[i].image for i in test], args.tta)
+            found |= dict(zip(test, kept, strict=True))
         probs.append(found)
 
     def scores(prob: np.ndarray, i: int) -> dict[str, float]:
@@ -77,11 +106,15 @@ def main() -> None:
     rows[f"ensemble of the {len(splits)} repeats (repeat 0's folds)"] = fold_means(
         folds(0), {i: scores(p, i) for i, p in mean_probs.items()}
     )
+    tta_option = "" if args.tta is None else f" --tta {args.tta}"
+    source = "the out-of-fold probabilities the CV kept"
+    if args.tta is not None:
+        source = f"each fold's kept network predicting its test images again with TTA `{args.tta}`"
     lines = [
         f"# A {len(labels.classes)}-class CV by repeat, its ensemble per class, and its material mask",
         "",
-        f"Command: `python -m benchmarks.class_repeats -p {args.params} --folds {args.folds}`, on {cpu_model()}: "
-        f"the out-of-fold probabilities the CV kept ({len(samples)} images, {len(splits)} repeats of "
+        f"Command: `python -m benchmarks.class_repeats -p {args.params} --folds {args.folds}{tta_option}`, on "
+        f"{cpu_model()}: {source} ({len(samples)} images, {len(splits)} repeats of "
         f"{params.cv.n_folds} folds), the argmax per image; mean over a fold's images, then mean ± std over folds. "
         "Material: every foreground class as one mask against the expert's (what a binary study scores).",
         "",

@@ -3,8 +3,11 @@ scores."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.class_repeats import image_scores
 from ncseg.labels import LabelClass, LabelSet
@@ -43,3 +46,25 @@ def test_material_missed_as_background_lowers_the_material_score():
     pred = truth.copy()
     pred[:, :8] = 0
     assert image_scores(_probs(pred), truth, THREE)["material Jaccard"] == pytest.approx(0.5)
+
+
+def test_a_kept_fold_predicts_again_as_the_network_cv_kept(tmp_path):
+    from benchmarks.class_repeats import predicted_again
+    from ncseg.config import load_params
+    from ncseg.inference.tta import predict_tta
+    from ncseg.models.zoo import build_net
+
+    study = Path(__file__).resolve().parents[2] / "studies" / "pt-alumina-classes" / "params.yaml"
+    params = load_params(study)
+    spec = params.model("unet4")
+    torch.manual_seed(0)
+    net = build_net(spec, len(params.inference.normalization), params.labels.n_outputs).eval()
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    image = np.random.default_rng(0).uniform(0, 1, (len(params.inference.normalization), 48, 48)).astype(np.float32)
+    kept = predict_tta([net], net.geometry, image, "none", **params.inference.tiling())
+
+    again, d4 = (predicted_again(tmp_path / "weights.pt", spec, params, [image], t)[0] for t in ("none", "d4"))
+    np.testing.assert_array_equal(again, kept, err_msg="the rebuilt network is the one CV kept")
+    assert d4.shape == kept.shape == (3, 48, 48)
+    np.testing.assert_allclose(d4.sum(0), 1.0, atol=1e-3, err_msg="TTA averages probabilities")
+    assert not np.array_equal(d4, kept), "d4 averages other views than the kept one"
