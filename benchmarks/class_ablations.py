@@ -1,16 +1,17 @@
 """One-change ablations of a K-class study's network, each compared class by class and fold-paired with the study's
-own repeat 0:
+own repeats:
 
     python -m benchmarks.class_ablations -p PARAMS [-m MODEL] [--out FILE] [NAME ...]
     (default: every ablation below)
 
-A variant is `ncseg train -p PARAMS -S cv.repeats=1 <its change> MODEL` with its models, metrics and plots under
-<study>/ablations/NAME/ (ignored by git): trained here unless that folder already holds a CV summary made with the
-same params (`benchmarks.ablations.result`). The baseline is the study's committed CV itself, its first K folds:
-repeat r always runs on `cv.seed(seed, r)` whatever `cv.repeats` is (`ncseg.training.plan.plan_repeats`), so a
-one-repeat variant has repeat 0's split, inner validation, initial draw and batches wherever its change leaves them
-alone, and the gain is measured on identical test images with CV's corrected interval. The study's repeats put the
-run-to-run noise of a 5-fold mean at about ±0.01 (benchmarks/class_repeats_pt_alumina.md).
+A variant is `ncseg train -p PARAMS -S cv.repeats=1 <its change> MODEL` (its change may set more repeats) with
+its models, metrics and plots under <study>/ablations/NAME/ (ignored by git): trained here unless that folder
+already holds a CV summary made with the same params (`benchmarks.ablations.result`). The baseline is the study's
+committed CV itself, its first R x K folds for a variant of R repeats: repeat r always runs on `cv.seed(seed, r)`
+whatever `cv.repeats` is (`ncseg.training.plan.plan_repeats`), so a variant's repeat r has the study's repeat r
+split, inner validation, initial draw and batches wherever its change leaves them alone, and the gain is measured
+on identical test images with CV's corrected interval. The study's repeats put the run-to-run noise of a 5-fold
+mean at about ±0.01 (benchmarks/class_repeats_pt_alumina.md).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
     "ce_w4": ("Pt weight 4 in the cross-entropy (study: 2)", ["train.class_weights=[1.0, 1.0, 4.0]"]),
     "ce_w1": ("no class weights (Pt weight 1)", ["train.class_weights=[1.0, 1.0, 1.0]"]),
     "dataset_view": ("the dataset view alone (study: dataset + per-image view)", ["inference.normalization=[dataset]"]),
+    "dataset_view_x3": (
+        "the dataset view alone, three repeats: the one lead above the noise, paired with the study's 15 folds",
+        ["inference.normalization=[dataset]", "cv.repeats=3"],
+    ),
 }
 
 
@@ -56,22 +61,24 @@ def as_options(name: str, model: str) -> str:
 
 
 def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes: list[str]) -> list[str]:
-    """The table: each class's Jaccard over repeat 0's folds, then each variant's with its paired gain."""
+    """The table: each class's Jaccard over repeat 0's folds, then each variant's with its gain paired with the
+    study's same folds (the first R x K for a variant of R repeats)."""
     k = study.n_folds
     head = "| variant | " + " | ".join(f"{c} Jaccard | Δ {c} [95 %], folds better" for c in classes)
     rule = "|---|" + "---|---|" * len(classes) + "---|---|---|"
     lines = [head + " | particle F1 | material Jaccard | train min |", rule]
 
-    base = {c: list(study.class_jaccard_per_fold[c][:k]) for c in classes}
+    def base(c: str, n: int = k) -> list[float]:
+        return list(study.class_jaccard_per_fold[c][:n])
 
     def cells(per_fold: dict[str, tuple[float, ...]] | None = None) -> str:
-        """Each class's mean ± std over folds and, for a variant (`per_fold`), its gain paired with `base`."""
+        """Each class's mean ± std over folds and, for a variant (`per_fold`), its gain paired with the study's."""
         out = []
         for c in classes:
-            s, gain = list(per_fold[c]) if per_fold else base[c], "—"
+            s, gain = list(per_fold[c]) if per_fold else base(c), "—"
             if per_fold:
-                g = fold_paired_gain(c, s, "study", base[c], k)
-                gain = f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {k}"
+                g = fold_paired_gain(c, s, "study", base(c, len(s)), k)
+                gain = f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {len(s)}"
             out.append(f"{statistics.mean(s):.3f} ± {statistics.stdev(s):.3f} | {gain}")
         return " | ".join(out)
 
@@ -107,10 +114,11 @@ def main() -> None:
     how = (
         f"Command: `python -m benchmarks.class_ablations -p {params_file.relative_to(ROOT)} -m {args.model} "
         f"{' '.join(shlex.quote(n) for n in args.names)}`, on {cpu_model()}, {os.cpu_count()} cores. One repeat of "
-        f"{study.n_folds} folds each, against the study's repeat 0 (same split and seeds); Δ fold-paired with CV's "
-        "corrected 95 % interval. Particle F1: each particle class's object F1. Material: every foreground class "
-        "as one mask (the study's repeat 0 of both: `python -m benchmarks.class_repeats`). Train minutes: "
-        "wall time, each variant alone on the machine."
+        f"{study.n_folds} folds each unless named otherwise, against the study's same repeats (same splits and "
+        "seeds); Δ fold-paired with CV's corrected 95 % interval. Particle F1: each particle class's object F1. "
+        "Material: every foreground class as one mask (the study's repeat 0 of both: `python -m "
+        "benchmarks.class_repeats`). Train minutes: wall time, each variant alone on the machine; folds a variant "
+        "shares with another (the same change, more repeats) come from the fold cache and cost nothing."
     )
     changes = [f"- **{name}**: {ABLATIONS[name][0]} (`{as_options(name, args.model)}`)" for name in names]
     title = f"One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class"

@@ -17,7 +17,10 @@ STUDY = Path(__file__).resolve().parents[2] / "studies" / "pt-alumina-classes" /
 @pytest.mark.parametrize("name", list(ABLATIONS))
 def test_a_variant_is_the_study_with_one_change_and_repeat_0s_seeds(name):
     study, v = load_params(STUDY), variant(STUDY, "unet4", name)
-    assert v.cv.repeats == 1 and v.cv.seed(v.seed, 0) == study.cv.seed(study.seed, 0), "repeat 0's split and seeds"
+    assert v.cv.repeats <= study.cv.repeats, "every repeat of a variant has one of the study's to pair with"
+    same = [v.cv.seed(v.seed, r) == study.cv.seed(study.seed, r) for r in range(v.cv.repeats)]
+    assert all(same), "each repeat's split and seeds are the study's"
+    assert ("cv.repeats" in " ".join(ABLATIONS[name][1])) == (v.cv.repeats > 1), "one repeat unless named"
     assert v.paths.models == STUDY.parent / "ablations" / name / "models", "its folders, not the study's"
     unchanged = {"paths", "cv"}
     changed = v.model_dump(exclude=unchanged) != study.model_dump(exclude=unchanged)
@@ -44,3 +47,10 @@ def test_the_gain_is_paired_with_the_studys_first_repeat_only():
     assert cells[1:4] == ["bigger", "0.850 ± 0.100", "+0.050 [+0.050, +0.050], 3 of 3"]
     assert cells[4] == "0.500 ± 0.173" and cells[5].endswith("1 of 3"), "Pt: one fold up, one down, one equal"
     assert cells[6:9] == ["0.500", "0.900", "12.0"], "particle F1, material, minutes"
+
+
+def test_a_variant_of_more_repeats_is_paired_with_as_many_of_the_studys_folds():
+    study = _summary("unet4", [0.8, 0.9, 0.7] + [0.6, 0.7, 0.5] + [0.1] * 3, [0.5] * 9)
+    trained = {"x2": (_summary("unet4", [0.85, 0.95, 0.75, 0.65, 0.75, 0.55], [0.5] * 6), 20.0)}
+    cells = [c.strip() for c in rows(study, trained, ["support", "pt"])[3].split("|")]
+    assert cells[3] == "+0.050 [+0.050, +0.050], 6 of 6", "repeats 0 and 1 of the study, not its third"
