@@ -39,6 +39,10 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
     "ce_w4": ("Pt weight 4 in the cross-entropy (study: 2)", ["train.class_weights=[1.0, 1.0, 4.0]"]),
     "ce_w1": ("no class weights (Pt weight 1)", ["train.class_weights=[1.0, 1.0, 1.0]"]),
     "dataset_view": ("the dataset view alone (study: dataset + per-image view)", ["inference.normalization=[dataset]"]),
+    "epochs80": (
+        "twice the steps: 80 epochs, every one run (study: 40; its best inner-validation epochs were 19-39 of 40)",
+        ["train.epochs=80", "train.patience=80"],
+    ),
     "dataset_view_x3": (
         "the dataset view alone, three repeats: the one lead above the noise, paired with the study's 15 folds",
         ["inference.normalization=[dataset]", "cv.repeats=3"],
