@@ -65,8 +65,8 @@ def as_options(name: str, model: str) -> str:
 
 
 def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes: list[str]) -> list[str]:
-    """The table: each class's Jaccard over repeat 0's folds, then each variant's with its gain paired with the
-    study's same folds (the first R x K for a variant of R repeats)."""
+    """The table: each class's Jaccard over the study's first R x K folds for every R a variant runs, then each
+    variant's with its gain paired with the study's same folds."""
     k = study.n_folds
     head = "| variant | " + " | ".join(f"{c} Jaccard | Δ {c} [95 %], folds better" for c in classes)
     rule = "|---|" + "---|---|" * len(classes) + "---|---|---|"
@@ -75,18 +75,21 @@ def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes:
     def base(c: str, n: int = k) -> list[float]:
         return list(study.class_jaccard_per_fold[c][:n])
 
-    def cells(per_fold: dict[str, tuple[float, ...]] | None = None) -> str:
-        """Each class's mean ± std over folds and, for a variant (`per_fold`), its gain paired with the study's."""
+    def cells(per_fold: dict[str, tuple[float, ...]] | None = None, n: int = k) -> str:
+        """Each class's mean ± std over folds and, for a variant (`per_fold`), its gain paired with the study's;
+        the study's own over its first `n` folds."""
         out = []
         for c in classes:
-            s, gain = list(per_fold[c]) if per_fold else base(c), "—"
+            s, gain = list(per_fold[c]) if per_fold else base(c, n), "—"
             if per_fold:
                 g = fold_paired_gain(c, s, "study", base(c, len(s)), k)
                 gain = f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {len(s)}"
             out.append(f"{statistics.mean(s):.3f} ± {statistics.stdev(s):.3f} | {gain}")
         return " | ".join(out)
 
-    lines.append(f"| study, repeat 0 | {cells()} | — | — | — |")
+    for r in sorted({1} | {len(next(iter(v.class_jaccard_per_fold.values()))) // k for v, _ in trained.values()}):
+        which = "repeat 0" if r == 1 else f"repeats 0–{r - 1}"
+        lines.append(f"| study, {which} | {cells(n=r * k)} | — | — | — |")
     for name, (summary, minutes) in trained.items():
         f1 = " / ".join(f"{v['object_f1_mean']:.3f}" for v in summary.classes.values() if "object_f1_mean" in v)
         material = f"{summary.material_jaccard_mean:.3f}" if summary.material_jaccard_mean is not None else "—"
@@ -113,16 +116,19 @@ def main() -> None:
         parser.error(f"{study_file}: no per-class Jaccard per fold (not a K-class study, or scored before it)")
     torch.set_num_threads(os.cpu_count() or 1)
     names = args.names or list(ABLATIONS)
-    trained = {name: result(variant(params_file, args.model, name), args.model) for name in names}
+    variants = {name: variant(params_file, args.model, name) for name in names}
+    if beyond := [n for n, v in variants.items() if v.cv.repeats > study.repeats]:
+        parser.error(f"{', '.join(beyond)}: more repeats than {study_file} ({study.repeats}) to pair them with")
+    trained = {name: result(v, args.model) for name, v in variants.items()}
     classes = list(study.class_jaccard_per_fold)
     how = (
         f"Command: `python -m benchmarks.class_ablations -p {params_file.relative_to(ROOT)} -m {args.model} "
         f"{' '.join(shlex.quote(n) for n in args.names)}`, on {cpu_model()}, {os.cpu_count()} cores. One repeat of "
         f"{study.n_folds} folds each unless named otherwise, against the study's same repeats (same splits and "
         "seeds); Δ fold-paired with CV's corrected 95 % interval. Particle F1: each particle class's object F1. "
-        "Material: every foreground class as one mask (the study's repeat 0 of both: `python -m "
-        "benchmarks.class_repeats`). Train minutes: wall time, each variant alone on the machine; folds a variant "
-        "shares with another (the same change, more repeats) come from the fold cache and cost nothing."
+        "Material: every foreground class as one mask (the study's: `python -m benchmarks.class_repeats`). Train "
+        "minutes: wall time, each variant alone on the machine; folds a variant shares with another (the same "
+        "change, more repeats) come from the fold cache and cost nothing."
     )
     changes = [f"- **{name}**: {ABLATIONS[name][0]} (`{as_options(name, args.model)}`)" for name in names]
     title = f"One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class"

@@ -1,6 +1,6 @@
 """A K-class CV's repeats one by one, their R-network ensemble class by class, and the material mask (every
 foreground class as one) that a binary study of the same images scores — from the out-of-fold probabilities the
-CV itself kept, so nothing is predicted again.
+CV itself kept (predicted with the study's `inference.tta`), or predicted again with another TTA.
 
     python -m benchmarks.class_repeats -p PARAMS [-S ...] --folds FOLD_CACHE/<model>/<key> [--tta d4] [--out FILE]
 
@@ -13,11 +13,14 @@ foreground Jaccard only; here it is per class.
 
 `--tta flip|d4` predicts every test image again with its fold's kept network, averaged over the mirrored (and
 turned) copies (`ncseg.inference.tta`), instead of reading the probabilities CV kept: what test-time augmentation
-adds, class by class, on the same folds. `none` re-predicted gives exactly the kept probabilities.
+adds, class by class, on the same folds. The network is rebuilt from the study's spec of the model the folder is
+named for (`<fold_cache>/<model>/<key>`), in CV's memory layout, so `none` re-predicts the kept probabilities of a
+study with `inference.tta: none` (bf16 kernels may round a few of them apart).
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ import torch
 
 from benchmarks.common import cpu_model, fold_means, k_class_parser, k_class_splits, mean_std_table
 from ncseg.config import TTA, NeuralParams, Params
+from ncseg.inference.tta import TRANSFORMS, predict_tta
 from ncseg.labels import LabelSet
 from ncseg.metrics import class_scores, headline, score
 
@@ -45,27 +49,35 @@ def predicted_again(
 ) -> list[np.ndarray]:
     """A kept fold's network, rebuilt from the study's spec, on its test images with test-time augmentation `tta`
     (tiled and in the precision CV predicts in)."""
-    from ncseg.inference.tta import predict_tta
     from ncseg.models.zoo import build_net
 
     net = build_net(spec, len(params.inference.normalization), params.labels.n_outputs)
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    net.eval()
+    net.eval().to(memory_format=torch.channels_last)  # as training leaves it: oneDNN's layout, its kernels
     return [predict_tta([net], net.geometry, image, tta, **params.inference.tiling()) for image in images]
+
+
+def network_spec(params: Params, folds: Path) -> NeuralParams:
+    """The spec of the network whose folds `folds` holds: the model the folder above it is named for."""
+    name = folds.resolve().parent.name
+    if name not in params.models:
+        raise SystemExit(f"{folds}: not <fold_cache>/<model>/<key> of a study model ({', '.join(params.models)})")
+    spec = params.models[name]
+    if not isinstance(spec, NeuralParams):
+        raise SystemExit(f"{folds}: {name!r} has no network to predict again with --tta")
+    return spec
 
 
 def main() -> None:
     from ncseg.config import load_params
     from ncseg.training.resume import FoldStore
 
-    kept = ("--folds", "The folder paths.fold_cache gave one model's CV: <fold_cache>/<model>/<key>.")
-    parser = k_class_parser(__doc__.splitlines()[0], "class_repeats.md", kept)
-    parser.add_argument("--tta", choices=["none", "flip", "d4"], default=None, help="predict again with this TTA")
+    source = ("--folds", "The folder paths.fold_cache gave one model's CV: <fold_cache>/<model>/<key>.")
+    parser = k_class_parser(__doc__.splitlines()[0], "class_repeats.md", source)
+    parser.add_argument("--tta", choices=list(TRANSFORMS), default=None, help="predict again with this TTA")
     args = parser.parse_args()
     params = load_params(args.params, args.overrides)
-    spec = params.model(args.folds.parent.name)  # the fold cache's layout: <fold_cache>/<model>/<key>
-    if args.tta is not None and not isinstance(spec, NeuralParams):
-        raise SystemExit(f"{args.folds}: {args.folds.parent.name!r} has no network to predict again with --tta")
+    spec = network_spec(params, args.folds) if args.tta is not None else None
     labels = params.labels
     samples, splits = k_class_splits(params)
     store = FoldStore(args.folds)
@@ -77,10 +89,13 @@ def main() -> None:
             fold = store.get(split.index, k, len(test))
             if fold is None:
                 raise SystemExit(f"{args.folds}: no finished fold r{split.index}-f{k}")
-            kept = fold.probs
-            if args.tta is not None:
-                kept = predicted_again(fold.weights, spec, params, [samples[i].image for i in test], args.tta)
-            found |= dict(zip(test, kept, strict=True))
+            if fold.params.get("seed") != split.seed + k:
+                raise SystemExit(f"{args.folds}: fold r{split.index}-f{k} was trained on another split than -p/-S plan")
+            fold_probs = fold.probs
+            if spec is not None:
+                images = [samples[i].image for i in test]
+                fold_probs = predicted_again(fold.weights, spec, params, images, args.tta)
+            found |= dict(zip(test, fold_probs, strict=True))
         probs.append(found)
 
     def scores(prob: np.ndarray, i: int) -> dict[str, float]:
@@ -106,14 +121,15 @@ def main() -> None:
     rows[f"ensemble of the {len(splits)} repeats (repeat 0's folds)"] = fold_means(
         folds(0), {i: scores(p, i) for i, p in mean_probs.items()}
     )
-    tta_option = "" if args.tta is None else f" --tta {args.tta}"
+    options = "".join(f" -S {shlex.quote(o)}" for o in args.overrides)
+    options += f" --folds {args.folds}" + ("" if args.tta is None else f" --tta {args.tta}")
     source = "the out-of-fold probabilities the CV kept"
     if args.tta is not None:
         source = f"each fold's kept network predicting its test images again with TTA `{args.tta}`"
     lines = [
         f"# A {len(labels.classes)}-class CV by repeat, its ensemble per class, and its material mask",
         "",
-        f"Command: `python -m benchmarks.class_repeats -p {args.params} --folds {args.folds}{tta_option}`, on "
+        f"Command: `python -m benchmarks.class_repeats -p {args.params}{options}`, on "
         f"{cpu_model()}: {source} ({len(samples)} images, {len(splits)} repeats of "
         f"{params.cv.n_folds} folds), the argmax per image; mean over a fold's images, then mean ± std over folds. "
         "Material: every foreground class as one mask against the expert's (what a binary study scores).",

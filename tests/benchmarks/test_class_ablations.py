@@ -1,5 +1,5 @@
-"""Class ablations: each variant is the study with one change and one repeat, and is paired with the study's own
-repeat 0, fold by fold."""
+"""Class ablations: each variant is the study with one change (and one repeat unless it names more), and is paired
+with the study's own repeats, fold by fold."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ STUDY = Path(__file__).resolve().parents[2] / "studies" / "pt-alumina-classes" /
 
 
 @pytest.mark.parametrize("name", list(ABLATIONS))
-def test_a_variant_is_the_study_with_one_change_and_repeat_0s_seeds(name):
+def test_a_variant_is_the_study_with_one_change_and_the_studys_seeds(name):
     study, v = load_params(STUDY), variant(STUDY, "unet4", name)
     assert v.cv.repeats <= study.cv.repeats, "every repeat of a variant has one of the study's to pair with"
     same = [v.cv.seed(v.seed, r) == study.cv.seed(study.seed, r) for r in range(v.cv.repeats)]
@@ -52,5 +52,7 @@ def test_the_gain_is_paired_with_the_studys_first_repeat_only():
 def test_a_variant_of_more_repeats_is_paired_with_as_many_of_the_studys_folds():
     study = _summary("unet4", [0.8, 0.9, 0.7] + [0.6, 0.7, 0.5] + [0.1] * 3, [0.5] * 9)
     trained = {"x2": (_summary("unet4", [0.85, 0.95, 0.75, 0.65, 0.75, 0.55], [0.5] * 6), 20.0)}
-    cells = [c.strip() for c in rows(study, trained, ["support", "pt"])[3].split("|")]
+    table = rows(study, trained, ["support", "pt"])
+    assert table[3].startswith("| study, repeats 0–1 | 0.700 ± 0.141 |"), "the baseline the variant is paired with"
+    cells = [c.strip() for c in table[4].split("|")]
     assert cells[3] == "+0.050 [+0.050, +0.050], 6 of 6", "repeats 0 and 1 of the study, not its third"

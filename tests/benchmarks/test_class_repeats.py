@@ -12,6 +12,7 @@ import torch
 from benchmarks.class_repeats import image_scores
 from ncseg.labels import LabelClass, LabelSet
 
+STUDY = Path(__file__).resolve().parents[2] / "studies" / "pt-alumina-classes" / "params.yaml"
 THREE = LabelSet(
     (
         LabelClass(name="background", kind="region", colour="#000000"),
@@ -54,11 +55,11 @@ def test_a_kept_fold_predicts_again_as_the_network_cv_kept(tmp_path):
     from ncseg.inference.tta import predict_tta
     from ncseg.models.zoo import build_net
 
-    study = Path(__file__).resolve().parents[2] / "studies" / "pt-alumina-classes" / "params.yaml"
-    params = load_params(study)
+    params = load_params(STUDY)
     spec = params.model("unet4")
     torch.manual_seed(0)
     net = build_net(spec, len(params.inference.normalization), params.labels.n_outputs).eval()
+    net.to(memory_format=torch.channels_last)  # as training leaves it, and so as CV predicted with it
     torch.save(net.state_dict(), tmp_path / "weights.pt")
     image = np.random.default_rng(0).uniform(0, 1, (len(params.inference.normalization), 48, 48)).astype(np.float32)
     kept = predict_tta([net], net.geometry, image, "none", **params.inference.tiling())
@@ -68,3 +69,15 @@ def test_a_kept_fold_predicts_again_as_the_network_cv_kept(tmp_path):
     assert d4.shape == kept.shape == (3, 48, 48)
     np.testing.assert_allclose(d4.sum(0), 1.0, atol=1e-3, err_msg="TTA averages probabilities")
     assert not np.array_equal(d4, kept), "d4 averages other views than the kept one"
+
+
+def test_the_network_is_the_one_its_fold_cache_folder_is_named_for(tmp_path):
+    from benchmarks.class_repeats import network_spec
+    from ncseg.config import load_params
+
+    params = load_params(STUDY)
+    assert network_spec(params, tmp_path / "unet4" / "0123abcd") == params.models["unet4"]
+    with pytest.raises(SystemExit, match="no network"):
+        network_spec(params, tmp_path / "classical-levels" / "0123abcd")
+    with pytest.raises(SystemExit, match=r"elsewhere.*not <fold_cache>/<model>/<key>.*unet4"):
+        network_spec(params, tmp_path / "elsewhere" / "0123abcd")
