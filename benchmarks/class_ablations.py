@@ -40,7 +40,7 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
     "ce_w1": ("no class weights (Pt weight 1)", ["train.class_weights=[1.0, 1.0, 1.0]"]),
     "dataset_view": ("the dataset view alone (study: dataset + per-image view)", ["inference.normalization=[dataset]"]),
     "epochs80": (
-        "twice the steps: 80 epochs, every one run (study: 40; its best inner-validation epochs were 19-39 of 40)",
+        "twice the steps: 80 epochs, every one run (study: 40; its best inner-validation epochs were the 20th-40th)",
         ["train.epochs=80", "train.patience=80"],
     ),
     "dataset_view_x3": (
