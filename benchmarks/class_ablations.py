@@ -87,7 +87,7 @@ def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes:
             out.append(f"{statistics.mean(s):.3f} ± {statistics.stdev(s):.3f} | {gain}")
         return " | ".join(out)
 
-    for r in sorted({1} | {len(next(iter(v.class_jaccard_per_fold.values()))) // k for v, _ in trained.values()}):
+    for r in sorted({1} | {summary.repeats for summary, _ in trained.values()}):
         which = "repeat 0" if r == 1 else f"repeats 0–{r - 1}"
         lines.append(f"| study, {which} | {cells(n=r * k)} | — | — | — |")
     for name, (summary, minutes) in trained.items():

@@ -31,6 +31,7 @@ from ncseg.config import TTA, NeuralParams, Params
 from ncseg.inference.tta import TRANSFORMS, predict_tta
 from ncseg.labels import LabelSet
 from ncseg.metrics import class_scores, headline, score
+from ncseg.models.zoo import build_net
 
 
 def image_scores(prob: np.ndarray, truth: np.ndarray, labels: LabelSet) -> dict[str, float]:
@@ -49,8 +50,6 @@ def predicted_again(
 ) -> list[np.ndarray]:
     """A kept fold's network, rebuilt from the study's spec, on its test images with test-time augmentation `tta`
     (tiled and in the precision CV predicts in)."""
-    from ncseg.models.zoo import build_net
-
     net = build_net(spec, len(params.inference.normalization), params.labels.n_outputs)
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.eval().to(memory_format=torch.channels_last)  # as training leaves it: oneDNN's layout, its kernels

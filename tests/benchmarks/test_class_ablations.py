@@ -27,10 +27,11 @@ def test_a_variant_is_the_study_with_one_change_and_the_studys_seeds(name):
     assert changed, f"{name}: its -S assignments change nothing"
 
 
-def _summary(model: str, support: list[float], pt: list[float]) -> CVSummary:
+def _summary(model: str, support: list[float], pt: list[float], repeats: int = 1) -> CVSummary:
     return CVSummary.model_construct(
         model=model,
         n_folds=3,
+        repeats=repeats,
         class_jaccard_per_fold={"support": tuple(support), "pt": tuple(pt)},
         classes={"support": {"jaccard_mean": 0.0}, "pt": {"object_f1_mean": 0.5}},
         material_jaccard_mean=0.9,
@@ -39,7 +40,7 @@ def _summary(model: str, support: list[float], pt: list[float]) -> CVSummary:
 
 def test_the_gain_is_paired_with_the_studys_first_repeat_only():
     # 3 repeats x 3 folds; repeats 1 and 2 are far off, so pairing with them would show
-    study = _summary("unet4", [0.8, 0.9, 0.7] + [0.1] * 6, [0.5, 0.6, 0.4] + [0.0] * 6)
+    study = _summary("unet4", [0.8, 0.9, 0.7] + [0.1] * 6, [0.5, 0.6, 0.4] + [0.0] * 6, repeats=3)
     trained = {"bigger": (_summary("unet4", [0.85, 0.95, 0.75], [0.4, 0.7, 0.4]), 12.0)}
     table = rows(study, trained, ["support", "pt"])
     assert table[2].startswith("| study, repeat 0 | 0.800 ± 0.100 |"), "the baseline is repeat 0's three folds"
@@ -50,8 +51,8 @@ def test_the_gain_is_paired_with_the_studys_first_repeat_only():
 
 
 def test_a_variant_of_more_repeats_is_paired_with_as_many_of_the_studys_folds():
-    study = _summary("unet4", [0.8, 0.9, 0.7] + [0.6, 0.7, 0.5] + [0.1] * 3, [0.5] * 9)
-    trained = {"x2": (_summary("unet4", [0.85, 0.95, 0.75, 0.65, 0.75, 0.55], [0.5] * 6), 20.0)}
+    study = _summary("unet4", [0.8, 0.9, 0.7] + [0.6, 0.7, 0.5] + [0.1] * 3, [0.5] * 9, repeats=3)
+    trained = {"x2": (_summary("unet4", [0.85, 0.95, 0.75, 0.65, 0.75, 0.55], [0.5] * 6, repeats=2), 20.0)}
     table = rows(study, trained, ["support", "pt"])
     assert table[3].startswith("| study, repeats 0–1 | 0.700 ± 0.141 |"), "the baseline the variant is paired with"
     cells = [c.strip() for c in table[4].split("|")]
