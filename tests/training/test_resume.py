@@ -88,3 +88,29 @@ def test_a_damaged_kept_fold_is_trained_again_not_trusted(study, monkeypatch, tm
     again = cross_validate("unet4", cached, tmp_path)
     assert trained == [1] and again.jaccard_per_fold == first.jaccard_per_fold
     assert (kept / "r0-f1" / "probs.npz").stat().st_size > 2, "the retrained fold is kept again, whole"
+
+
+def test_folds_shared_among_processes_fill_one_cache_that_the_cv_then_takes_whole(study, monkeypatch, tmp_path):
+    params, folder, _ = study
+    plain = cross_validate("unet4", params(3), tmp_path)
+    whole = _weights(folder)
+    cached = params(3, f"paths.fold_cache={tmp_path}/folds")
+    client = mlflow.MlflowClient(cached.tracking.uri)
+    experiment = client.get_experiment_by_name(cached.tracking.experiment).experiment_id
+    logged = len(client.search_runs([experiment], max_results=1000))
+    run, _, _ = cv.plan_cv("unet4", cached)
+    assert cv.cached_repeats(run) == 0
+    assert len(cv.fill_fold_cache(run, [(0, 0), (0, 2)], tmp_path)) == 2  # one process's share…
+    assert cv.cached_repeats(run) == 0, "a repeat with a fold missing is not complete"
+    assert len(cv.fill_fold_cache(run, [(0, 1), (0, 2)], tmp_path)) == 1  # …the other's; a cached fold is skipped
+    assert cv.cached_repeats(run) == 1
+    assert len(client.search_runs([experiment], max_results=1000)) == logged, "filling the cache logs nothing"
+
+    def never(*_):
+        raise AssertionError("every fold was in the cache")
+
+    monkeypatch.setattr(cv, "_train_fold", never)
+    shared = cross_validate("unet4", cached, tmp_path)
+    assert shared.jaccard_per_fold == plain.jaccard_per_fold and shared.threshold == plain.threshold
+    again = _weights(folder)
+    assert all(torch.equal(again[f][k], whole[f][k]) for f in whole for k in whole[f])

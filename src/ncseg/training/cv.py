@@ -21,6 +21,8 @@ run can never pair old scores with new weights (or leave `fold4.pt` of an earlie
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ncseg.config import ClassicalParams, NeuralParams, Params
 from ncseg.data.dataset import Sample, load_samples
+from ncseg.data.leaks import LeakFreeGroups
 from ncseg.inference.runtime import effective_precision, pick_device
 from ncseg.inference.tta import predict_tta
 from ncseg.io.atomic import folder_lock, staged_folder
+from ncseg.metrics import EpochLog
 from ncseg.models import classical
 from ncseg.records import CVSummary, ModelCard
 from ncseg.training.loop import class_targets, fit_new_net
@@ -51,20 +55,17 @@ def _train_fold(
     fold: FoldResult,
     split: Split,
     params: Params,
-    progress: Progress,
+    progress: Progress | None,
+    on_epoch: Callable[[EpochLog], None],
 ) -> tuple[torch.nn.Module, list[np.ndarray], FoldParams]:
-    from ncseg.tracking import runs
-
     fit, val, inner = fit_and_validation(samples, split.folds, fold.fold, params.cv.inner_val_fraction, split.seed)
-
-    net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, runs.log_epoch, progress)
+    net, fold.history = fit_new_net(spec, fit, val, params, split.seed + fold.fold, on_epoch, progress)
     fold_params: FoldParams = {
         "fit_images": len(fit),
         "inner_val_groups": ",".join(sorted(inner)),
         "best_epoch": max(fold.history, key=lambda h: h.val_jaccard_tuned).epoch,
         "seed": split.seed + fold.fold,
     }
-    runs.log_fold_params(fold_params)
     inference = params.inference
     probs = [predict_tta([net], net.geometry, samples[i].image, inference.tta, **inference.tiling()) for i in fold.test]
     return net, probs, fold_params
@@ -75,13 +76,8 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
     return the summary."""
     from ncseg.tracking import runs
 
-    spec = params.model(name)
-    samples, window = load_samples(params.paths.augmented, params.inference)
-    samples, groups = leak_free(samples, params.cv.leak_threshold)  # inner validation splits these groups too
-    if not params.labels.is_binary:
-        class_targets(samples, params.labels, params.paths.augmented)  # every map, before any run or folder opens
+    run, window, groups = plan_cv(name, params)
     model_dir, plot_dir = params.paths.models / name, params.paths.plots / name
-    run = CVRun(name, spec, params, samples, [Repeat(split) for split in plan_repeats(samples, params, groups)])
     with (
         folder_lock(model_dir),
         staged_folder(model_dir) as weights_dir,
@@ -90,7 +86,7 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
     ):
         runs.log_training_data(params.paths.augmented, root)
         runs.log_runtime(_runtime(params))
-        runs.log_split_groups(groups, [s.name for s in samples])
+        runs.log_split_groups(groups, [s.name for s in run.samples])
         _run_folds(run, weights_dir)
         summary, deployed = score_cv(run, window)
         joins = {"leak_threshold": groups.threshold, "groups": len(set(groups.groups)), "joined_groups": groups.joined}
@@ -101,6 +97,52 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
         runs.log_cv_outcome(summary, folds, plots_out, weights_dir)
     summary.save(params.paths.metrics / "cv" / f"{name}.json")  # only once the model folder is in place
     return summary
+
+
+def plan_cv(name: str, params: Params) -> tuple[CVRun, tuple[float, float] | None, LeakFreeGroups]:
+    """Model `name`'s CV before anything runs: its samples, every repeat's split, the dataset window, the groups."""
+    samples, window = load_samples(params.paths.augmented, params.inference)
+    samples, groups = leak_free(samples, params.cv.leak_threshold)  # inner validation splits these groups too
+    if not params.labels.is_binary:
+        class_targets(samples, params.labels, params.paths.augmented)  # every map, before any run or folder opens
+    repeats = [Repeat(split) for split in plan_repeats(samples, params, groups)]
+    return CVRun(name, params.model(name), params, samples, repeats), window, groups
+
+
+def fill_fold_cache(run: CVRun, folds: list[tuple[int, int]], scratch: Path) -> list[int]:
+    """Train these (repeat, fold) pairs of a neural CV into its fold cache, nothing logged or scored; returns each
+    trained fold's seconds (folds already cached are skipped). Several processes on one large GPU, each with its
+    share of the folds, fill one cache at once (a batch of two 512 px crops uses a fraction of such a GPU);
+    `cross_validate` then takes every fold from it."""
+    store = _fold_store(run)
+    if store is None:
+        raise ValueError(f"{run.name}: no fold cache to fill (paths.fold_cache is off, or the model is classical)")
+    seconds = []
+    for index, k in folds:
+        split = run.repeats[index].split
+        test = split.test(k)
+        if store.get(index, k, len(test)) is None:
+            start = time.perf_counter()
+            fold = FoldResult(k, test, None, index)
+            _trained(run, fold, split, scratch / weight_file(index, k), store, None, _quiet)
+            seconds.append(round(time.perf_counter() - start))
+    return seconds
+
+
+def cached_repeats(run: CVRun) -> int:
+    """How many of the CV's first repeats have every fold in its fold cache (0 where it has none)."""
+    store = _fold_store(run)
+    for rep in run.repeats:
+        split = rep.split
+        if store is None or any(
+            store.get(split.index, k, len(split.test(k))) is None for k in range(run.params.cv.n_folds)
+        ):
+            return split.index
+    return len(run.repeats)
+
+
+def _quiet(_: EpochLog) -> None:
+    """Epochs of a fold trained into the cache: `cross_validate` logs them when it takes the fold."""
 
 
 def _runtime(params: Params) -> dict[str, str]:
@@ -130,23 +172,32 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
                     rep.preds |= _classical(run, test)
                 else:
                     path = weights_dir / weight_file(split.index, k)
-                    probs = (
-                        _resumed(cached, fold, path) if cached else _trained(run, fold, split, path, store, progress)
-                    )
+                    if cached:
+                        probs = _resumed(cached, fold, path)
+                    else:
+                        probs, fold_params = _trained(run, fold, split, path, store, progress, runs.log_epoch)
+                        runs.log_fold_params(fold_params)
                     rep.probs |= dict(zip(test, probs, strict=True))
                     runs.log_weights(path)
             rep.results.append(fold)
 
 
 def _trained(
-    run: CVRun, fold: FoldResult, split: Split, path: Path, store: FoldStore | None, progress: Progress
-) -> list[np.ndarray]:
-    """A fold trained here: its network saved to `path` (and kept in the store), its test images' probabilities."""
-    net, probs, fold_params = _train_fold(run.spec, run.samples, fold, split, run.params, progress)
+    run: CVRun,
+    fold: FoldResult,
+    split: Split,
+    path: Path,
+    store: FoldStore | None,
+    progress: Progress | None,
+    on_epoch: Callable[[EpochLog], None],
+) -> tuple[list[np.ndarray], FoldParams]:
+    """A fold trained here: its network saved to `path` (and kept in the store), its test images' probabilities
+    and its parameters."""
+    net, probs, fold_params = _train_fold(run.spec, run.samples, fold, split, run.params, progress, on_epoch)
     save_weights(net, path)
     if store:
         store.put(split.index, fold.fold, path, (probs, fold.history, fold_params))
-    return probs
+    return probs, fold_params
 
 
 def _fold_store(run: CVRun) -> FoldStore | None:
