@@ -1,17 +1,22 @@
-"""One model's cross-validation on a GPU machine, for the schedules a study names as its GPU profile:
+"""One model's cross-validation on a GPU machine, for the schedules a study names as its GPU profile, and how it
+compares with the study's own models on the same folds:
 
-    python -m benchmarks.device_cv -p PARAMS -m MODEL [-S KEY=VALUE ...] [--processes N] [--minutes M]
-        [--out DIR]
+    python -m benchmarks.device_cv -p PARAMS -m MODEL [-S KEY=VALUE ...] [--processes N] [--minutes M] [--out DIR]
+    python -m benchmarks.device_cv -p PARAMS -m MODEL [-S KEY=VALUE ...] --compare [--baselines NAME ...]
 
-N processes fill the study's fold cache at once (`ncseg.training.cv.fill_fold_cache`: a batch of two 512 px crops
-uses a fraction of a large GPU), process i taking folds i, i+N, … of the repeat-major plan, so the first repeat
-finishes first. A process starts another fold only while the one it finished last would still end within M
-minutes of the start. Then the CV runs as `ncseg train MODEL` runs it, taking every fold from the cache, on the
-repeats whose folds all finished (`cv.repeats` lowered to that: no fold's key depends on it). Writes DIR/MODEL.json
-(the CV summary) and DIR/folds.json (the machine, each process's fold seconds).
+Training: N processes fill the study's fold cache at once (`ncseg.training.cv.fill_fold_cache`: a batch of two
+512 px crops uses a fraction of a large GPU), process i taking folds i, i+N, … of the repeat-major plan, so the
+first repeat finishes first. A process starts another fold only while the one it finished last would still end
+within M minutes of the start. Then the CV runs as `ncseg train MODEL` runs it, taking every fold from the cache, on
+the repeats whose folds all finished (`cv.repeats` lowered to that: no fold's key depends on it); a second call on
+the same machine trains the rest. The summary lands where `ncseg train` writes it (the profile's paths.metrics/cv),
+with device.json beside it (the machine, each process's fold seconds); both also in DIR, to fetch them.
 
 The machine this is for has no MLflow and can't install it: the tracking calls become no-ops there (they change
 no number; the summary is what `ncseg train` writes). Run here, with MLflow, it tracks as `ncseg train` does.
+
+--compare (no training): the kept summary beside the study's `--baselines` (its committed CVs, on the same splits
+and seeds) with fold-paired gains -> benchmarks/device_cv_pt_alumina.md (or --out FILE).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import importlib.util
 import json
 import multiprocessing
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -31,9 +37,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT, cpu_model
+from benchmarks.common import ROOT, cpu_model, write_report
 from ncseg.config import load_params
+from ncseg.records import CVSummary
 from ncseg.training.cv import cached_repeats, cross_validate, fill_fold_cache, plan_cv
+from ncseg.training.report import fold_paired_gain
+
+DEVICE = "device.json"  # the machine, its processes, each fold's seconds
 
 
 def untracked() -> None:
@@ -65,24 +75,16 @@ def worker(params_file: Path, model: str, overrides: list[str], share: int, of: 
         for index, k in plan:
             if time.time() + (taken[-1] if taken else 0) > until:
                 break
-            taken += fill_fold_cache(run, [(index, k)], Path(scratch))
-            print(f"process {share}: repeat {index} fold {k} done, {until - time.time():.0f} s left", flush=True)
+            trained = fill_fold_cache(run, [(index, k)], Path(scratch))
+            taken += trained
+            what = f"trained in {trained[0]} s" if trained else "taken from the cache"
+            print(f"process {share}: repeat {index} fold {k} {what}, {until - time.time():.0f} s left", flush=True)
     return taken
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-p", "--params", type=Path, default=ROOT / "studies" / "pt-alumina-classes" / "params.yaml")
-    parser.add_argument("-m", "--model", default="recipe-unet6")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="KEY=VALUE, as ncseg's")
-    parser.add_argument("--processes", type=int, default=5)
-    parser.add_argument("--minutes", type=float, default=7.0, help="no fold starts that would end after this")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "device_cv")
-    args = parser.parse_args()
-    untracked()
+def train(args: argparse.Namespace) -> None:
+    """The CV on this machine: the folds by N processes, then scored; the record under the profile's metrics."""
     params = load_params(args.params, args.overrides)
-    if args.model not in params.models:
-        parser.error(f"unknown model {args.model}; {args.params} defines: {', '.join(params.models)}")
     start = time.time()
     until = start + 60 * args.minutes
     jobs = [(args.params, args.model, args.overrides, i, args.processes, until) for i in range(args.processes)]
@@ -100,18 +102,89 @@ def main() -> None:
         "complete_repeats": repeats,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "folds.json").write_text(json.dumps(report, indent=1))  # what trained, should scoring fail
+    (args.out / DEVICE).write_text(json.dumps(report, indent=1))  # what trained, should scoring fail
     if repeats:
         from ncseg.tracking.store import project_root
 
         scored = load_params(args.params, [*args.overrides, f"cv.repeats={repeats}"])
         cross_validate(args.model, scored, project_root(ROOT))
-        shutil.copyfile(scored.paths.metrics / "cv" / f"{args.model}.json", args.out / f"{args.model}.json")
         report["scored_wall_s"] = round(time.time() - start - trained_s)
-    (args.out / "folds.json").write_text(json.dumps(report, indent=1))
+        shutil.copyfile(scored.paths.metrics / "cv" / f"{args.model}.json", args.out / f"{args.model}.json")
+        (scored.paths.metrics / DEVICE).write_text(json.dumps(report, indent=1))
+        shutil.copyfile(scored.paths.metrics / DEVICE, args.out / DEVICE)
     print(json.dumps(report))
     if not repeats:
         sys.exit(f"{args.model}: no repeat finished all its folds within {args.minutes} min")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """The GPU CV kept under the profile's metrics beside the study's own models, on the same folds."""
+    kept = load_params(args.params, args.overrides).paths.metrics
+    study = load_params(args.params).paths.metrics
+    for path in (kept / "cv" / f"{args.model}.json", kept / DEVICE):
+        if not path.is_file():
+            sys.exit(f"{path}: no GPU CV of {args.model} kept there (run this on the GPU machine first)")
+    gpu, device = CVSummary.load(kept / "cv" / f"{args.model}.json"), json.loads((kept / DEVICE).read_text())
+    others = {name: CVSummary.load(study / "cv" / f"{name}.json") for name in args.baselines}
+    if off := [n for n, b in others.items() if (b.n_folds, b.repeats) != (gpu.n_folds, gpu.repeats)]:
+        sys.exit(f"{', '.join(off)}: other folds than the GPU CV's {gpu.repeats} x {gpu.n_folds}; nothing to pair")
+    minutes = device["train_wall_s"] / 60
+    fold_s = statistics.median(s for proc in device["fold_seconds"] for s in proc)
+    how = (
+        f"Command: `python -m benchmarks.device_cv {' '.join(f'-S {o}' for o in args.overrides)} -m {args.model}` "
+        f"on one {device['device']} (torch {device['torch']}, bf16), {device['processes']} processes sharing the "
+        f"GPU: {minutes:.1f} min of training for {gpu.repeats} x {gpu.n_folds} folds (a fold "
+        f"{fold_s:.0f} s median, {device['processes']} at once), scored in "
+        f"{device['scored_wall_s']} s; then `--compare` here. The other rows: the study's committed CV "
+        f"({study}/cv, trained on a CPU: README), on the same leak-free splits and seeds, so the "
+        "same test images fold by fold; Δ paired fold by fold with CV's corrected 95 % interval. Mean over test "
+        "images, then mean ± std over the folds."
+    )
+    write_report(args.out, f"{args.model} on its GPU schedule beside the study's models", how, table(gpu, others))
+
+
+def table(gpu: CVSummary, others: dict[str, CVSummary]) -> list[str]:
+    classes = list(gpu.class_jaccard_per_fold)
+    head = "| model | " + " | ".join(f"{c} Jaccard" for c in classes) + " | particle F1 | material Jaccard |"
+    lines = [head, "|---|" + "---|" * (len(classes) + 2)]
+    for name, s in {f"{gpu.model} (GPU schedule)": gpu, **others}.items():
+        cells = [f"{s.classes[c]['jaccard_mean']:.3f} ± {s.classes[c]['jaccard_std']:.3f}" for c in classes]
+        f1 = " / ".join(f"{v['object_f1_mean']:.3f}" for v in s.classes.values() if "object_f1_mean" in v) or "—"
+        material = f"{s.material_jaccard_mean:.3f}" if s.material_jaccard_mean is not None else "—"
+        lines.append(f"| {name} | {' | '.join(cells)} | {f1} | {material} |")
+    lines += ["", "| Δ paired | " + " | ".join(f"{c} [95 %], folds better" for c in classes) + " |"]
+    lines.append("|---|" + "---|" * len(classes))
+    for name, s in others.items():
+        cells = []
+        for c in classes:
+            mine, theirs = list(gpu.class_jaccard_per_fold[c]), list(s.class_jaccard_per_fold[c])
+            g = fold_paired_gain(gpu.model, mine, name, theirs, gpu.n_folds)
+            cells.append(f"{g.gain_mean:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}], {g.folds_better} of {len(mine)}")
+        lines.append(f"| {gpu.model} − {name} | {' | '.join(cells)} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--params", type=Path, default=ROOT / "studies" / "pt-alumina-classes" / "params.yaml")
+    parser.add_argument("-m", "--model", default="recipe-unet6")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="KEY=VALUE, as ncseg's")
+    parser.add_argument("--processes", type=int, default=5)
+    parser.add_argument("--minutes", type=float, default=7.0, help="no fold starts that would end after this")
+    parser.add_argument("--out", type=Path, help="a folder for the record (training), the report (--compare)")
+    parser.add_argument("--compare", action="store_true", help="no training: the kept GPU CV vs --baselines")
+    parser.add_argument("--baselines", nargs="+", default=["unet4", "classical-levels"])
+    args = parser.parse_args()
+    params = load_params(args.params, args.overrides)
+    if args.model not in params.models:
+        parser.error(f"unknown model {args.model}; {args.params} defines: {', '.join(params.models)}")
+    if args.compare:
+        args.out = args.out or ROOT / "benchmarks" / "device_cv_pt_alumina.md"
+        compare(args)
+    else:
+        args.out = args.out or params.paths.metrics
+        untracked()
+        train(args)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def _fake_training(monkeypatch, record):
     """Training replaced by a net that predicts its test images from their masks plus seeded noise, recording
     which images each (repeat, fold) network was fitted and validated on and which it predicted."""
 
-    def fake(spec, samples, fold, split, params, progress):
+    def fake(spec, samples, fold, split, params, progress, on_epoch):
         fit, val, _ = fit_and_validation(samples, split.folds, fold.fold, params.cv.inner_val_fraction, split.seed)
         rng = np.random.default_rng(split.seed + fold.fold)
         probs = [np.clip(samples[i].mask * 0.7 + rng.uniform(0, 0.5, samples[i].mask.shape), 0, 1) for i in fold.test]

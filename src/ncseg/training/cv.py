@@ -13,6 +13,10 @@ Repeats are independent grouped K-fold runs, each with its own seed (split, inne
 crops). They measure how much the CV mean moves from run to run, and give every image R networks that never
 saw it, one per repeat: their mean is the R-network ensemble, scored on repeat 0's folds like any model.
 
+On a large GPU one network of batch 2 uses a fraction of the device: `fill_fold_cache` trains a share of the
+folds into the fold cache (nothing logged), several processes at once, and `cross_validate` then takes every fold
+from there (benchmarks/device_cv.py).
+
 A model folder appears whole or not at all: the fold networks and the model card are built in a staging folder
 that replaces `models/<name>` only when every fold has finished, under a lock, so an interrupted or concurrent
 run can never pair old scores with new weights (or leave `fold4.pt` of an earlier 5-fold run behind).
