@@ -92,18 +92,18 @@ def test_a_damaged_kept_fold_is_trained_again_not_trusted(study, monkeypatch, tm
 
 def test_folds_shared_among_processes_fill_one_cache_that_the_cv_then_takes_whole(study, monkeypatch, tmp_path):
     params, folder, _ = study
-    plain = cross_validate("unet4", params(3), tmp_path)
+    plain = cross_validate("unet4", params(3, "cv.repeats=2"), tmp_path)
     whole = _weights(folder)
-    cached = params(3, f"paths.fold_cache={tmp_path}/folds")
+    cached = params(3, "cv.repeats=2", f"paths.fold_cache={tmp_path}/folds")
     client = mlflow.MlflowClient(cached.tracking.uri)
     experiment = client.get_experiment_by_name(cached.tracking.experiment).experiment_id
     logged = len(client.search_runs([experiment], max_results=1000))
     run, _, _ = cv.plan_cv("unet4", cached)
     assert cv.cached_repeats(run) == 0
-    assert len(cv.fill_fold_cache(run, [(0, 0), (0, 2)], tmp_path)) == 2  # one process's share…
-    assert cv.cached_repeats(run) == 0, "a repeat with a fold missing is not complete"
-    assert len(cv.fill_fold_cache(run, [(0, 1), (0, 2)], tmp_path)) == 1  # …the other's; a cached fold is skipped
-    assert cv.cached_repeats(run) == 1
+    assert len(cv.fill_fold_cache(run, [(1, 0), (1, 1), (1, 2), (0, 0)], tmp_path)) == 4  # one process's share…
+    assert cv.cached_repeats(run) == 0, "repeat 1 whole but repeat 0 not: no repeat counts from the start"
+    assert len(cv.fill_fold_cache(run, [(0, 1), (0, 2), (0, 0)], tmp_path)) == 2  # …the other's; cached: skipped
+    assert cv.cached_repeats(run) == 2
     assert len(client.search_runs([experiment], max_results=1000)) == logged, "filling the cache logs nothing"
 
     def never(*_):
@@ -113,4 +113,5 @@ def test_folds_shared_among_processes_fill_one_cache_that_the_cv_then_takes_whol
     shared = cross_validate("unet4", cached, tmp_path)
     assert shared.jaccard_per_fold == plain.jaccard_per_fold and shared.threshold == plain.threshold
     again = _weights(folder)
+    assert again.keys() == whole.keys()
     assert all(torch.equal(again[f][k], whole[f][k]) for f in whole for k in whole[f])

@@ -105,23 +105,24 @@ def cross_validate(name: str, params: Params, root: Path) -> CVSummary:
 
 def plan_cv(name: str, params: Params) -> tuple[CVRun, tuple[float, float] | None, LeakFreeGroups]:
     """Model `name`'s CV before anything runs: its samples, every repeat's split, the dataset window, the groups."""
+    spec = params.model(name)  # an unknown name fails before the data is read
     samples, window = load_samples(params.paths.augmented, params.inference)
     samples, groups = leak_free(samples, params.cv.leak_threshold)  # inner validation splits these groups too
     if not params.labels.is_binary:
         class_targets(samples, params.labels, params.paths.augmented)  # every map, before any run or folder opens
     repeats = [Repeat(split) for split in plan_repeats(samples, params, groups)]
-    return CVRun(name, params.model(name), params, samples, repeats), window, groups
+    return CVRun(name, spec, params, samples, repeats), window, groups
 
 
 def fill_fold_cache(run: CVRun, folds: list[tuple[int, int]], scratch: Path) -> list[int]:
     """Train these (repeat, fold) pairs of a neural CV into its fold cache, nothing logged or scored; returns each
     trained fold's seconds (folds already cached are skipped). Several processes on one large GPU, each with its
     share of the folds, fill one cache at once (a batch of two 512 px crops uses a fraction of such a GPU);
-    `cross_validate` then takes every fold from it."""
+    `cross_validate` then takes every fold from it. The shares must not overlap: a fold is written by one process."""
     store = _fold_store(run)
     if store is None:
         raise ValueError(f"{run.name}: no fold cache to fill (paths.fold_cache is off, or the model is classical)")
-    seconds = []
+    seconds: list[int] = []
     for index, k in folds:
         split = run.repeats[index].split
         test = split.test(k)
@@ -136,11 +137,11 @@ def fill_fold_cache(run: CVRun, folds: list[tuple[int, int]], scratch: Path) -> 
 def cached_repeats(run: CVRun) -> int:
     """How many of the CV's first repeats have every fold in its fold cache (0 where it has none)."""
     store = _fold_store(run)
+    if store is None:
+        return 0
     for rep in run.repeats:
         split = rep.split
-        if store is None or any(
-            store.get(split.index, k, len(split.test(k))) is None for k in range(run.params.cv.n_folds)
-        ):
+        if any(store.get(split.index, k, len(split.test(k))) is None for k in range(run.params.cv.n_folds)):
             return split.index
     return len(run.repeats)
 
