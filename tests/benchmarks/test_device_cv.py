@@ -16,7 +16,7 @@ from ncseg.data.rotations import augment
 from ncseg.training.cv import cross_validate
 
 from ..conftest import ROOT
-from ..training.conftest import TINY_UNET, study  # noqa: F401 - the tiny CV study, a fixture
+from ..training.conftest import study, tiny_study  # noqa: F401 - the tiny CV study, a fixture
 
 
 def test_without_mlflow_the_cv_logs_nothing_and_scores_as_a_tracked_one(study, monkeypatch, tmp_path):  # noqa: F811
@@ -35,19 +35,7 @@ def test_without_mlflow_the_cv_logs_nothing_and_scores_as_a_tracked_one(study, m
 
 def test_a_run_records_each_fold_beside_its_summary_and_a_second_call_continues_that_record(small_raw, tmp_path):
     work = tmp_path / "work"
-    overrides = [
-        f"paths={{raw: {small_raw}, augmented: {work}/aug, models: {work}/models, metrics: {work}/metrics, "
-        f"plots: {work}/plots, fold_cache: {work}/folds}}",
-        "augment.n_rotated=2",
-        "cv.n_folds=2",
-        "train.epochs=1",
-        "train.steps_per_epoch=1",
-        "train.batch_size=2",
-        "train.crop_px=64",
-        "inference.tile=128",
-        f"models={{unet4: {TINY_UNET}}}",
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-    ]
+    overrides = [*tiny_study(small_raw, work, 2, tmp_path), f"paths.fold_cache={work}/folds"]
     params = load_params(ROOT / "params.yaml", overrides)
     augment(params.paths.raw, params.paths.augmented, params.augment, params.seed)
     args = argparse.Namespace(
