@@ -43,6 +43,15 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
         "twice the steps: 80 epochs, every one run (study: 40; its best inner-validation epochs were the 20th-40th)",
         ["train.epochs=80", "train.patience=80"],
     ),
+    "rerun": (
+        "no change: the study's settings trained again, here on another CPU kind than its committed CV (what the "
+        "CPU's bf16 rounding alone moves)",
+        [],
+    ),
+    "focal_dice": (
+        "focal + Dice instead of cross-entropy + Dice (gamma: the study's train.focal_gamma, 2; the Pt weight 2 kept)",
+        ["train.loss=focal_dice"],
+    ),
     "dataset_view_x3": (
         "the dataset view alone, three repeats: the one lead above the noise, paired with the study's 15 folds",
         ["inference.normalization=[dataset]", "cv.repeats=3"],
