@@ -70,7 +70,9 @@ def assignments(name: str, model: str) -> list[str]:
 
 
 def as_options(name: str, model: str) -> str:
-    return " ".join(f"-S {shlex.quote(a)}" for a in assignments(name, model))
+    """The change as ncseg options, in backquotes; `rerun` has none."""
+    options = " ".join(f"-S {shlex.quote(a)}" for a in assignments(name, model))
+    return f"`{options}`" if options else "no options"
 
 
 def rows(study: CVSummary, trained: dict[str, tuple[CVSummary, float]], classes: list[str]) -> list[str]:
@@ -139,7 +141,7 @@ def main() -> None:
         "minutes: wall time, each variant alone on the machine; folds a variant shares with another (the same "
         "change, more repeats) come from the fold cache and cost nothing."
     )
-    changes = [f"- **{name}**: {ABLATIONS[name][0]} (`{as_options(name, args.model)}`)" for name in names]
+    changes = [f"- **{name}**: {ABLATIONS[name][0]} ({as_options(name, args.model)})" for name in names]
     title = f"One-change ablations of {args.model} on {params_file.relative_to(ROOT)}, class by class"
     write_report(args.out, title, how, [*changes, "", *rows(study, trained, classes)])
 
