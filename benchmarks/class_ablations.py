@@ -43,6 +43,11 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
         "twice the steps: 80 epochs, every one run (study: 40; its best inner-validation epochs were the 20th-40th)",
         ["train.epochs=80", "train.patience=80"],
     ),
+    "epochs160": (
+        "four times the steps: 160 epochs, every one run (the support rose with twice the steps and with the published "
+        "network's longer schedule)",
+        ["train.epochs=160", "train.patience=160"],
+    ),
     "rerun": (
         "no change: the study's settings trained again, here on another CPU kind than its committed CV (what the "
         "CPU's bf16 rounding alone moves)",
