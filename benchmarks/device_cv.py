@@ -41,7 +41,7 @@ import torch
 from benchmarks.common import ROOT, cpu_model, write_report
 from ncseg.config import load_params
 from ncseg.inference.runtime import effective_precision, pick_device
-from ncseg.io.atomic import atomic_path
+from ncseg.io.tables import write_json
 from ncseg.records import CVSummary
 from ncseg.training.cv import cached_repeats, cross_validate, fill_fold_cache, plan_cv
 from ncseg.training.report import fold_paired_gain
@@ -126,7 +126,8 @@ def train(args: argparse.Namespace) -> None:
         "processes": args.processes,
     }
     record["calls"].append(call | {"complete_repeats": repeats})
-    _write(metrics / DEVICE, record)  # what trained, should scoring fail
+    metrics.mkdir(parents=True, exist_ok=True)
+    write_json(metrics / DEVICE, record)  # what trained, should scoring fail
     if repeats:
         from ncseg.tracking.store import project_root
 
@@ -134,7 +135,7 @@ def train(args: argparse.Namespace) -> None:
         scoring = time.time()
         cross_validate(args.model, scored, project_root(ROOT))
         record["calls"][-1]["scored_wall_s"] = round(time.time() - scoring)
-        _write(metrics / DEVICE, record)
+        write_json(metrics / DEVICE, record)
     if args.out and args.out.resolve() != metrics.resolve():
         args.out.mkdir(parents=True, exist_ok=True)
         for path in (metrics / DEVICE, metrics / "cv" / f"{args.model}.json"):
@@ -148,12 +149,6 @@ def train(args: argparse.Namespace) -> None:
 def _record(path: Path, continued: bool) -> dict:
     """The record this call adds to: the last one's where it continued that run's folds, else a new one."""
     return json.loads(path.read_text()) if continued and path.is_file() else {"calls": []}
-
-
-def _write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
 
 
 def compare(args: argparse.Namespace) -> None:
