@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # pip's mirror set-up here warns once per package; keep real errors visible.
 PIP_QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install repro test lint bench real-data clean-env
+.PHONY: install repro test lint bench real-data real-data-binary real-data-import clean-env
 
 # The study needs the core only (no napari, no Qt); the tests need the dev extras (napari, export, team).
 $(VENV)/.core: pyproject.toml
@@ -31,16 +31,25 @@ test: install  ## the whole test suite (unit + end-to-end on a tiny profile)
 	pytest -q
 
 REAL := ../shared/datasets/haadf-pt-alumina
-STUDY := studies/pt-alumina/params.yaml
+STUDY := studies/pt-alumina-classes/params.yaml
+BINARY := studies/pt-alumina/params.yaml
 PROFILE ?=
-STUDY_ARGS := -p $(STUDY) $(if $(PROFILE),-S profile=$(PROFILE))
-real-data: install  ## the pipeline on the real HAADF-STEM dataset beside the project (PROFILE=gpu: larger, on a GPU)
+ON_PROFILE := $(if $(PROFILE),-S profile=$(PROFILE))
+
+real-data: real-data-import  ## the 3-class study on the real HAADF-STEM dataset beside the project (PROFILE=peers|gpu: with the peers)
+	ncseg train -p $(STUDY) $(ON_PROFILE)
+	ncseg evaluate -p $(STUDY) $(ON_PROFILE)
+	ncseg register -p $(STUDY) $(ON_PROFILE)
+
+real-data-binary: real-data-import  ## the same images and folds as one material class (PROFILE=gpu: larger, on a GPU)
+	ncseg train -p $(BINARY) $(ON_PROFILE)
+	ncseg evaluate -p $(BINARY) $(ON_PROFILE)
+	ncseg register -p $(BINARY) $(ON_PROFILE)
+
+real-data-import: install  ## the real dataset, imported with its labels/ as classes/, into studies/pt-alumina/data
 	ncseg data import $(REAL)/images $(REAL)/masks --groups $(REAL)/manifest.csv --group-column source_slice \
 		--classes $(REAL)/labels --out studies/pt-alumina/data/raw --force
-	ncseg data augment $(STUDY_ARGS)
-	ncseg train $(STUDY_ARGS)
-	ncseg evaluate $(STUDY_ARGS)
-	ncseg register $(STUDY_ARGS)
+	ncseg data augment -p $(STUDY)
 
 bench: install  ## speed and memory figures -> benchmarks/results.md
 	python -m benchmarks.run

@@ -110,13 +110,25 @@ def test_the_real_data_study_defaults_to_what_fits_two_cpu_cores_and_its_gpu_pro
     assert flatten(gpu)["profile"] == "gpu"  # the MLflow run says which profile it ran
 
 
+CLASSES_STUDY = ROOT / "studies" / "pt-alumina-classes" / "params.yaml"
+
+
+def test_the_classes_study_defaults_to_what_fits_two_cpu_cores_and_its_profiles_add_the_peers():
+    default = load_params(CLASSES_STUDY)
+    peers, gpu = (load_params(CLASSES_STUDY, [f"profile={name}"]) for name in ("peers", "gpu"))
+    assert set(default.models) == {"unet4", "classical-levels"}  # `make real-data`: the hour on 2 CPU cores
+    assert set(peers.models) == set(gpu.models) == {"unet4", "classical-levels", "smp-unet-resnet18", "recipe-unet6"}
+    assert peers.model("smp-unet-resnet18") == gpu.model("smp-unet-resnet18")
+    assert peers.paths == default.paths  # the peers' CPU results sit beside the defaults'
+    assert gpu.paths.metrics != default.paths.metrics and gpu.paths.raw == default.paths.raw
+
+
 def test_the_published_recipe_runs_its_own_schedule_only_in_the_gpu_profile():
-    study = ROOT / "studies" / "pt-alumina-classes" / "params.yaml"
-    cpu = load_params(study).model("recipe-unet6").train
-    gpu = load_params(study, ["profile=gpu"]).model("recipe-unet6").train
-    assert (cpu["crop_px"], cpu["epochs"]) == (256, 10)
-    assert (gpu["crop_px"], gpu["epochs"], gpu["patience"]) == (512, 100, 100)
-    assert gpu["loss"] == cpu["loss"] == "focal"  # the keys the profile leaves alone are kept
+    cpu = load_params(CLASSES_STUDY, ["profile=peers"]).model("recipe-unet6")
+    gpu = load_params(CLASSES_STUDY, ["profile=gpu"]).model("recipe-unet6")
+    assert (cpu.train["crop_px"], cpu.train["epochs"]) == (256, 10)
+    assert (gpu.train["crop_px"], gpu.train["epochs"], gpu.train["patience"]) == (512, 100, 100)
+    assert gpu.model_copy(update={"train": cpu.train}) == cpu  # the same network and loss: only the schedule differs
 
 
 def test_an_explicit_setting_wins_over_the_profile_it_selects_and_may_edit_the_profile():
