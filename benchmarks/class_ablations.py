@@ -48,6 +48,11 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
         "network's longer schedule)",
         ["train.epochs=160", "train.patience=160"],
     ),
+    "epochs160_x3": (
+        "four times the steps, three repeats: the support's lead above the noise, paired with the study's 15 folds "
+        "(repeat 0 is epochs160's, from the fold cache)",
+        ["train.epochs=160", "train.patience=160", "cv.repeats=3"],
+    ),
     "rerun": (
         "no change: the study's settings trained again, here on another CPU kind than its committed CV (what the "
         "CPU's bf16 rounding alone moves)",
