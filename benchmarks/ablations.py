@@ -34,6 +34,7 @@ from ncseg.records import CVSummary
 from ncseg.tracking.store import project_root
 from ncseg.training.cv import cross_validate
 from ncseg.training.report import paired_gain
+from ncseg.training.resume import DONE
 
 Overrides = Callable[[str, Params], list[str]]  # (model name, study params) -> -S assignments
 ABLATIONS: dict[str, tuple[str, Overrides]] = {  # name: (what changes, how)
@@ -78,16 +79,24 @@ def variant(params_file: Path, model: str, name: str, base: Params) -> Params:
 
 
 def result(params: Params, model: str) -> tuple[CVSummary, float]:
-    """The variant's CV summary, training it first if it has none or was trained with other params (the study
-    file changed since); and the minutes its training took."""
+    """The variant's CV summary, running its CV first if it has none or ran with other params (the study file
+    changed since); and the minutes its training took. A CV that takes every fold from the fold cache trains
+    nothing, so the minutes of the call that trained them stay."""
     metrics, minutes = params.paths.metrics / "cv" / f"{model}.json", params.paths.metrics / "train_minutes.txt"
     trained_with, key = params.paths.metrics / "params.json", params.model_dump_json(exclude={"paths", "tracking"})
     if not metrics.is_file() or not trained_with.is_file() or trained_with.read_text() != key:
-        start = time.perf_counter()
+        cached, start = cached_folds(params, model), time.perf_counter()
         cross_validate(model, params, project_root(ROOT))
-        minutes.write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+        if cached_folds(params, model) > cached or not minutes.is_file():
+            minutes.write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
         trained_with.write_text(key)
     return CVSummary.load(metrics), float(minutes.read_text()) if minutes.is_file() else float("nan")
+
+
+def cached_folds(params: Params, model: str) -> int:
+    """The finished folds in the model's fold cache, whatever their settings (`ncseg.training.resume`)."""
+    root = params.paths.fold_cache
+    return 0 if root is None else len(list((root / model).glob(f"*/*/{DONE}")))
 
 
 def main() -> None:
