@@ -36,15 +36,14 @@ BINARY := studies/pt-alumina/params.yaml
 PROFILE ?=
 ON_PROFILE := $(if $(PROFILE),-S profile=$(PROFILE))
 
-real-data: real-data-import  ## the 3-class study on the real HAADF-STEM dataset beside the project (PROFILE=peers|gpu: with the peers)
-	ncseg train -p $(STUDY) $(ON_PROFILE)
-	ncseg evaluate -p $(STUDY) $(ON_PROFILE)
-	ncseg register -p $(STUDY) $(ON_PROFILE)
-
-real-data-binary: real-data-import  ## the same images and folds as one material class (PROFILE=gpu: larger, on a GPU)
-	ncseg train -p $(BINARY) $(ON_PROFILE)
-	ncseg evaluate -p $(BINARY) $(ON_PROFILE)
-	ncseg register -p $(BINARY) $(ON_PROFILE)
+# real-data: the 3-class study on the real HAADF-STEM dataset beside the project (PROFILE=peers|gpu: with the peers);
+# real-data-binary: the same images and folds as one material class (PROFILE=gpu: larger, on a GPU)
+real-data: PARAMS := $(STUDY)
+real-data-binary: PARAMS := $(BINARY)
+real-data real-data-binary: real-data-import
+	ncseg train -p $(PARAMS) $(ON_PROFILE)
+	ncseg evaluate -p $(PARAMS) $(ON_PROFILE)
+	ncseg register -p $(PARAMS) $(ON_PROFILE)
 
 real-data-import: install  ## the real dataset, imported with its labels/ as classes/, into studies/pt-alumina/data
 	ncseg data import $(REAL)/images $(REAL)/masks --groups $(REAL)/manifest.csv --group-column source_slice \
