@@ -1,0 +1,38 @@
+"""The label-consistency diagnostic: two views of one field, moved and turned, are put back on each other before
+their masks are compared, so the score measures the labels, not the alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from benchmarks.label_consistency import Alignment, align, pair_counts
+
+
+def _field(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.normal(size=(160, 160)), 3)
+
+
+@pytest.mark.parametrize(("flip", "k"), [(False, 0), (False, 1), (True, 3)])
+def test_a_moved_and_turned_copy_is_put_back_where_it_was(flip, k):
+    field = _field()
+    a = field[10:138, 10:138]
+    moved = field[4:132, 17:145]  # the same field 6 px up and 7 px right of a
+    b = np.rot90(moved, -k).T if flip else np.rot90(moved, -k)  # so that turning it back gives `moved`
+    at = align(a, b)
+    pa, pb = at.overlap(a, b)
+    assert (at.flip, at.k) == (flip, k) and at.r > 0.999
+    np.testing.assert_array_equal(pa, pb)
+    assert pa.shape == (128 - 6, 128 - 7)
+
+
+def test_class_maps_are_compared_on_the_overlap_only():
+    a = np.zeros((8, 8), np.uint8)
+    a[2:4, 2:4] = 2  # a particle
+    a[5:, :] = 1  # a support band
+    b = np.roll(a, 1, axis=1)  # the same map one pixel to the right; the column that wraps round is off the overlap
+    counts = pair_counts(a, b, Alignment(False, 0, 0, -1, 1.0), (1, 2))
+    assert counts[2] == (4, 4) and counts[1] == (21, 21) and counts[0] == (25, 25)
+    assert pair_counts(a, b, Alignment(False, 0, 0, 0, 1.0), (1, 2))[2] == (2, 6)  # unaligned: half the particle
