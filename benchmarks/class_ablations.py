@@ -48,6 +48,11 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
         "network's longer schedule)",
         ["train.epochs=160", "train.patience=160"],
     ),
+    "epochs320": (
+        "eight times the steps: 320 epochs, every one run (the support rose by about 0.009 per doubling, 40 -> 160): "
+        "does it keep rising toward 0.93, or level off near the expert's own agreement between neighbouring slices?",
+        ["train.epochs=320", "train.patience=320"],
+    ),
     "epochs160_x3": (
         "four times the steps, three repeats: the support's lead above the noise, paired with the study's 15 folds "
         "(repeat 0 is epochs160's, from the fold cache)",
@@ -61,6 +66,11 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
     "focal_dice": (
         "focal + Dice instead of cross-entropy + Dice (gamma: the study's train.focal_gamma, 2; the Pt weight 2 kept)",
         ["train.loss=focal_dice"],
+    ),
+    "lovasz": (
+        "cross-entropy + Lovasz-softmax instead of cross-entropy + Dice: a loss that is the Jaccard's own convex "
+        "surrogate, for the one-pixel outline errors that cost small Pt particles most",
+        ["train.loss=bce_lovasz"],
     ),
     "dataset_view_x3": (
         "the dataset view alone, three repeats: the one lead above the noise, paired with the study's 15 folds",

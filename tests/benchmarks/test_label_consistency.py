@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from benchmarks.label_consistency import Alignment, align, pair_counts
+from benchmarks.label_consistency import Alignment, align, error_places, pair_counts
 
 
 def _field(seed: int = 0) -> np.ndarray:
@@ -36,3 +36,14 @@ def test_class_maps_are_compared_on_the_overlap_only():
     counts = pair_counts(a, b, Alignment(False, 0, 0, -1, 1.0), (1, 2))
     assert counts[2] == (4, 4) and counts[1] == (21, 21) and counts[0] == (25, 25)
     assert pair_counts(a, b, Alignment(False, 0, 0, 0, 1.0), (1, 2))[2] == (2, 6)  # unaligned: half the particle
+
+
+def test_a_misplaced_outline_is_told_from_a_wrong_region():
+    truth = np.zeros((40, 40), bool)
+    truth[10:20, 10:20] = True
+    pred = np.roll(truth, 1, axis=1)  # the outline one pixel to the right
+    pred[30:34, 30:34] = True  # and a particle the expert did not draw, far from any outline
+    places = error_places(pred, truth)
+    assert (places["predicted"], places["expert"]) == (116, 100)
+    assert places["missed"] == places["missed within 1 px"] == 10
+    assert (places["extra"], places["extra within 1 px"], places["extra within 2 px"]) == (26, 10, 10)
