@@ -68,8 +68,8 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {  # name: (what changes, -S assig
         ["train.loss=focal_dice"],
     ),
     "lovasz": (
-        "cross-entropy + Lovasz-softmax instead of cross-entropy + Dice: a loss that is the Jaccard's own convex "
-        "surrogate, for the one-pixel outline errors that cost small Pt particles most",
+        "cross-entropy + Lovasz-softmax instead of cross-entropy + Dice (smp's: one Jaccard surrogate per class present"
+        " in a batch): does optimising the score itself move the Pt?",
         ["train.loss=bce_lovasz"],
     ),
     "dataset_view_x3": (

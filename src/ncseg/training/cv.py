@@ -39,6 +39,7 @@ from ncseg.data.leaks import LeakFreeGroups
 from ncseg.inference.runtime import effective_precision, pick_device
 from ncseg.inference.tta import predict_tta
 from ncseg.io.atomic import folder_lock, staged_folder
+from ncseg.labels import LabelSet
 from ncseg.metrics import EpochLog
 from ncseg.models import classical
 from ncseg.records import CVSummary, ModelCard
@@ -174,7 +175,7 @@ def _run_folds(run: CVRun, weights_dir: Path) -> None:
                 fold = FoldResult(k, test, run_id, split.index)
                 runs.log_fold_params({"test_images": ",".join(run.samples[i].name for i in test)})
                 if isinstance(run.spec, ClassicalParams):
-                    rep.preds |= _classical(run, test)
+                    rep.preds |= classical_predictions(run.samples, test, run.spec, run.params.labels)
                 else:
                     path = weights_dir / weight_file(split.index, k)
                     if cached:
@@ -226,10 +227,11 @@ def _resumed(cached: Fold, fold: FoldResult, path: Path) -> list[np.ndarray]:
     return cached.probs
 
 
-def _classical(run: CVRun, test: list[int]) -> dict[int, np.ndarray]:
+def classical_predictions(
+    samples: list[Sample], test: list[int], spec: ClassicalParams, labels: LabelSet
+) -> dict[int, np.ndarray]:
     """A binary study's baseline thresholds each test image on its own (Otsu); a K-class study's fits one
     intensity interval per class on the fold's training side, the images its networks learn from."""
-    samples, spec, labels = run.samples, run.spec, run.params.labels
     if labels.is_binary:
         return {i: classical.segment(samples[i].raw, samples[i].pixel_size_nm, spec) for i in test}
     tested = set(test)
